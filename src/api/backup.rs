@@ -1,0 +1,630 @@
+//! `BackupPolicy`, `Backup` and `Restore` (namespaced): a tenant's backup strategy with its RPO
+//! and RTO, each backup run with its digests and signature, and each restore (X.1642 clauses
+//! 7.2.2.1, 7.2.2.2(7), 8.4, 8.10).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Duration, LocalObjectRef, Schedule, SecretKeyRef,
+    TimeZone, conditions_schema, default_true,
+};
+
+/// How often and how safely a namespace is backed up.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "opsec.x1642.dev",
+    version = "v1alpha1",
+    kind = "BackupPolicy",
+    plural = "backuppolicies",
+    shortname = "bkp",
+    category = "opsec",
+    namespaced,
+    status = "BackupPolicyStatus",
+    derive = "PartialEq",
+    doc = "BackupPolicy backs up its own namespace on a schedule that meets an RPO, keeps encrypted and signed copies on-site and off-site, verifies them and measures the real RTO with restore tests (ITU-T X.1642 clauses 8.10, 8.4, 7.2.2.1).",
+    printcolumn(name = "RPO", type_ = "string", json_path = ".spec.rpo"),
+    printcolumn(name = "RTO", type_ = "string", json_path = ".spec.rto", priority = 1),
+    printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.lastSuccessfulTime"
+    ),
+    printcolumn(
+        name = "RPO Met",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"RPOMet\")].status"
+    ),
+    printcolumn(
+        name = "Measured RTO",
+        type_ = "string",
+        json_path = ".status.lastRestoreTest.duration",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!self.storage.exists(s, has(s.s3)) || has(self.encryption)").message("encryption is required when any storage location is off-site (s3)").field_path(".encryption"))]
+#[x_kube(validation = Rule::new("!has(self.rto) || !has(self.verification) || !has(self.verification.restoreTest) || duration(self.verification.restoreTest.timeout) >= duration(self.rto)").message("verification.restoreTest.timeout must be at least the rto, or a restore that meets its target is cut short").field_path(".verification.restoreTest.timeout"))]
+#[x_kube(validation = Rule::new("!has(self.retention) || !has(self.retention.maxAge) || duration(self.retention.maxAge) >= duration(self.rpo)").message("retention.maxAge must be at least the rpo, or the copy that keeps the RPO is deleted").field_path(".retention.maxAge"))]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicySpec {
+    /// Cron schedule of backups. When absent it is derived from the RPO (a run every RPO/2,
+    /// staggered per policy so that many policies do not start together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// IANA time zone of the schedule; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<TimeZone>,
+    /// Recovery point objective: the newest good backup is never older than this (`RPOMet`).
+    /// At least 1m.
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("rpo must be at least 1m"))]
+    pub rpo: Duration,
+    /// Recovery time objective: the longest a restore may take, checked by restore tests
+    /// (`RTOMet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("rto must be at least 1s"))]
+    pub rto: Option<Duration>,
+    /// Which resources of the namespace are backed up.
+    #[serde(default)]
+    pub resources: BackupResources,
+    /// How many copies are kept and for how long.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Where copies are written: every location gets every backup. Keep one on-site (local or
+    /// persistentVolumeClaim) and one off-site (s3).
+    #[schemars(length(min = 1, max = 8))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("storage names must be unique"))]
+    pub storage: Vec<StorageLocation>,
+    /// Encryption of every archive (AES-256-GCM); required when any location is off-site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// Ed25519 signing key; the signature covers the manifest and its key id is recorded in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
+    /// Verification of stored copies and restore tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Namespaces whose Restores may write into this namespace from their backups. A Restore
+    /// into another namespace is refused unless that namespace's policy lists the source here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)))]
+    pub accept_restores_from: Vec<String>,
+    /// Stop scheduling new backups (verification and status still run).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Which resources a backup takes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupResources {
+    /// Kinds to back up (`ConfigMap`, `Deployment`, `apps/v1/Deployment`); every listable kind
+    /// when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253)))]
+    pub include_kinds: Vec<String>,
+    /// Kinds never backed up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253)))]
+    pub exclude_kinds: Vec<String>,
+    /// Only objects with these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// Whether Secrets are backed up (they are encrypted like everything else).
+    #[serde(default = "default_true")]
+    pub include_secrets: bool,
+}
+
+impl Default for BackupResources {
+    fn default() -> Self {
+        Self {
+            include_kinds: vec![],
+            exclude_kinds: vec![],
+            label_selector: None,
+            include_secrets: true,
+        }
+    }
+}
+
+/// Retention of copies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Successful copies kept per location (1 to 1000). The last verified copy is never deleted.
+    #[serde(default = "default_copies")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub copies: i32,
+    /// Copies older than this are deleted (never the last verified one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    /// Failed Backup objects kept for diagnosis.
+    #[serde(default = "default_keep_failed")]
+    #[schemars(range(min = 0, max = 100))]
+    pub keep_failed: i32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            copies: default_copies(),
+            max_age: None,
+            keep_failed: default_keep_failed(),
+        }
+    }
+}
+
+/// One place copies are written to: exactly one of local, persistentVolumeClaim, s3.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.local) ? 1 : 0) + (has(self.persistentVolumeClaim) ? 1 : 0) + (has(self.s3) ? 1 : 0) == 1").message("each storage location sets exactly one of local, persistentVolumeClaim or s3"))]
+pub struct StorageLocation {
+    /// Name of the location (`onsite`, `offsite`), used in Backup status and in Restores.
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub name: String,
+    /// A directory of the operator's own filesystem (on-site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalStorage>,
+    /// A PersistentVolumeClaim mounted into the operator (on-site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PvcStorage>,
+    /// An S3-compatible bucket (off-site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+}
+
+/// A local directory.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalStorage {
+    /// Absolute path of the directory.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')").message("local.path must be an absolute path without '..'"))]
+    pub path: String,
+}
+
+/// A PersistentVolumeClaim.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcStorage {
+    /// Name of the claim, mounted into the operator under `/var/lib/opsec/pvc/<claimName>`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub claim_name: String,
+    /// Sub-directory within the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("!self.contains('..')").message("persistentVolumeClaim.path must not contain '..'"))]
+    pub path: Option<String>,
+}
+
+/// An S3-compatible bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Storage {
+    /// Bucket name.
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+    /// Endpoint URL (`https://s3.example.net`); the AWS endpoint of the region when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))").message("s3.endpoint must be an http or https URL"))]
+    pub endpoint: Option<String>,
+    /// Region of the bucket.
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+    /// Key prefix under which this policy's backups are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("!self.contains('..') && !self.startsWith('/')").message("s3.prefix must be relative and must not contain '..'"))]
+    pub prefix: Option<String>,
+    /// Secret in this namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    pub credentials_secret_ref: LocalObjectRef,
+    /// Path-style addressing (`endpoint/bucket/key`), as most self-hosted S3 servers need.
+    #[serde(default = "default_true")]
+    pub force_path_style: bool,
+}
+
+/// Archive encryption.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// Secret key holding 32 random bytes (raw, or base64) used as the AES-256-GCM key.
+    pub key_secret_ref: SecretKeyRef,
+}
+
+/// Manifest signing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Signing {
+    /// Secret key holding an Ed25519 private key (32-byte seed, raw or base64, or PKCS#8 PEM).
+    pub key_secret_ref: SecretKeyRef,
+}
+
+/// Verification of copies and restore tests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// When every stored copy is re-read and its digests and signature checked.
+    #[serde(default = "default_verification_schedule")]
+    pub schedule: Schedule,
+    /// Restore tests that measure the real RTO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<RestoreTest>,
+}
+
+/// Restore tests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTest {
+    /// When the newest copy is restored into a scratch namespace and compared.
+    #[serde(default = "default_restore_test_schedule")]
+    pub schedule: Schedule,
+    /// A restore test that takes longer fails.
+    #[serde(default = "default_restore_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("restoreTest.timeout must be at least 10s"))]
+    pub timeout: Duration,
+}
+
+/// Observed state of a backup policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The newest backup run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupSummary>,
+    /// Completion time of the newest good backup: the age the RPO is measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
+    /// When the next backup is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// The newest verification of stored copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verification: Option<VerificationSummary>,
+    /// The newest restore test; its duration is the measured RTO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore_test: Option<RestoreTestSummary>,
+    /// Ready, RPOMet, RTOMet, Verified, StorageReachable.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A backup run in a policy's status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSummary {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    #[serde(default)]
+    pub objects: i64,
+    #[serde(default)]
+    pub bytes: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// A verification pass over stored copies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationSummary {
+    pub time: Time,
+    /// Copies whose digests and signature checked out.
+    pub verified: i32,
+    /// Copies that failed.
+    pub failed: i32,
+}
+
+/// A restore test.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTestSummary {
+    pub time: Time,
+    /// Measured restore time: the real RTO.
+    pub duration: String,
+    /// Passed, Failed or TimedOut.
+    pub result: String,
+    pub objects_compared: i64,
+    pub mismatches: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One backup run, written by the operator, or by a user for a backup now.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "opsec.x1642.dev",
+    version = "v1alpha1",
+    kind = "Backup",
+    plural = "backups",
+    shortname = "bk",
+    category = "opsec",
+    namespaced,
+    status = "BackupStatus",
+    derive = "PartialEq",
+    doc = "Backup is one backup run of a BackupPolicy: where its copies are, their digests and signature, and their verification (ITU-T X.1642 clause 8.10). Create one with spec.policyRef for a backup now.",
+    printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policyRef.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Objects", type_ = "integer", json_path = ".status.objects"),
+    printcolumn(name = "Bytes", type_ = "integer", json_path = ".status.bytes"),
+    printcolumn(
+        name = "Completed",
+        type_ = "date",
+        json_path = ".status.completionTime"
+    ),
+    printcolumn(
+        name = "SHA256",
+        type_ = "string",
+        json_path = ".status.sha256",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "date",
+        json_path = ".status.expiresAt",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("Backup spec is immutable: create a new Backup instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// The BackupPolicy (same namespace) whose settings this run uses.
+    pub policy_ref: LocalObjectRef,
+    /// Why this backup was taken: Scheduled, Manual, PrePatch (before a patch), Incident.
+    #[serde(default)]
+    pub trigger: BackupTrigger,
+}
+
+/// Why a backup was taken.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum BackupTrigger {
+    Scheduled,
+    #[default]
+    Manual,
+    PrePatch,
+    Incident,
+    /// Rebuilt from the store's catalogue after the Backup object was lost.
+    Catalogue,
+}
+
+/// Phase of a backup.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackupPhase {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Verified,
+    Corrupt,
+}
+
+/// Observed state of a backup run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BackupPhase>,
+    /// Identifier of the backup in the store (`<prefix>/<namespace>/<policy>/<id>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Objects in the archive.
+    #[serde(default)]
+    pub objects: i64,
+    /// Size of the encrypted archive.
+    #[serde(default)]
+    pub bytes: i64,
+    /// SHA-256 of the archive as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Id of the key that signed the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_key_id: Option<String>,
+    /// One entry per storage location.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<BackupLocationStatus>,
+    /// The newest verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<BackupVerification>,
+    /// When retention deletes this copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Why the backup failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Ready.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A backup's copy in one storage location.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupLocationStatus {
+    pub name: String,
+    /// Written, Failed, Verified, Corrupt, Deleted.
+    pub state: String,
+    /// Object key or path of the copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The result of a verification of a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupVerification {
+    pub time: Time,
+    /// Verified or Corrupt.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A restore of a backup into this or another namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "opsec.x1642.dev",
+    version = "v1alpha1",
+    kind = "Restore",
+    plural = "restores",
+    shortname = "rst",
+    category = "opsec",
+    namespaced,
+    status = "RestoreStatus",
+    derive = "PartialEq",
+    doc = "Restore restores a Backup into its own namespace or another that accepts it, in dependency order, skipping or overwriting existing objects (ITU-T X.1642 clause 8.10).",
+    printcolumn(name = "Backup", type_ = "string", json_path = ".spec.backupRef.name"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetNamespace"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Restored", type_ = "integer", json_path = ".status.restored"),
+    printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("has(self.backupRef) != has(self.source)").message("set exactly one of backupRef or source"))]
+#[x_kube(validation = Rule::new("self == oldSelf").message("Restore spec is immutable: create a new Restore instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// The Backup (same namespace) to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_ref: Option<LocalObjectRef>,
+    /// A backup found in a store by id, when its Backup object is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<RestoreSource>,
+    /// Namespace to restore into; this namespace when absent. Another namespace must carry a
+    /// BackupPolicy whose acceptRestoresFrom names this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub target_namespace: Option<String>,
+    /// Kinds to restore; everything in the backup when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253)))]
+    pub kinds: Vec<String>,
+    /// What to do with an object that already exists.
+    #[serde(default)]
+    pub existing_objects: ExistingObjects,
+}
+
+/// A backup in a store, by id.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    /// The BackupPolicy (same namespace) whose storage holds the backup.
+    pub policy_ref: LocalObjectRef,
+    /// Backup id as the store lists it.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
+    pub backup_id: String,
+    /// Storage location to read from; the first good copy when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub storage: Option<String>,
+}
+
+/// What a restore does with existing objects.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ExistingObjects {
+    /// Leave existing objects as they are.
+    #[default]
+    Skip,
+    /// Replace existing objects with the backed-up version.
+    Overwrite,
+}
+
+/// Phase of a restore.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestorePhase {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+/// Observed state of a restore.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RestorePhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// How long the restore took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Storage location the copy was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    #[serde(default)]
+    pub restored: i64,
+    #[serde(default)]
+    pub skipped: i64,
+    #[serde(default)]
+    pub failed: i64,
+    /// The first errors (capped at 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Ready.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+fn default_copies() -> i32 {
+    7
+}
+fn default_keep_failed() -> i32 {
+    2
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_verification_schedule() -> Schedule {
+    Schedule("@daily".into())
+}
+fn default_restore_test_schedule() -> Schedule {
+    Schedule("@weekly".into())
+}
+fn default_restore_timeout() -> Duration {
+    Duration("30m".into())
+}

@@ -1,0 +1,412 @@
+//! Types shared by every kind: durations, cron schedules, time zones, references to Secrets and
+//! objects, and the Kubernetes-convention `Condition` list.
+//!
+//! Each string type carries its own OpenAPI pattern, so the API server refuses a malformed value
+//! and names the field; the operator parses the same string again with the functions here.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// API group of every kind.
+pub const GROUP: &str = "opsec.x1642.dev";
+/// API version of every kind.
+pub const VERSION: &str = "v1alpha1";
+/// Category that `kubectl get opsec` lists.
+pub const CATEGORY: &str = "opsec";
+
+/// A Go-style duration: one or more decimal numbers each with a unit (`ns`, `us`, `ms`, `s`,
+/// `m`, `h`), such as `90s`, `1h30m` or `168h`. Days are not a unit: write `168h` for a week, as
+/// `metav1.Duration` and CEL's `duration()` do, so the same string is valid everywhere.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+
+/// Five cron fields (minute hour day-of-month month day-of-week) or one of the macros.
+pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|([0-9*,/?LW#A-Za-z-]+\s+){4}[0-9*,/?LW#A-Za-z-]+)$";
+
+/// An IANA time-zone name such as `UTC` or `Europe/Berlin`.
+pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$";
+
+/// A DNS-1123 label: the shape of namespace and most object names.
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A DNS-1123 subdomain: the shape of Secret, ConfigMap and custom-resource names.
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A Go-style duration string (`90s`, `15m`, `6h`, `168h`); see [`DURATION_PATTERN`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Duration(pub String);
+
+impl Duration {
+    /// The duration as a `std::time::Duration`.
+    pub fn to_std(&self) -> Result<std::time::Duration, DurationError> {
+        parse_duration(&self.0)
+    }
+}
+
+impl From<&str> for Duration {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "maxLength": 64,
+            "pattern": DURATION_PATTERN,
+        })
+    }
+}
+
+/// Why a duration string did not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DurationError {
+    #[error("duration {0:?} is empty")]
+    Empty(String),
+    #[error("duration {0:?} is not of the form 90s, 15m, 6h or 1h30m (units ns, us, ms, s, m, h)")]
+    Malformed(String),
+    #[error("duration {0:?} is too large")]
+    Overflow(String),
+}
+
+/// Parses a Go-style duration (`1h30m`, `1.5h`, `250ms`). Negative durations are refused.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
+    if s.is_empty() {
+        return Err(DurationError::Empty(s.into()));
+    }
+    let malformed = || DurationError::Malformed(s.into());
+    let mut total_nanos: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(malformed)?;
+        if num_len == 0 {
+            return Err(malformed());
+        }
+        let number = &rest[..num_len];
+        if number.starts_with('.') || number.ends_with('.') || number.matches('.').count() > 1 {
+            return Err(malformed());
+        }
+        let value: f64 = number.parse().map_err(|_| malformed())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per_unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(malformed()),
+        };
+        rest = &rest[unit_len..];
+        total_nanos += value * nanos_per_unit;
+    }
+    if !total_nanos.is_finite() || total_nanos > u64::MAX as f64 {
+        return Err(DurationError::Overflow(s.into()));
+    }
+    Ok(std::time::Duration::from_nanos(total_nanos.round() as u64))
+}
+
+/// Formats a duration the way Go does, to the second (`1h30m0s` becomes `1h30m`): used in status
+/// fields that report measured times.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let total_ms = d.as_millis();
+    if total_ms < 1000 {
+        return format!("{total_ms}ms");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let frac = (total_ms % 1000) as u64;
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || frac > 0 {
+        if h == 0 && m == 0 && frac > 0 {
+            out.push_str(&format!("{s}.{frac:03}s"));
+        } else {
+            out.push_str(&format!("{s}s"));
+        }
+    }
+    out
+}
+
+/// A cron schedule: five fields (`0 */6 * * *`) or `@hourly`, `@daily`, `@weekly`, `@monthly`,
+/// `@yearly`; see [`CRON_PATTERN`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Schedule(pub String);
+
+impl From<&str> for Schedule {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl JsonSchema for Schedule {
+    fn schema_name() -> Cow<'static, str> {
+        "Schedule".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "maxLength": 128,
+            "pattern": CRON_PATTERN,
+        })
+    }
+}
+
+/// An IANA time-zone name (`UTC`, `Europe/Berlin`); see [`TIME_ZONE_PATTERN`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TimeZone(pub String);
+
+impl JsonSchema for TimeZone {
+    fn schema_name() -> Cow<'static, str> {
+        "TimeZone".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "maxLength": 64,
+            "pattern": TIME_ZONE_PATTERN,
+        })
+    }
+}
+
+/// A key of a Secret in the same namespace as the object that names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace as this object (the operator never reads a
+    /// Secret of another namespace on a tenant's behalf).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// A reference by name to an object of a known kind in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectRef {
+    /// Name of the object, in the same namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+}
+
+/// A reference to any object in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    /// API version of the object, such as `apps/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub api_version: Option<String>,
+    /// Kind of the object, such as `Deployment`.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Schema of a `conditions` list: a list-map keyed by `type`, as the API conventions ask, so that
+/// server-side apply merges conditions by type.
+pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = <Vec<Condition>>::json_schema(generator);
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
+    schema
+}
+
+/// The status of a condition: the three values the API conventions allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b { Self::True } else { Self::False }
+    }
+}
+
+/// Sets (or adds) the condition of `type_` in `conditions`. `lastTransitionTime` moves only when
+/// the status changes, so a status write that changes nothing else is byte-for-byte the same.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let message = message.into();
+    let status = status.as_str();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => {
+            if existing.status != status {
+                existing.last_transition_time =
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+                existing.status = status.into();
+            }
+            existing.reason = reason.into();
+            existing.message = message;
+            existing.observed_generation = observed_generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        }),
+    }
+}
+
+/// The condition of `type_`, if present.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Serde default helper: `true`.
+pub fn default_true() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration as StdDuration;
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(parse_duration("90s"), Ok(StdDuration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(StdDuration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Ok(StdDuration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(StdDuration::from_millis(250)));
+        assert_eq!(
+            parse_duration("168h"),
+            Ok(StdDuration::from_secs(7 * 86400))
+        );
+    }
+
+    #[test]
+    fn refuses_what_go_refuses() {
+        for bad in ["", "7d", "h", "10", "1x", "-5m", "5 m", "1h-3m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn schema_pattern_agrees_with_parser() {
+        // The API server judges by DURATION_PATTERN, the operator by parse_duration: a string one
+        // accepts and the other refuses would pass admission and then fail in the reconciler.
+        let re = regex::Regex::new(DURATION_PATTERN).unwrap();
+        for s in [
+            "1s", "0.5h", "1h2m3s", "10ms", "3us", "7ns", "168h", "", "7d", "h", "10", "1x", "-5m",
+            "5 m", "1.h", ".5h", "1µs", "1h-3m", "1H",
+        ] {
+            assert_eq!(
+                re.is_match(s),
+                parse_duration(s).is_ok(),
+                "pattern and parser disagree on {s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn formats_measured_durations() {
+        assert_eq!(format_duration(StdDuration::from_millis(420)), "420ms");
+        assert_eq!(format_duration(StdDuration::from_millis(2500)), "2.500s");
+        assert_eq!(format_duration(StdDuration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(StdDuration::from_secs(3661)), "1h1m1s");
+    }
+
+    #[test]
+    fn condition_transition_time_moves_only_on_status_change() {
+        let t0 = jiff::Timestamp::from_second(1_000).unwrap();
+        let t1 = jiff::Timestamp::from_second(2_000).unwrap();
+        let mut conds = vec![];
+        set_condition(
+            &mut conds,
+            "Ready",
+            ConditionStatus::True,
+            "Ok",
+            "fine",
+            Some(1),
+            t0,
+        );
+        set_condition(
+            &mut conds,
+            "Ready",
+            ConditionStatus::True,
+            "Ok",
+            "still fine",
+            Some(2),
+            t1,
+        );
+        assert_eq!(conds[0].last_transition_time.0, t0);
+        assert_eq!(conds[0].message, "still fine");
+        set_condition(
+            &mut conds,
+            "Ready",
+            ConditionStatus::False,
+            "Broken",
+            "no",
+            Some(2),
+            t1,
+        );
+        assert_eq!(conds[0].last_transition_time.0, t1);
+        assert_eq!(conds.len(), 1);
+    }
+}
