@@ -40,3 +40,41 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Er
         serde_yaml::to_string(crd)?
     ))
 }
+
+/// Why the CRDs could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    #[error("serializing CRD {name}")]
+    Serialize {
+        name: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("writing {path}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Prints every CRD (documents separated by `---`), or writes one file per CRD into `dir`.
+pub fn write_crds(dir: Option<&std::path::Path>) -> Result<(), crate::Error> {
+    let crds = all_crds();
+    let mut printed = Vec::new();
+    for crd in &crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let yaml = crd_yaml(crd).map_err(|source| CrdError::Serialize { name, source })?;
+        match dir {
+            Some(dir) => {
+                let path = dir.join(crd_file_name(crd));
+                std::fs::write(&path, yaml).map_err(|source| CrdError::Write { path, source })?;
+            }
+            None => printed.push(yaml),
+        }
+    }
+    if dir.is_none() {
+        print!("{}", printed.join("---\n"));
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Shared helpers of the integration tests: a client for the real API server named by
+//! KUBECONFIG (started by `make test`), CRD installation the way a user does it, and namespaces
+//! of each test's own so tests run in parallel without touching each other.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::Client;
+
+/// A client for the test control plane. Fails the test (never skips it) when there is none.
+pub async fn client() -> Client {
+    let kubeconfig = std::env::var("KUBECONFIG").unwrap_or_default();
+    assert!(
+        !kubeconfig.is_empty(),
+        "KUBECONFIG is not set: integration tests need a real API server; run them with `make test`, which starts one"
+    );
+    Client::try_default()
+        .await
+        .unwrap_or_else(|e| panic!("no client for KUBECONFIG={kubeconfig}: {e}"))
+}
+
+/// Path of the repository root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs kubectl against the test control plane and returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("kubectl")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("kubectl must be installed to run the integration tests");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Installs crds/ with `kubectl apply -f crds/` (the path a user takes) once per test binary and
+/// waits until every CRD is Established.
+pub fn install_crds() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let (ok, out, err) = kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
+        assert!(ok, "kubectl apply -f crds/ failed:\n{out}\n{err}");
+        let (ok, out, err) = kubectl(&[
+            "wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/",
+        ]);
+        assert!(ok, "CRDs did not become Established:\n{out}\n{err}");
+    });
+}
+
+/// A name no other test (or earlier run) uses: `<prefix>-<random>`.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:x}{:x}{n}", std::process::id() % 0xfff, nanos % 0xfffff)
+}
+
+/// Creates a namespace of the test's own with the given labels and returns its name.
+pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
+    let name = unique(prefix);
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &ns).await.expect("create test namespace");
+    name
+}
+
+/// Deletes a test namespace (the namespace controller finishes the deletion).
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+/// Polls `check` every 100 ms until it returns Some, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
