@@ -28,7 +28,7 @@ crds: ## Regenerate crds/ from the Rust types
 controlplane: $(CP_BIN)/.built ## Build etcd + kube-apiserver + kube-controller-manager from the Go module proxy (once; Go caches keep it warm)
 
 $(CP_BIN)/.built: $(CP_SOURCES)
-	cd $(CP_DIR) && go build -trimpath -o bin/ -ldflags "$(CP_LDFLAGS)" . k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+	cd $(CP_DIR) && go build -o bin/ -ldflags "$(CP_LDFLAGS)" . k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
 	touch $@
 
 test: controlplane ## Run every test: unit tests, then integration tests against a fresh local control plane
@@ -42,7 +42,7 @@ controlplane-down: ## Stop the local control plane
 	hack/controlplane.sh down $(DEV_CP)
 
 run: build ## Run the operator against the local control plane started by controlplane-up
-	KUBECONFIG=$(DEV_CP)/kubeconfig kubectl apply --server-side -f crds/
+	KUBECONFIG=$(DEV_CP)/kubeconfig $(CP_BIN)/kubectl apply --server-side -f crds/
 	KUBECONFIG=$(DEV_CP)/kubeconfig $(OPERATOR) run --admin-addr 127.0.0.1:8080
 
 demo: controlplane build ## The operator's main job end to end on a fresh local control plane

@@ -7,6 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${OPSEC_USE_EXISTING_CLUSTER:-}" = 1 ] && [ -n "${KUBECONFIG:-}" ]; then
   exec "$@"
 fi
+export PATH="$root/tests/controlplane/bin:$PATH"
 dir="$root/.run/cp-$$"
 trap '"$root/hack/controlplane.sh" down "$dir"' EXIT
 "$root/hack/controlplane.sh" up "$dir"
