@@ -30,13 +30,30 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_opsec-operator"))
             .args(["run", "--log-format", "json"])
             .args(["--admin-addr", &format!("127.0.0.1:{port}")])
-            .args(["--lease-name", lease, "--lease-namespace", namespace, "--identity", identity])
-            .args(["--lease-duration", &format!("{LEASE_SECONDS}s"), "--lease-retry", "1s"])
+            .args([
+                "--lease-name",
+                lease,
+                "--lease-namespace",
+                namespace,
+                "--identity",
+                identity,
+            ])
+            .args([
+                "--lease-duration",
+                &format!("{LEASE_SECONDS}s"),
+                "--lease-retry",
+                "1s",
+            ])
             .stderr(log_file.try_clone().expect("log file"))
             .stdout(log_file)
             .spawn()
             .expect("start opsec-operator");
-        Self { child, port, identity: identity.into(), log }
+        Self {
+            child,
+            port,
+            identity: identity.into(),
+            log,
+        }
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -66,19 +83,32 @@ impl Drop for Operator {
 
 /// A minimal HTTP/1.1 GET on loopback: (status, body).
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await.ok()?.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
 fn holder(lease: &Lease) -> Option<String> {
-    lease.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())
+    lease
+        .spec
+        .as_ref()?
+        .holder_identity
+        .clone()
+        .filter(|h| !h.is_empty())
 }
 
 async fn wait_ready_as(op: &Operator, role: &str) {
@@ -113,7 +143,12 @@ async fn standby_takes_over_when_the_leader_dies_but_not_before_its_lease_expire
     assert!(metrics_b.contains("opsec_leader 0"), "{metrics_b}");
 
     // Watch the Lease closely so that the last renewal by `a` is known, then kill it hard.
-    let mut last_renew_by_a = lease.spec.as_ref().and_then(|s| s.renew_time.clone()).expect("renewTime").0;
+    let mut last_renew_by_a = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.renew_time.clone())
+        .expect("renewTime")
+        .0;
     for _ in 0..15 {
         let l = leases.get(lease_name).await.expect("lease");
         if let Some(t) = l.spec.as_ref().and_then(|s| s.renew_time.clone()) {
@@ -131,11 +166,18 @@ async fn standby_takes_over_when_the_leader_dies_but_not_before_its_lease_expire
         (holder(&l).as_deref() == Some(b.identity.as_str())).then_some(l)
     })
     .await;
-    let acquired = taken.spec.as_ref().and_then(|s| s.acquire_time.clone()).expect("acquireTime").0;
+    let acquired = taken
+        .spec
+        .as_ref()
+        .and_then(|s| s.acquire_time.clone())
+        .expect("acquireTime")
+        .0;
     let lease_duration = jiff::SignedDuration::from_secs(LEASE_SECONDS as i64);
     let after_last_renew = acquired.duration_since(last_renew_by_a);
     let after_kill = acquired.duration_since(killed_at);
-    println!("takeover {after_kill:?} after the kill, {after_last_renew:?} after a's last renewal (lease {LEASE_SECONDS}s)");
+    println!(
+        "takeover {after_kill:?} after the kill, {after_last_renew:?} after a's last renewal (lease {LEASE_SECONDS}s)"
+    );
     // Safety: b never acts while a's Lease is still valid.
     assert!(
         after_last_renew >= lease_duration - jiff::SignedDuration::from_millis(100),
@@ -148,7 +190,10 @@ async fn standby_takes_over_when_the_leader_dies_but_not_before_its_lease_expire
         "b took over only {after_kill:?} after the leader died\n{}",
         b.logs()
     );
-    assert_eq!(taken.spec.as_ref().and_then(|s| s.lease_transitions), Some(1));
+    assert_eq!(
+        taken.spec.as_ref().and_then(|s| s.lease_transitions),
+        Some(1)
+    );
     wait_ready_as(&b, "leading").await;
     let (_, metrics_b) = b.get("/metrics").await.expect("metrics of b");
     assert!(metrics_b.contains("opsec_leader 1"), "{metrics_b}");
@@ -177,17 +222,30 @@ async fn a_leader_stopped_with_sigterm_releases_the_lease_and_the_standby_takes_
     .expect("join");
     let (status, a) = status;
     let status = status.expect("wait for a");
-    assert!(status.success(), "a exited with {status:?} on SIGTERM\n{}", a.logs());
+    assert!(
+        status.success(),
+        "a exited with {status:?} on SIGTERM\n{}",
+        a.logs()
+    );
     let logs = a.logs();
     assert!(logs.contains("released the leader Lease"), "{logs}");
 
     let released_at = Timestamp::now();
-    let taken = common::eventually(Duration::from_secs(30), "b to take the released Lease", || async {
-        let l = leases.get(lease_name).await.ok()?;
-        (holder(&l).as_deref() == Some(b.identity.as_str())).then_some(l)
-    })
+    let taken = common::eventually(
+        Duration::from_secs(30),
+        "b to take the released Lease",
+        || async {
+            let l = leases.get(lease_name).await.ok()?;
+            (holder(&l).as_deref() == Some(b.identity.as_str())).then_some(l)
+        },
+    )
     .await;
-    let acquired = taken.spec.as_ref().and_then(|s| s.acquire_time.clone()).expect("acquireTime").0;
+    let acquired = taken
+        .spec
+        .as_ref()
+        .and_then(|s| s.acquire_time.clone())
+        .expect("acquireTime")
+        .0;
     let waited = acquired.duration_since(released_at);
     println!("standby took the released Lease {waited:?} after a stopped");
     // Without the release, b would have waited for the full lease duration.

@@ -1,6 +1,9 @@
 //! The custom resources of the `opsec.x1642.dev/v1alpha1` API: one file per kind (or family of
 //! kinds), shared types in `common`, and [`all_crds`] for the `crd` subcommand and its test.
 
+// kube's `printcolumn(name = .., type_ = ..)` repeats the same keys once per column by design.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod backup;
 pub mod baseline;
 pub mod common;

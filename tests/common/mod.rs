@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 /// A client for the test control plane. Fails the test (never skips it) when there is none.
 pub async fn client() -> Client {
@@ -47,10 +47,15 @@ pub fn kubectl(args: &[&str]) -> (bool, String, String) {
 pub fn install_crds() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let (ok, out, err) = kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
+        let (ok, out, err) =
+            kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
         assert!(ok, "kubectl apply -f crds/ failed:\n{out}\n{err}");
         let (ok, out, err) = kubectl(&[
-            "wait", "--for=condition=Established", "--timeout=60s", "-f", "crds/",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            "crds/",
         ]);
         assert!(ok, "CRDs did not become Established:\n{out}\n{err}");
     });
@@ -65,7 +70,11 @@ pub fn unique(prefix: &str) -> String {
         .unwrap()
         .subsec_nanos();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{:x}{:x}{n}", std::process::id() % 0xfff, nanos % 0xfffff)
+    format!(
+        "{prefix}-{:x}{:x}{n}",
+        std::process::id() % 0xfff,
+        nanos % 0xfffff
+    )
 }
 
 /// Creates a namespace of the test's own with the given labels and returns its name.
@@ -75,12 +84,19 @@ pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         ..Default::default()
     };
-    api.create(&PostParams::default(), &ns).await.expect("create test namespace");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create test namespace");
     name
 }
 
@@ -101,12 +117,19 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
