@@ -22,8 +22,9 @@ help: ## List the targets
 build: ## Build the operator
 	cargo build
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ from the Rust types (and the copies kustomize reads in config/crd/bases)
 	cargo run -q -- crd --dir crds
+	cp crds/*.yaml config/crd/bases/
 
 controlplane: $(CP_BIN)/.built ## Build etcd + kube-apiserver + kube-controller-manager from the Go module proxy (once; Go caches keep it warm)
 

@@ -33,6 +33,21 @@ pub struct RunArgs {
     #[arg(long, env = "OPSEC_IDENTITY")]
     pub identity: Option<String>,
 
+    /// Controllers to run while leading: a comma-separated list of `baseline`, or `all`, or
+    /// `none` (leader election and the admin port only).
+    #[arg(
+        long,
+        env = "OPSEC_CONTROLLERS",
+        default_value = "all",
+        value_delimiter = ','
+    )]
+    pub controllers: Vec<String>,
+
+    /// Shut down gracefully when standard input closes (for a parent process that owns the
+    /// operator, such as a test harness).
+    #[arg(long, hide = true)]
+    pub exit_on_stdin_close: bool,
+
     /// Longest wait for the operator's CRDs to be Established before giving up.
     #[arg(long, env = "OPSEC_CRD_TIMEOUT", default_value = "300s", value_parser = parse_std_duration)]
     pub crd_timeout: std::time::Duration,
@@ -49,4 +64,26 @@ pub enum LogFormat {
 
 fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::api::common::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Names of the controllers `--controllers` accepts.
+pub const CONTROLLERS: &[&str] = &["baseline"];
+
+impl RunArgs {
+    /// Whether the controller `name` is to run.
+    pub fn runs(&self, name: &str) -> bool {
+        self.controllers.iter().any(|c| c == "all" || c == name)
+    }
+
+    /// Refuses unknown controller names, so a typo does not silently disable a controller.
+    pub fn check_controllers(&self) -> Result<(), String> {
+        for c in &self.controllers {
+            if c != "all" && c != "none" && !CONTROLLERS.contains(&c.as_str()) {
+                return Err(format!(
+                    "unknown controller {c:?}: expected all, none or one of {CONTROLLERS:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }

@@ -7,6 +7,8 @@
 #![deny(rust_2018_idioms)]
 
 pub mod api;
+pub mod backup;
+pub mod baseline;
 pub mod config;
 pub mod controller;
 pub mod error;
@@ -15,3 +17,10 @@ pub mod runtime;
 pub mod telemetry;
 
 pub use error::Error;
+
+/// Selects rustls's ring provider for the whole process. Two providers are compiled in (kube
+/// uses ring, the S3 client aws-lc-rs), and rustls refuses to guess between them, so every
+/// entry point calls this before making a client. Calling it again does nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -31,6 +31,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    opsec_operator::install_crypto_provider();
     let result = match cli.command {
         Command::Run(args) => opsec_operator::runtime::run(args).await,
         Command::Crd { dir } => opsec_operator::api::write_crds(dir.as_deref()),

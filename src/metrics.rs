@@ -23,6 +23,19 @@ pub struct ErrorLabels {
     pub category: String,
 }
 
+/// Labels of per-baseline metrics (baselines are few: cardinality stays small).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BaselineLabels {
+    pub baseline: String,
+}
+
+/// Labels of the namespaces-by-state gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BaselineStateLabels {
+    pub baseline: String,
+    pub state: String,
+}
+
 /// Every metric of the operator, registered in one registry.
 pub struct Metrics {
     pub registry: Registry,
@@ -34,6 +47,12 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Reconcile duration in seconds, per controller.
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    /// Selected namespaces of each baseline by state (compliant, drifted, conflicted, failed).
+    pub baseline_namespaces: Family<BaselineStateLabels, Gauge>,
+    /// Drift found (objects changed or deleted by someone else), per baseline.
+    pub drift_detected: Family<BaselineLabels, Counter>,
+    /// Drift reverted (Enforce), per baseline.
+    pub drift_reverted: Family<BaselineLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,12 +90,33 @@ impl Default for Metrics {
             "Time a reconcile takes, per controller",
             reconcile_duration.clone(),
         );
+        let baseline_namespaces = Family::<BaselineStateLabels, Gauge>::default();
+        registry.register(
+            "baseline_namespaces",
+            "Selected namespaces of each SecurityBaseline by state",
+            baseline_namespaces.clone(),
+        );
+        let drift_detected = Family::<BaselineLabels, Counter>::default();
+        registry.register(
+            "baseline_drift_detected",
+            "Drift found, per SecurityBaseline",
+            drift_detected.clone(),
+        );
+        let drift_reverted = Family::<BaselineLabels, Counter>::default();
+        registry.register(
+            "baseline_drift_reverted",
+            "Drift reverted, per SecurityBaseline",
+            drift_reverted.clone(),
+        );
         Self {
             registry,
             leader,
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            baseline_namespaces,
+            drift_detected,
+            drift_reverted,
         }
     }
 }

@@ -28,7 +28,7 @@ impl Operator {
         let log = std::env::temp_dir().join(format!("{identity}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_opsec-operator"))
-            .args(["run", "--log-format", "json"])
+            .args(["run", "--log-format", "json", "--controllers", "none"])
             .args(["--admin-addr", &format!("127.0.0.1:{port}")])
             .args([
                 "--lease-name",

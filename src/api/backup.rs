@@ -55,8 +55,8 @@ use super::common::{
     )
 )]
 #[x_kube(validation = Rule::new("!self.storage.exists(s, has(s.s3)) || has(self.encryption)").message("encryption is required when any storage location is off-site (s3)").field_path(".encryption"))]
-#[x_kube(validation = Rule::new("!has(self.rto) || !has(self.verification) || !has(self.verification.restoreTest) || duration(self.verification.restoreTest.timeout) >= duration(self.rto)").message("verification.restoreTest.timeout must be at least the rto, or a restore that meets its target is cut short").field_path(".verification.restoreTest.timeout"))]
-#[x_kube(validation = Rule::new("!has(self.retention) || !has(self.retention.maxAge) || duration(self.retention.maxAge) >= duration(self.rpo)").message("retention.maxAge must be at least the rpo, or the copy that keeps the RPO is deleted").field_path(".retention.maxAge"))]
+#[x_kube(validation = Rule::new(r"!has(self.rto) || !has(self.verification) || !has(self.verification.restoreTest) || !self.rto.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.verification.restoreTest.timeout.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.verification.restoreTest.timeout) >= duration(self.rto)").message("verification.restoreTest.timeout must be at least the rto, or a restore that meets its target is cut short").field_path(".verification.restoreTest.timeout"))]
+#[x_kube(validation = Rule::new(r"!has(self.retention) || !has(self.retention.maxAge) || !self.rpo.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.retention.maxAge.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.retention.maxAge) >= duration(self.rpo)").message("retention.maxAge must be at least the rpo, or the copy that keeps the RPO is deleted").field_path(".retention.maxAge"))]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicySpec {
     /// Cron schedule of backups. When absent it is derived from the RPO (a run every RPO/2,
@@ -68,12 +68,12 @@ pub struct BackupPolicySpec {
     pub time_zone: Option<TimeZone>,
     /// Recovery point objective: the newest good backup is never older than this (`RPOMet`).
     /// At least 1m.
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("rpo must be at least 1m"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')").message("rpo must be at least 1m"))]
     pub rpo: Duration,
     /// Recovery time objective: the longest a restore may take, checked by restore tests
     /// (`RTOMet`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("rto must be at least 1s"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1s')").message("rto must be at least 1s"))]
     pub rto: Option<Duration>,
     /// Which resources of the namespace are backed up.
     #[serde(default)]
@@ -275,7 +275,7 @@ pub struct RestoreTest {
     pub schedule: Schedule,
     /// A restore test that takes longer fails.
     #[serde(default = "default_restore_timeout")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("restoreTest.timeout must be at least 10s"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')").message("restoreTest.timeout must be at least 10s"))]
     pub timeout: Duration,
 }
 

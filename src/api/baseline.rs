@@ -135,7 +135,7 @@ pub struct SecurityBaselineSpec {
 
     /// Period of the baseline check besides watch events (at least 10s).
     #[serde(default = "default_check_interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("checkInterval must be at least 10s"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')").message("checkInterval must be at least 10s"))]
     pub check_interval: Duration,
 
     /// How a new revision of the rendered configuration is rolled out (8.5.2).
@@ -190,7 +190,7 @@ pub struct NetworkIsolation {
     #[serde(default = "default_true")]
     pub allow_same_tenant: bool,
     /// Allow egress to cluster DNS (kube-system, port 53).
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", rename = "allowDNS")]
     pub allow_dns: bool,
     /// Also allow ingress from namespaces matching this selector (an ingress controller, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,7 +19,9 @@ pub const CATEGORY: &str = "opsec";
 
 /// A Go-style duration: one or more decimal numbers each with a unit (`ns`, `us`, `ms`, `s`,
 /// `m`, `h`), such as `90s`, `1h30m` or `168h`. Days are not a unit: write `168h` for a week, as
-/// `metav1.Duration` and CEL's `duration()` do, so the same string is valid everywhere.
+/// `metav1.Duration` and CEL's `duration()` do, so the same string is valid everywhere. CEL rules
+/// that call `duration()` first check the string with `matches()` against a copy of this pattern
+/// (kept equal by tests/crd_schema.rs), so a malformed value gets only the pattern's message.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
 
 /// Five cron fields (minute hour day-of-month month day-of-week) or one of the macros.

@@ -56,9 +56,9 @@ pub const GRADE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$";
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("self.contacts.all(c, c.channels.all(ch, self.channels.exists(x, x.name == ch)))").message("contacts: every channel a contact names must be defined in channels").field_path(".contacts"))]
-#[x_kube(validation = Rule::new("self.grades.all(g, self.grades[g].actions.all(a, !has(a.notify) || a.notify.channels.all(ch, self.channels.exists(x, x.name == ch))))").message("grades: a notify action names a channel that is not defined in channels").field_path(".grades"))]
-#[x_kube(validation = Rule::new("self.classification.all(r, r.grade in self.grades)").message("classification: every rule's grade must be defined in grades").field_path(".classification"))]
+#[x_kube(validation = Rule::new("self.contacts.all(c, !has(c.channels) || c.channels.all(ch, has(self.channels) && self.channels.exists(x, x.name == ch)))").message("contacts: every channel a contact names must be defined in channels").field_path(".contacts"))]
+#[x_kube(validation = Rule::new("self.grades.all(g, !has(self.grades[g].actions) || self.grades[g].actions.all(a, !has(a.notify) || !has(a.notify.channels) || a.notify.channels.all(ch, has(self.channels) && self.channels.exists(x, x.name == ch))))").message("grades: a notify action names a channel that is not defined in channels").field_path(".grades"))]
+#[x_kube(validation = Rule::new("!has(self.classification) || self.classification.all(r, r.grade in self.grades)").message("classification: every rule's grade must be defined in grades").field_path(".classification"))]
 #[x_kube(validation = Rule::new("!has(self.drills) || self.drills.grade in self.grades").message("drills.grade must be defined in grades").field_path(".drills.grade"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmergencyPlanSpec {
@@ -303,7 +303,7 @@ pub struct Drills {
 pub struct Review {
     /// Longest time between reviews (default 8760h, a year).
     #[serde(default = "default_review_interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('24h')").message("review.interval must be at least 24h"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('24h')").message("review.interval must be at least 24h"))]
     pub interval: Duration,
     /// Date of the last review (`2026-11-01`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -102,12 +102,12 @@ pub struct PatchWindowSpec {
 /// A recurring maintenance window.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(r"duration(self.duration) < (self.schedule == '@hourly' ? duration('1h') : self.schedule == '@daily' ? duration('24h') : self.schedule == '@weekly' ? duration('168h') : self.schedule == '@monthly' ? duration('672h') : (self.schedule == '@yearly' || self.schedule == '@annually') ? duration('8760h') : self.schedule.matches(r'^\S+\s+\*\s') ? duration('1h') : self.schedule.matches(r'^\S+\s+\S+\s+[*?]\s+\S+\s+[*?]$') ? duration('24h') : self.schedule.matches(r'^\S+\s+\S+\s+[*?]\s') ? duration('168h') : duration('744h'))").message("a window's duration must be shorter than the period of its schedule, or windows would overlap").field_path(".duration"))]
+#[x_kube(validation = Rule::new(r"!self.duration.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.duration) < (self.schedule == '@hourly' ? duration('1h') : self.schedule == '@daily' ? duration('24h') : self.schedule == '@weekly' ? duration('168h') : self.schedule == '@monthly' ? duration('672h') : (self.schedule == '@yearly' || self.schedule == '@annually') ? duration('8760h') : self.schedule.matches(r'^\S+\s+\*\s') ? duration('1h') : self.schedule.matches(r'^\S+\s+\S+\s+[*?]\s+\S+\s+[*?]$') ? duration('24h') : self.schedule.matches(r'^\S+\s+\S+\s+[*?]\s') ? duration('168h') : duration('744h'))").message("a window's duration must be shorter than the period of its schedule, or windows would overlap").field_path(".duration"))]
 pub struct MaintenanceWindow {
     /// Cron schedule at which the window opens (`0 2 * * 6`: Saturdays at 02:00).
     pub schedule: Schedule,
     /// How long the window stays open.
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("window duration must be at least 1m"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')").message("window duration must be at least 1m"))]
     pub duration: Duration,
     /// IANA time zone of the schedule; UTC when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,7 +132,7 @@ pub struct Freeze {
 /// The SLA of each priority.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("duration(self.critical.maxDelay) <= duration(self.high.maxDelay) && duration(self.high.maxDelay) <= duration(self.medium.maxDelay) && duration(self.medium.maxDelay) <= duration(self.low.maxDelay)").message("sla: maxDelay must not shrink as priority falls (critical <= high <= medium <= low)"))]
+#[x_kube(validation = Rule::new(r"!self.critical.maxDelay.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.high.maxDelay.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.medium.maxDelay.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.low.maxDelay.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.critical.maxDelay) <= duration(self.high.maxDelay) && duration(self.high.maxDelay) <= duration(self.medium.maxDelay) && duration(self.medium.maxDelay) <= duration(self.low.maxDelay)").message("sla: maxDelay must not shrink as priority falls (critical <= high <= medium <= low)"))]
 pub struct PatchSla {
     /// Critical patches (default: 24h, no approval, may land outside windows).
     #[serde(default = "default_critical")]
@@ -164,7 +164,7 @@ impl Default for PatchSla {
 #[serde(rename_all = "camelCase")]
 pub struct PrioritySla {
     /// Longest delay from collection to landing; past it the patch is overdue.
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("maxDelay must be at least 1m"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')").message("maxDelay must be at least 1m"))]
     pub max_delay: Duration,
     /// The tenant must approve (`approved: true` on the patch) before it lands.
     #[serde(default)]
@@ -233,7 +233,7 @@ pub struct PatchRollout {
     pub max_parallel: i32,
     /// A workload not healthy this long after its patch has failed.
     #[serde(default = "default_progress_timeout")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("progressTimeout must be at least 10s"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')").message("progressTimeout must be at least 10s"))]
     pub progress_timeout: Duration,
     /// Put the previous image back when a workload fails its health check.
     #[serde(default = "default_true")]

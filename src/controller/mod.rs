@@ -3,6 +3,8 @@
 //! screen. A kind whose controller has not landed is simply not listed here (see the README's
 //! table): no placeholder reconciler pretends to handle it.
 
+pub mod baseline;
+
 use std::sync::Arc;
 
 use kube::Client;
@@ -30,7 +32,12 @@ pub struct Controllers {
 
 impl Controllers {
     /// Starts every controller; each stops when `shutdown` turns true.
-    pub fn start(client: Client, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn start(
+        args: &crate::config::RunArgs,
+        client: Client,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         let ctx = Context {
             client,
             metrics,
@@ -40,8 +47,10 @@ impl Controllers {
             },
         };
         // Controllers join this list as their issues land.
-        let tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
-        let _ = (ctx, shutdown);
+        let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+        if args.runs("baseline") {
+            tasks.push(("baseline", baseline::run(ctx.clone(), shutdown.clone())));
+        }
         Self { tasks }
     }
 

@@ -36,6 +36,8 @@ pub enum RuntimeError {
     CrdsMissing { name: String, timeout: Duration },
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    #[error("invalid --controllers: {0}")]
+    Controllers(String),
     #[error("leader election task ended unexpectedly")]
     LeaseTask(#[source] tokio::task::JoinError),
 }
@@ -64,6 +66,8 @@ impl RuntimeState {
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     crate::telemetry::init(args.log_format);
+    args.check_controllers()
+        .map_err(RuntimeError::Controllers)?;
     let client = Client::try_default().await.map_err(RuntimeError::Client)?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     info!(%identity, lease = %args.lease_name, namespace = %args.lease_namespace, "starting");
@@ -76,6 +80,9 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         role: role_rx.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if args.exit_on_stdin_close {
+        tokio::spawn(stop_on_stdin_close(shutdown_tx.clone()));
+    }
     tokio::spawn(forward_signals(shutdown_tx));
 
     let listener =
@@ -115,6 +122,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     if leading {
         metrics.leader.set(1);
         let controllers = crate::controller::Controllers::start(
+            &args,
             client.clone(),
             metrics.clone(),
             shutdown_rx.clone(),
@@ -196,6 +204,16 @@ async fn forward_signals(shutdown: watch::Sender<bool>) {
     {
         let _ = ctrl_c.await;
     }
+    shutdown.send_replace(true);
+}
+
+/// Turns the end of standard input into the shutdown signal.
+async fn stop_on_stdin_close(shutdown: watch::Sender<bool>) {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    info!("standard input closed");
     shutdown.send_replace(true);
 }
 

@@ -13,6 +13,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 /// A client for the test control plane. Fails the test (never skips it) when there is none.
 pub async fn client() -> Client {
+    opsec_operator::install_crypto_provider();
     let kubeconfig = std::env::var("KUBECONFIG").unwrap_or_default();
     assert!(
         !kubeconfig.is_empty(),
@@ -132,4 +133,41 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Starts one `opsec-operator run` for this test binary (running only `controllers`, with a
+/// Lease of its own) and returns its admin port. It stops when the test process exits: its
+/// standard input is a pipe this process holds, and `--exit-on-stdin-close` ends it when that
+/// pipe closes.
+pub fn operator(controllers: &str) -> u16 {
+    use std::process::{Child, ChildStdin, Stdio};
+    static OPERATOR: OnceLock<(u16, std::sync::Mutex<(Child, ChildStdin)>)> = OnceLock::new();
+    let (port, _) = OPERATOR.get_or_init(|| {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!(
+            "opsec-operator-{}-{}.log",
+            controllers.replace(',', "-"),
+            std::process::id()
+        ));
+        let log_file = std::fs::File::create(&log).expect("operator log file");
+        eprintln!("operator log: {}", log.display());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_opsec-operator"))
+            .args(["run", "--controllers", controllers, "--exit-on-stdin-close"])
+            .args(["--admin-addr", &format!("127.0.0.1:{port}")])
+            .args([
+                "--lease-name",
+                &unique("opsec-test"),
+                "--lease-duration",
+                "10s",
+            ])
+            .env("RUST_LOG", "info,opsec_operator=debug")
+            .stdin(Stdio::piped())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start opsec-operator");
+        let stdin = child.stdin.take().expect("operator stdin");
+        (port, std::sync::Mutex::new((child, stdin)))
+    });
+    *port
 }

@@ -1,0 +1,380 @@
+//! Export of objects for a backup: strips what the API server sets so that a restore applies
+//! cleanly, skips what a restore must not recreate, and orders kinds for restore.
+//!
+//! Removed from every object: `metadata.{uid, resourceVersion, generation, creationTimestamp,
+//! managedFields, selfLink, deletionTimestamp, deletionGracePeriodSeconds, ownerReferences,
+//! namespace}`, the annotations `kubectl.kubernetes.io/last-applied-configuration` and
+//! `deployment.kubernetes.io/revision`, and `status`.
+//!
+//! Decisions:
+//! - `ownerReferences` are removed: they name owners by UID, and restored owners get new UIDs,
+//!   so the garbage collector would delete a restored object whose reference dangles.
+//! - Objects with a *controller* owner reference (Pods of a ReplicaSet, ReplicaSets of a
+//!   Deployment, Jobs of a CronJob, ControllerRevisions, ...) are skipped: their controller
+//!   recreates them from the restored owner; restoring them as well would duplicate them.
+//! - `metadata.namespace` is removed: the manifest records the source namespace and a restore
+//!   may target another one.
+//!
+//! Kind-specific: a Service loses `spec.clusterIP`/`spec.clusterIPs` unless headless (`None`);
+//! a PersistentVolumeClaim loses `spec.volumeName` and the binding annotations (the old volume's
+//! claimRef names the old UID, so the claim would stay Pending); skipped are Secrets of type
+//! `kubernetes.io/service-account-token`, the `kube-root-ca.crt` ConfigMap, Events (core and
+//! `events.k8s.io`), Endpoints and EndpointSlices: all recreated by the cluster.
+
+use serde_json::{Map, Value};
+
+/// What can go wrong exporting an object.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExportError {
+    #[error("object is not a JSON object")]
+    NotAnObject,
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+/// Why an object is not backed up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A `kubernetes.io/service-account-token` Secret: the token controller recreates it.
+    ServiceAccountToken,
+    /// The `kube-root-ca.crt` ConfigMap: published into every namespace by the cluster.
+    RootCaConfigMap,
+    /// Recreated by its controller (kind of the owner).
+    OwnedByController(String),
+    /// Events, Endpoints and EndpointSlices: cluster-generated.
+    ClusterGenerated(String),
+}
+
+impl SkipReason {
+    /// Short stable label, for logs and counters.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ServiceAccountToken => "ServiceAccountToken",
+            Self::RootCaConfigMap => "RootCAConfigMap",
+            Self::OwnedByController(_) => "OwnedByController",
+            Self::ClusterGenerated(_) => "ClusterGenerated",
+        }
+    }
+}
+
+/// The result of exporting one object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Exported {
+    /// The cleaned object, to be archived.
+    Keep(Value),
+    /// Not backed up.
+    Skip(SkipReason),
+}
+
+const METADATA_STRIPPED: &[&str] = &[
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+    "namespace",
+];
+
+const ANNOTATIONS_STRIPPED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+];
+
+const PVC_ANNOTATIONS_STRIPPED: &[&str] = &[
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/selected-node",
+];
+
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+/// Cleans one object for a backup, or says why it is skipped.
+pub fn export_object(mut obj: Value) -> Result<Exported, ExportError> {
+    let root = obj.as_object_mut().ok_or(ExportError::NotAnObject)?;
+    let api_version = root
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or(ExportError::MissingField("apiVersion"))?
+        .to_string();
+    let kind = root
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or(ExportError::MissingField("kind"))?
+        .to_string();
+    let group = group_of(&api_version);
+    let metadata = root
+        .get("metadata")
+        .and_then(Value::as_object)
+        .ok_or(ExportError::MissingField("metadata"))?;
+    let name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or(ExportError::MissingField("metadata.name"))?
+        .to_string();
+
+    match (group, kind.as_str()) {
+        ("", "Event") | ("events.k8s.io", "Event") | ("", "Endpoints") => {
+            return Ok(Exported::Skip(SkipReason::ClusterGenerated(kind)));
+        }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            return Ok(Exported::Skip(SkipReason::ClusterGenerated(kind)));
+        }
+        ("", "Secret")
+            if root.get("type").and_then(Value::as_str)
+                == Some("kubernetes.io/service-account-token") =>
+        {
+            return Ok(Exported::Skip(SkipReason::ServiceAccountToken));
+        }
+        ("", "ConfigMap") if name == "kube-root-ca.crt" => {
+            return Ok(Exported::Skip(SkipReason::RootCaConfigMap));
+        }
+        _ => {}
+    }
+    if let Some(owner) = metadata
+        .get("ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|refs| {
+            refs.iter()
+                .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        })
+    {
+        let owner_kind = owner
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
+        return Ok(Exported::Skip(SkipReason::OwnedByController(owner_kind)));
+    }
+
+    root.remove("status");
+    if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in METADATA_STRIPPED {
+            meta.remove(*field);
+        }
+        strip_annotations(meta, ANNOTATIONS_STRIPPED);
+        if group.is_empty() && kind == "PersistentVolumeClaim" {
+            strip_annotations(meta, PVC_ANNOTATIONS_STRIPPED);
+        }
+    }
+    if group.is_empty() {
+        let spec = root.get_mut("spec").and_then(Value::as_object_mut);
+        match (kind.as_str(), spec) {
+            ("Service", Some(spec)) => {
+                let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+                if !headless {
+                    spec.remove("clusterIP");
+                    spec.remove("clusterIPs");
+                }
+            }
+            ("PersistentVolumeClaim", Some(spec)) => {
+                spec.remove("volumeName");
+            }
+            _ => {}
+        }
+    }
+    Ok(Exported::Keep(obj))
+}
+
+fn strip_annotations(meta: &mut Map<String, Value>, keys: &[&str]) {
+    let now_empty = match meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        Some(ann) => {
+            for k in keys {
+                ann.remove(*k);
+            }
+            ann.is_empty()
+        }
+        None => false,
+    };
+    if now_empty {
+        meta.remove("annotations");
+    }
+}
+
+/// Kinds restored first, in this order: what workloads refer to, then workloads.
+const RESTORE_ORDER: &[&str] = &[
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "PersistentVolumeClaim",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+];
+
+/// Restore rank of a kind: lower first; kinds not listed come after every listed one.
+pub fn restore_order(kind: &str) -> usize {
+    RESTORE_ORDER
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(RESTORE_ORDER.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn keep(v: Value) -> Value {
+        match export_object(v).unwrap() {
+            Exported::Keep(v) => v,
+            Exported::Skip(r) => panic!("skipped: {r:?}"),
+        }
+    }
+
+    fn skip(v: Value) -> SkipReason {
+        match export_object(v).unwrap() {
+            Exported::Skip(r) => r,
+            Exported::Keep(v) => panic!("kept: {v}"),
+        }
+    }
+
+    #[test]
+    fn strips_server_set_fields() {
+        let out = keep(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "web",
+                "namespace": "team-a",
+                "uid": "u",
+                "resourceVersion": "42",
+                "generation": 3,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "managedFields": [{}],
+                "selfLink": "/x",
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "deletionGracePeriodSeconds": 30,
+                "ownerReferences": [{"kind": "Thing", "name": "t", "uid": "o"}],
+                "labels": {"app": "web"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                    "deployment.kubernetes.io/revision": "3",
+                    "team": "a"
+                }
+            },
+            "spec": {"replicas": 2},
+            "status": {"readyReplicas": 2}
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "web", "labels": {"app": "web"}, "annotations": {"team": "a"}},
+                "spec": {"replicas": 2}
+            })
+        );
+    }
+
+    #[test]
+    fn empty_annotations_are_removed() {
+        let out = keep(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}
+        }));
+        assert_eq!(out["metadata"], json!({"name": "c"}));
+    }
+
+    #[test]
+    fn service_cluster_ip_is_dropped_unless_headless() {
+        let out = keep(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "ports": [{"port": 80}]}
+        }));
+        assert_eq!(out["spec"], json!({"ports": [{"port": 80}]}));
+        let out = keep(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"clusterIP": "None", "clusterIPs": ["None"]}
+        }));
+        assert_eq!(out["spec"]["clusterIP"], "None");
+        assert_eq!(out["spec"]["clusterIPs"], json!(["None"]));
+    }
+
+    #[test]
+    fn pvc_binding_is_dropped() {
+        let out = keep(json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+            "spec": {"volumeName": "pv-1", "resources": {"requests": {"storage": "1Gi"}}}
+        }));
+        assert!(out["spec"].get("volumeName").is_none());
+        assert!(out["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn skips_what_the_cluster_recreates() {
+        assert_eq!(
+            skip(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"},
+                "type": "kubernetes.io/service-account-token"})
+            ),
+            SkipReason::ServiceAccountToken
+        );
+        assert!(matches!(
+            export_object(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"}, "type": "Opaque"})
+            ),
+            Ok(Exported::Keep(_))
+        ));
+        assert_eq!(
+            skip(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"}})
+            ),
+            SkipReason::RootCaConfigMap
+        );
+        assert_eq!(
+            skip(
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "x", "controller": true}]}})
+            ),
+            SkipReason::OwnedByController("ReplicaSet".into())
+        );
+        for (av, kind) in [
+            ("v1", "Event"),
+            ("events.k8s.io/v1", "Event"),
+            ("v1", "Endpoints"),
+            ("discovery.k8s.io/v1", "EndpointSlice"),
+        ] {
+            assert!(matches!(
+                skip(json!({"apiVersion": av, "kind": kind, "metadata": {"name": "e"}})),
+                SkipReason::ClusterGenerated(_)
+            ));
+        }
+        // A bare Pod is kept.
+        keep(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}));
+    }
+
+    #[test]
+    fn refuses_malformed_objects() {
+        assert_eq!(export_object(json!([])), Err(ExportError::NotAnObject));
+        assert_eq!(
+            export_object(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})),
+            Err(ExportError::MissingField("metadata.name"))
+        );
+    }
+
+    #[test]
+    fn restore_order_puts_infrastructure_before_workloads() {
+        assert!(restore_order("ServiceAccount") < restore_order("Secret"));
+        assert!(restore_order("RoleBinding") < restore_order("Deployment"));
+        assert!(restore_order("LimitRange") < restore_order("Deployment"));
+        assert!(restore_order("CronJob") < restore_order("Ingress"));
+        assert_eq!(restore_order("Ingress"), restore_order("Widget"));
+    }
+}

@@ -1,0 +1,368 @@
+//! The backup manifest (`manifest.json`): what a backup holds, each object's digest, the
+//! archive's digest and encryption, and the id of the key that signed it; and its detached
+//! Ed25519 signature (`manifest.sig`, base64).
+//!
+//! The signature covers the manifest's bytes exactly as stored. They are canonical: serde_json
+//! output in struct field order, pretty-printed with a final newline, so equal manifests have
+//! equal bytes. A verifier checks the signature over the stored bytes *before* parsing, and then
+//! that the manifest names the location it was read from (a signed manifest moved to another
+//! backup's directory is refused).
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::archive::{ArchiveEntry, ObjectKey};
+use super::crypto::{self, CryptoError};
+
+/// Version of the manifest format.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// `archive.compression`.
+pub const COMPRESSION_ZSTD: &str = "zstd";
+
+/// What can go wrong building, reading or checking a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("serializing the manifest failed")]
+    Serialize(#[source] serde_json::Error),
+    #[error("manifest is not valid JSON of the expected shape")]
+    Parse(#[source] serde_json::Error),
+    #[error("manifest format version {0} is not supported (expected {MANIFEST_FORMAT_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("manifest compression {0:?} is not supported")]
+    UnsupportedCompression(String),
+    #[error("manifest names {field} {found:?} but was read from {expected:?}")]
+    WrongLocation {
+        field: &'static str,
+        expected: String,
+        found: String,
+    },
+    #[error("manifest is not signed (manifest.sig missing or signingKeyId absent)")]
+    Unsigned,
+    #[error("manifest was signed by key {found}, expected {expected}")]
+    WrongSigningKey { expected: String, found: String },
+    #[error("manifest signature does not verify")]
+    BadSignature(#[source] CryptoError),
+    #[error(
+        "archive digest mismatch: manifest says {expected} ({expected_size} bytes), read {found} ({found_size} bytes)"
+    )]
+    ArchiveDigest {
+        expected: String,
+        expected_size: u64,
+        found: String,
+        found_size: u64,
+    },
+    #[error("object {path} digest mismatch")]
+    ObjectDigest { path: String },
+    #[error("object {path} is in the archive but not in the manifest")]
+    UnlistedObject { path: String },
+    #[error("{count} objects of the manifest are missing from the archive (first: {first})")]
+    MissingObjects { count: usize, first: String },
+    #[error("manifest lists object {path} twice")]
+    DuplicateObject { path: String },
+    #[error("manifest object entry is invalid")]
+    BadObject(#[source] super::archive::ArchiveError),
+}
+
+/// How the archive is encrypted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncryptionScheme {
+    /// [`super::crypto`]'s streaming AES-256-GCM format.
+    #[serde(rename = "AES-256-GCM-STREAM")]
+    Aes256GcmStream,
+    /// Not encrypted.
+    #[serde(rename = "none")]
+    None,
+}
+
+/// One object of the backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestObject {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// Hex SHA-256 of the object's JSON as archived.
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl ManifestObject {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// The stored archive (`data.tar.zst.enc`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveInfo {
+    /// Hex SHA-256 of the archive as stored (after encryption).
+    pub sha256: String,
+    /// Size as stored.
+    pub size: u64,
+    pub compression: String,
+    pub encryption: EncryptionScheme,
+    /// Id of the encryption key ([`crypto::EncryptionKey::key_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+/// `manifest.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u32,
+    pub namespace: String,
+    pub policy: String,
+    pub backup_id: String,
+    pub created_at: jiff::Timestamp,
+    pub objects: Vec<ManifestObject>,
+    pub archive: ArchiveInfo,
+    /// Id of the signing key ([`crypto::signing_key_id`]); absent when unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_id: Option<String>,
+}
+
+impl Manifest {
+    /// Canonical bytes: what is stored as `manifest.json` and what the signature covers.
+    pub fn to_canonical_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        let mut out = serde_json::to_vec_pretty(self).map_err(ManifestError::Serialize)?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// Parses stored bytes and checks the format version and compression.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(ManifestError::Parse)?;
+        if m.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(ManifestError::UnsupportedVersion(m.format_version));
+        }
+        if m.archive.compression != COMPRESSION_ZSTD {
+            return Err(ManifestError::UnsupportedCompression(
+                m.archive.compression.clone(),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Checks that the manifest names the location it was read from.
+    pub fn check_location(
+        &self,
+        namespace: &str,
+        policy: &str,
+        backup_id: &str,
+    ) -> Result<(), ManifestError> {
+        for (field, expected, found) in [
+            ("namespace", namespace, &self.namespace),
+            ("policy", policy, &self.policy),
+            ("backupId", backup_id, &self.backup_id),
+        ] {
+            if expected != found {
+                return Err(ManifestError::WrongLocation {
+                    field,
+                    expected: expected.into(),
+                    found: found.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the stored archive's digest and size.
+    pub fn check_archive(&self, sha256: &str, size: u64) -> Result<(), ManifestError> {
+        if self.archive.sha256 != sha256 || self.archive.size != size {
+            return Err(ManifestError::ArchiveDigest {
+                expected: self.archive.sha256.clone(),
+                expected_size: self.archive.size,
+                found: sha256.into(),
+                found_size: size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the archive holds exactly the manifest's objects, each with its digest.
+    pub fn check_objects(&self, entries: &[ArchiveEntry]) -> Result<(), ManifestError> {
+        let mut expected = std::collections::HashMap::with_capacity(self.objects.len());
+        for o in &self.objects {
+            let path = o.key().entry_path().map_err(ManifestError::BadObject)?;
+            if expected.insert(path.clone(), o).is_some() {
+                return Err(ManifestError::DuplicateObject { path });
+            }
+        }
+        for e in entries {
+            let o = expected
+                .remove(&e.path)
+                .ok_or_else(|| ManifestError::UnlistedObject {
+                    path: e.path.clone(),
+                })?;
+            if o.size != e.data.len() as u64 || o.sha256 != crypto::sha256_hex(&e.data) {
+                return Err(ManifestError::ObjectDigest {
+                    path: e.path.clone(),
+                });
+            }
+        }
+        if let Some(first) = expected.keys().min() {
+            return Err(ManifestError::MissingObjects {
+                count: expected.len(),
+                first: first.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Signs canonical manifest bytes: the content of `manifest.sig`.
+pub fn sign_manifest(bytes: &[u8], key: &SigningKey) -> String {
+    let mut sig = crypto::sign(key, bytes);
+    sig.push('\n');
+    sig
+}
+
+/// Verifies stored manifest bytes against `manifest.sig` and the expected public key, then parses
+/// them. The manifest must name the expected key's id.
+pub fn verify_manifest(
+    bytes: &[u8],
+    signature: Option<&str>,
+    key: &VerifyingKey,
+) -> Result<Manifest, ManifestError> {
+    let signature = signature.ok_or(ManifestError::Unsigned)?;
+    crypto::verify(key, bytes, signature).map_err(ManifestError::BadSignature)?;
+    let manifest = Manifest::from_bytes(bytes)?;
+    let expected = crypto::signing_key_id(key);
+    match &manifest.signing_key_id {
+        None => Err(ManifestError::Unsigned),
+        Some(found) if *found != expected => Err(ManifestError::WrongSigningKey {
+            expected,
+            found: found.clone(),
+        }),
+        Some(_) => Ok(manifest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            namespace: "team-a".into(),
+            policy: "nightly".into(),
+            backup_id: "20260101-000000".into(),
+            created_at: jiff::Timestamp::from_second(1_767_225_600).unwrap(),
+            objects: vec![ManifestObject {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "c".into(),
+                sha256: crypto::sha256_hex(b"{}"),
+                size: 2,
+            }],
+            archive: ArchiveInfo {
+                sha256: "ab".into(),
+                size: 10,
+                compression: COMPRESSION_ZSTD.into(),
+                encryption: EncryptionScheme::Aes256GcmStream,
+                key_id: Some("aes256gcm:0011223344556677".into()),
+            },
+            signing_key_id: None,
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_are_stable_and_camel_case() {
+        let m = manifest();
+        let a = m.to_canonical_bytes().unwrap();
+        let b = Manifest::from_bytes(&a)
+            .unwrap()
+            .to_canonical_bytes()
+            .unwrap();
+        assert_eq!(a, b);
+        let text = String::from_utf8(a).unwrap();
+        for field in [
+            "formatVersion",
+            "backupId",
+            "createdAt",
+            "apiVersion",
+            "keyId",
+            "\"AES-256-GCM-STREAM\"",
+        ] {
+            assert!(text.contains(field), "{field} in {text}");
+        }
+        assert!(!text.contains("signingKeyId"));
+    }
+
+    #[test]
+    fn signature_verifies_and_detects_tampering() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let mut m = manifest();
+        m.signing_key_id = Some(crypto::signing_key_id(&key.verifying_key()));
+        let bytes = m.to_canonical_bytes().unwrap();
+        let sig = sign_manifest(&bytes, &key);
+        let vk = key.verifying_key();
+        assert_eq!(verify_manifest(&bytes, Some(&sig), &vk).unwrap(), m);
+
+        let mut flipped = bytes.clone();
+        let pos = flipped.iter().position(|b| *b == b'c').unwrap();
+        flipped[pos] = b'd';
+        assert!(matches!(
+            verify_manifest(&flipped, Some(&sig), &vk),
+            Err(ManifestError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify_manifest(&bytes, None, &vk),
+            Err(ManifestError::Unsigned)
+        ));
+        let other = SigningKey::from_bytes(&[4; 32]).verifying_key();
+        assert!(matches!(
+            verify_manifest(&bytes, Some(&sig), &other),
+            Err(ManifestError::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn checks_location_archive_and_objects() {
+        let m = manifest();
+        m.check_location("team-a", "nightly", "20260101-000000")
+            .unwrap();
+        assert!(matches!(
+            m.check_location("team-b", "nightly", "20260101-000000"),
+            Err(ManifestError::WrongLocation {
+                field: "namespace",
+                ..
+            })
+        ));
+        m.check_archive("ab", 10).unwrap();
+        assert!(m.check_archive("ab", 11).is_err());
+
+        let entry = |data: &[u8]| ArchiveEntry {
+            path: "objects/core/v1/ConfigMap/c.json".into(),
+            key: m.objects[0].key(),
+            data: data.to_vec(),
+        };
+        m.check_objects(&[entry(b"{}")]).unwrap();
+        assert!(matches!(
+            m.check_objects(&[entry(b"{ ")]),
+            Err(ManifestError::ObjectDigest { .. })
+        ));
+        assert!(matches!(
+            m.check_objects(&[]),
+            Err(ManifestError::MissingObjects { count: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_unknown_versions() {
+        let mut m = manifest();
+        m.format_version = 2;
+        let bytes = serde_json::to_vec(&m).unwrap();
+        assert!(matches!(
+            Manifest::from_bytes(&bytes),
+            Err(ManifestError::UnsupportedVersion(2))
+        ));
+    }
+}

@@ -1,0 +1,458 @@
+//! Reading a backup back: signature check, streaming decryption, archive and object digests,
+//! safe extraction, restore order. Nothing is returned unless everything checked out, so a
+//! restore is never partial. Also the verification of stored copies.
+//!
+//! Errors are told apart for status and Events ([`RestoreError::category`]): `MissingManifest`
+//! (incomplete or absent backup), `BadSignature`, `WrongKey` (the manifest names another
+//! encryption key, or an encrypted backup is read without one), `Corrupt` (a digest, size or
+//! authentication tag does not match, or the data is truncated or undecodable) and
+//! `UnsafeArchive` (the archive tries path traversal, links, duplicates or oversized entries).
+
+use std::io::{self, Read};
+
+use bytes::{Buf, Bytes};
+use ed25519_dalek::VerifyingKey;
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::archive::{self, ArchiveEntry, ArchiveError, ArchiveLimits, ObjectKey};
+use super::crypto::{CryptoError, DecryptReader, EncryptionKey, HashingReader};
+use super::export::restore_order;
+use super::manifest::{self, EncryptionScheme, Manifest, ManifestError};
+use super::store::{BackupLocation, Store, StoreError};
+
+/// Why a backup could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("backup {backup_id} has no manifest.json (incomplete or absent)")]
+    MissingManifest { backup_id: String },
+    #[error("manifest of backup {backup_id} is not trustworthy")]
+    BadSignature {
+        backup_id: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("manifest of backup {backup_id} is unreadable")]
+    BadManifest {
+        backup_id: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error(
+        "backup {backup_id} is encrypted with key {expected}, not with the key given ({given})"
+    )]
+    WrongKey {
+        backup_id: String,
+        expected: String,
+        given: String,
+    },
+    #[error("backup {backup_id} is encrypted and no encryption key was given")]
+    KeyRequired { backup_id: String },
+    #[error("backup {backup_id} is corrupt: {reason}")]
+    Corrupt {
+        backup_id: String,
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    #[error("archive of backup {backup_id} is unsafe")]
+    Unsafe {
+        backup_id: String,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("reading backup {backup_id} from the store failed")]
+    Store {
+        backup_id: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("the restore worker failed")]
+    Worker(#[source] tokio::task::JoinError),
+}
+
+impl RestoreError {
+    /// Short stable name: an Event reason and a metrics label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::MissingManifest { .. } => "MissingManifest",
+            Self::BadSignature { .. } => "BadSignature",
+            Self::BadManifest { .. } => "BadManifest",
+            Self::WrongKey { .. } | Self::KeyRequired { .. } => "WrongKey",
+            Self::Corrupt { .. } => "Corrupt",
+            Self::Unsafe { .. } => "UnsafeArchive",
+            Self::Store { .. } => "StoreError",
+            Self::Worker(_) => "Internal",
+        }
+    }
+
+    fn corrupt(
+        backup_id: &str,
+        reason: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Corrupt {
+            backup_id: backup_id.into(),
+            reason: reason.into(),
+            source,
+        }
+    }
+}
+
+/// Keys and limits of a read.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Needed for an encrypted backup; checked against the manifest's key id first.
+    pub encryption_key: Option<EncryptionKey>,
+    /// When set, `manifest.sig` must exist and verify with this key, and the manifest must name
+    /// its id. When `None` the signature is not checked (only for policies without signing).
+    pub verifying_key: Option<VerifyingKey>,
+    pub limits: ArchiveLimits,
+}
+
+/// A backup read back and fully checked.
+#[derive(Clone, Debug)]
+pub struct RestoredBackup {
+    pub manifest: Manifest,
+    /// Objects in restore order ([`restore_order`] of the kind, then kind, then name).
+    pub objects: Vec<Value>,
+}
+
+/// What a verification checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub backup_id: String,
+    pub archive_sha256: String,
+    pub archive_size: u64,
+    pub signature_checked: bool,
+    /// Objects whose digest was checked: `None` when the archive is encrypted and no key was
+    /// given, so only the stored archive's digest (and the signature) could be checked.
+    pub objects_checked: Option<usize>,
+}
+
+/// Checks `manifest.json`'s bytes (signature first, when a key is given) and that the manifest
+/// names `loc`.
+pub fn check_manifest(
+    loc: &BackupLocation,
+    bytes: &[u8],
+    signature: Option<&str>,
+    verifying_key: Option<&VerifyingKey>,
+) -> Result<Manifest, RestoreError> {
+    let id = loc.backup_id();
+    let manifest = match verifying_key {
+        Some(key) => manifest::verify_manifest(bytes, signature, key).map_err(|source| {
+            RestoreError::BadSignature {
+                backup_id: id.into(),
+                source,
+            }
+        })?,
+        None => Manifest::from_bytes(bytes).map_err(|source| RestoreError::BadManifest {
+            backup_id: id.into(),
+            source,
+        })?,
+    };
+    manifest
+        .check_location(loc.namespace(), loc.policy(), id)
+        .map_err(|source| RestoreError::BadManifest {
+            backup_id: id.into(),
+            source,
+        })?;
+    Ok(manifest)
+}
+
+fn classify_archive_error(backup_id: &str, err: ArchiveError) -> RestoreError {
+    if err.is_unsafe() {
+        return RestoreError::Unsafe {
+            backup_id: backup_id.into(),
+            source: err,
+        };
+    }
+    let reason = match &err {
+        ArchiveError::Read(io) => match CryptoError::from_io(io) {
+            Some(c) => c.to_string(),
+            None => format!("undecodable archive: {io}"),
+        },
+        other => other.to_string(),
+    };
+    RestoreError::corrupt(backup_id, reason, Some(Box::new(err)))
+}
+
+fn check_key(manifest: &Manifest, key: Option<&EncryptionKey>) -> Result<(), RestoreError> {
+    if manifest.archive.encryption == EncryptionScheme::None {
+        return Ok(());
+    }
+    let key = key.ok_or_else(|| RestoreError::KeyRequired {
+        backup_id: manifest.backup_id.clone(),
+    })?;
+    let given = key.key_id();
+    match &manifest.archive.key_id {
+        Some(expected) if *expected != given => Err(RestoreError::WrongKey {
+            backup_id: manifest.backup_id.clone(),
+            expected: expected.clone(),
+            given,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a stored archive from `data` against its (already checked) manifest: decrypts, checks
+/// the archive digest and every object's digest, and returns the entries. Synchronous: the
+/// async entry points run it on a blocking thread.
+pub fn read_verified(
+    manifest: &Manifest,
+    data: impl Read,
+    key: Option<&EncryptionKey>,
+    limits: &ArchiveLimits,
+) -> Result<Vec<ArchiveEntry>, RestoreError> {
+    let id = manifest.backup_id.as_str();
+    check_key(manifest, key)?;
+    let mut hashed = HashingReader::new(data);
+    let entries = match (manifest.archive.encryption, key) {
+        (EncryptionScheme::Aes256GcmStream, Some(key)) => {
+            let reader = DecryptReader::new(&mut hashed, key)
+                .map_err(|e| classify_archive_error(id, ArchiveError::Read(e)))?;
+            archive::read_archive(reader, limits)
+        }
+        _ => archive::read_archive(&mut hashed, limits),
+    };
+    let entries = entries.map_err(|e| classify_archive_error(id, e))?;
+    // Anything left unread (there should be nothing) still counts for the digest.
+    io::copy(&mut hashed, &mut io::sink())
+        .map_err(|e| classify_archive_error(id, ArchiveError::Read(e)))?;
+    let (sha, size) = hashed.finish();
+    manifest
+        .check_archive(&sha, size)
+        .map_err(|e| RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))))?;
+    manifest
+        .check_objects(&entries)
+        .map_err(|e| RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))))?;
+    Ok(entries)
+}
+
+/// Parses entries into objects, checks each names its entry, and sorts them in restore order.
+pub fn into_restore_order(
+    backup_id: &str,
+    entries: Vec<ArchiveEntry>,
+) -> Result<Vec<Value>, RestoreError> {
+    let mut objects = Vec::with_capacity(entries.len());
+    for e in entries {
+        let value: Value = serde_json::from_slice(&e.data).map_err(|err| {
+            RestoreError::corrupt(
+                backup_id,
+                format!("{} is not JSON", e.path),
+                Some(Box::new(err)),
+            )
+        })?;
+        let key = ObjectKey::from_object(&value).map_err(|err| {
+            RestoreError::corrupt(
+                backup_id,
+                format!("{} is not an object", e.path),
+                Some(Box::new(err)),
+            )
+        })?;
+        if key != e.key {
+            return Err(RestoreError::corrupt(
+                backup_id,
+                format!(
+                    "{} holds {}/{} {}",
+                    e.path, key.api_version, key.kind, key.name
+                ),
+                None,
+            ));
+        }
+        objects.push((key, value));
+    }
+    objects.sort_by(|(a, _), (b, _)| {
+        (restore_order(&a.kind), &a.kind, &a.name, &a.api_version).cmp(&(
+            restore_order(&b.kind),
+            &b.kind,
+            &b.name,
+            &b.api_version,
+        ))
+    });
+    Ok(objects.into_iter().map(|(_, v)| v).collect())
+}
+
+/// A blocking `Read` over chunks sent from an async task.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while !self.current.has_remaining() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.remaining());
+        self.current.copy_to_slice(&mut buf[..n]);
+        Ok(n)
+    }
+}
+
+async fn read_manifest_checked(
+    store: &Store,
+    loc: &BackupLocation,
+    verifying_key: Option<&VerifyingKey>,
+) -> Result<Manifest, RestoreError> {
+    let id = loc.backup_id();
+    let store_err = |source| RestoreError::Store {
+        backup_id: id.into(),
+        source: Box::new(source),
+    };
+    let bytes = match store.read_manifest_bytes(loc).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            return Err(RestoreError::MissingManifest {
+                backup_id: id.into(),
+            });
+        }
+        Err(e) => return Err(store_err(e)),
+    };
+    let signature = match verifying_key {
+        Some(_) => store.read_signature(loc).await.map_err(store_err)?,
+        None => None,
+    };
+    check_manifest(loc, &bytes, signature.as_deref(), verifying_key)
+}
+
+/// Streams the data file through `read_verified` on a blocking thread.
+async fn stream_verified(
+    store: &Store,
+    loc: &BackupLocation,
+    manifest: &Manifest,
+    key: Option<EncryptionKey>,
+    limits: ArchiveLimits,
+) -> Result<Vec<ArchiveEntry>, RestoreError> {
+    let id = loc.backup_id().to_string();
+    let (_, mut stream) = match store.read_data(loc).await {
+        Ok(s) => s,
+        Err(e) if e.is_not_found() => {
+            return Err(RestoreError::corrupt(
+                &id,
+                "the data file is missing",
+                Some(Box::new(e)),
+            ));
+        }
+        Err(source) => {
+            return Err(RestoreError::Store {
+                backup_id: id,
+                source: Box::new(source),
+            });
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let m = manifest.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
+        read_verified(&m, reader, key.as_ref(), &limits)
+    });
+    let mut store_failure = None;
+    while let Some(chunk) = stream.next().await {
+        let item = match chunk {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                // The worker sees an I/O error; the store's error is what is reported.
+                let msg = format!("store read failed: {e}");
+                store_failure = Some(e);
+                Err(io::Error::other(msg))
+            }
+        };
+        let failed = item.is_err();
+        // The worker stopped reading (it found an error): stop streaming.
+        if tx.send(item).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    let result = worker.await.map_err(RestoreError::Worker)?;
+    match (result, store_failure) {
+        (Err(_), Some(source)) => Err(RestoreError::Store {
+            backup_id: id,
+            source: Box::new(source),
+        }),
+        (r, _) => r,
+    }
+}
+
+/// Reads a backup for a restore: verifies the signature (when a verifying key is given), streams
+/// and decrypts the data, checks every digest, extracts within the limits and returns the
+/// objects in restore order. Any mismatch is an error and nothing is returned.
+pub async fn restore(
+    store: &Store,
+    loc: &BackupLocation,
+    options: &RestoreOptions,
+) -> Result<RestoredBackup, RestoreError> {
+    let manifest = read_manifest_checked(store, loc, options.verifying_key.as_ref()).await?;
+    let entries = stream_verified(
+        store,
+        loc,
+        &manifest,
+        options.encryption_key.clone(),
+        options.limits,
+    )
+    .await?;
+    let objects = into_restore_order(loc.backup_id(), entries)?;
+    Ok(RestoredBackup { manifest, objects })
+}
+
+/// Verifies a stored copy. With the encryption key (or for an unencrypted backup) this is a full
+/// read as for a restore; without it only the signature and the stored archive's digest and
+/// size are checked.
+pub async fn verify(
+    store: &Store,
+    loc: &BackupLocation,
+    options: &RestoreOptions,
+) -> Result<VerifyReport, RestoreError> {
+    let manifest = read_manifest_checked(store, loc, options.verifying_key.as_ref()).await?;
+    let signature_checked = options.verifying_key.is_some();
+    let full =
+        manifest.archive.encryption == EncryptionScheme::None || options.encryption_key.is_some();
+    let objects_checked = if full {
+        let entries = stream_verified(
+            store,
+            loc,
+            &manifest,
+            options.encryption_key.clone(),
+            options.limits,
+        )
+        .await?;
+        Some(into_restore_order(loc.backup_id(), entries)?.len())
+    } else {
+        let id = loc.backup_id();
+        let (_, mut stream) = store
+            .read_data(loc)
+            .await
+            .map_err(|source| RestoreError::Store {
+                backup_id: id.into(),
+                source: Box::new(source),
+            })?;
+        let mut hash = super::crypto::Sha256Counter::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| RestoreError::Store {
+                backup_id: id.into(),
+                source: Box::new(source),
+            })?;
+            hash.update(&chunk);
+        }
+        let (sha, size) = hash.finish();
+        manifest
+            .check_archive(&sha, size)
+            .map_err(|e| RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))))?;
+        None
+    };
+    Ok(VerifyReport {
+        backup_id: loc.backup_id().into(),
+        archive_sha256: manifest.archive.sha256.clone(),
+        archive_size: manifest.archive.size,
+        signature_checked,
+        objects_checked,
+    })
+}

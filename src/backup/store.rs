@@ -1,0 +1,725 @@
+//! Storage locations of backups through `object_store`: a local directory or PVC (on-site) and
+//! S3-compatible buckets (off-site), with the layout, the write order that makes a backup's
+//! completion atomic, and the catalogue read back from the store alone.
+//!
+//! Layout: `<prefix>/<namespace>/<policy>/<backup-id>/{data.tar.zst.enc, manifest.sig,
+//! manifest.json}`. Write order: the data (multipart, streamed, memory bounded), then
+//! `manifest.sig`, then `manifest.json` last, as the commit marker: a backup interrupted at any
+//! point has no `manifest.json`, so [`Store::list_backups`] never lists it as complete, and
+//! [`Store::list_incomplete`] finds it for cleanup. Deletion removes `manifest.json` first, for
+//! the same reason. (An S3 multipart upload interrupted by a crash leaves invisible parts behind;
+//! a bucket lifecycle rule `AbortIncompleteMultipartUpload` removes them.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::WriteMultipart;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::manifest::{Manifest, ManifestError};
+
+/// The encrypted (or, without a key, plain) archive.
+pub const DATA_FILE: &str = "data.tar.zst.enc";
+/// Detached signature of the manifest, base64.
+pub const SIGNATURE_FILE: &str = "manifest.sig";
+/// The manifest: written last, its presence marks a complete backup.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Parts of one data upload in flight at once (each up to 5 MiB, the S3 minimum part size).
+const MAX_PARTS_IN_FLIGHT: usize = 2;
+
+/// What can go wrong with a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{field} {value:?} is not a valid path segment (letters, digits, '-', '.', '_')")]
+    InvalidName { field: &'static str, value: String },
+    #[error("creating directory {path} failed")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuring store {store} failed")]
+    Configure {
+        store: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("store prefix {prefix:?} is invalid")]
+    BadPrefix {
+        prefix: String,
+        #[source]
+        source: object_store::path::Error,
+    },
+    #[error("starting upload of {path} failed")]
+    StartUpload {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("uploading {path} failed")]
+    Upload {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("completing upload of {path} failed")]
+    FinishUpload {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("writing {path} failed")]
+    Put {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{path} does not exist")]
+    NotFound { path: String },
+    #[error("reading {path} failed")]
+    Get {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("listing {prefix} failed")]
+    List {
+        prefix: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("deleting {path} failed")]
+    Delete {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{path} is not UTF-8 text")]
+    NotText { path: String },
+}
+
+impl StoreError {
+    /// Whether the object was simply not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+fn check_segment(field: &'static str, value: &str) -> Result<(), StoreError> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && !value.contains("..");
+    if !ok {
+        return Err(StoreError::InvalidName {
+            field,
+            value: value.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Where one backup lives: namespace, policy and backup id, each a safe path segment.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackupLocation {
+    namespace: String,
+    policy: String,
+    backup_id: String,
+}
+
+impl BackupLocation {
+    pub fn new(
+        namespace: impl Into<String>,
+        policy: impl Into<String>,
+        backup_id: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        let loc = Self {
+            namespace: namespace.into(),
+            policy: policy.into(),
+            backup_id: backup_id.into(),
+        };
+        check_segment("namespace", &loc.namespace)?;
+        check_segment("policy", &loc.policy)?;
+        check_segment("backup id", &loc.backup_id)?;
+        Ok(loc)
+    }
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+    pub fn backup_id(&self) -> &str {
+        &self.backup_id
+    }
+}
+
+/// Connection settings of an S3-compatible bucket (credentials already read from their Secret).
+#[derive(Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// `https://s3.example.net`; the AWS endpoint of the region when `None`. An `http://`
+    /// endpoint is allowed (the settings are the operator's own, checked by the CRD's CEL rule).
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Key prefix inside the bucket.
+    pub prefix: Option<String>,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style addressing (`endpoint/bucket/key`); virtual-hosted style otherwise.
+    pub force_path_style: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("force_path_style", &self.force_path_style)
+            .finish()
+    }
+}
+
+/// `https://host/x` with the bucket as the first label of the host (virtual-hosted style).
+fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
+        None => format!("{bucket}.{endpoint}"),
+    }
+}
+
+/// A complete backup found in a store.
+#[derive(Debug)]
+pub struct CatalogueEntry {
+    pub backup_id: String,
+    /// The parsed manifest, checked to name this location. Its signature and digests are checked
+    /// by [`super::restore::verify`], not here.
+    pub manifest: Result<Manifest, ManifestError>,
+    /// Whether `manifest.sig` exists.
+    pub signed: bool,
+    /// Size of the data file, `None` when it is missing.
+    pub data_size: Option<u64>,
+    /// When `manifest.json` was written: when the backup completed.
+    pub completed_at: jiff::Timestamp,
+}
+
+/// A backup directory without `manifest.json`: interrupted, or still being written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncompleteBackup {
+    pub backup_id: String,
+    pub files: Vec<String>,
+    /// Newest modification among its files: delete only after a grace period past this, or an
+    /// in-progress backup would be removed under its writer.
+    pub last_modified: jiff::Timestamp,
+}
+
+/// A data upload in progress ([`Store::start_data`]).
+pub struct DataUpload {
+    path: Path,
+    writer: WriteMultipart,
+}
+
+impl std::fmt::Debug for DataUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataUpload")
+            .field("path", &self.path.as_ref())
+            .finish()
+    }
+}
+
+impl DataUpload {
+    /// Queues bytes (uploaded in parts of 5 MiB).
+    pub fn write(&mut self, bytes: Bytes) {
+        self.writer.put(bytes);
+    }
+
+    /// Waits until few enough parts are in flight: this bounds memory.
+    pub async fn wait(&mut self) -> Result<(), StoreError> {
+        self.writer
+            .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
+            .await
+            .map_err(|source| StoreError::Upload {
+                path: self.path.to_string(),
+                source,
+            })
+    }
+
+    /// Uploads the rest and completes the object.
+    pub async fn finish(self) -> Result<(), StoreError> {
+        let path = self.path.to_string();
+        self.writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|source| StoreError::FinishUpload { path, source })
+    }
+
+    /// Abandons the upload (no data object is left).
+    pub async fn abort(self) -> Result<(), StoreError> {
+        let path = self.path.to_string();
+        self.writer
+            .abort()
+            .await
+            .map_err(|source| StoreError::Delete { path, source })
+    }
+}
+
+fn to_jiff(t: chrono::DateTime<chrono::Utc>) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(t.timestamp_millis()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// One storage location.
+#[derive(Clone, Debug)]
+pub struct Store {
+    name: String,
+    backend: Arc<dyn ObjectStore>,
+    prefix: Path,
+}
+
+impl Store {
+    /// A local directory (created if missing); writes are fsynced before they count as done.
+    pub fn local(
+        name: impl Into<String>,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<Self, StoreError> {
+        let name = name.into();
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let fs = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|source| StoreError::Configure {
+                store: name.clone(),
+                source,
+            })?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            name,
+            backend: Arc::new(fs),
+            prefix: Path::default(),
+        })
+    }
+
+    /// An S3-compatible bucket (no request is made here).
+    pub fn s3(name: impl Into<String>, config: &S3Config) -> Result<Self, StoreError> {
+        let name = name.into();
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region)
+            .with_access_key_id(&config.access_key_id)
+            .with_secret_access_key(&config.secret_access_key)
+            .with_virtual_hosted_style_request(!config.force_path_style);
+        if let Some(endpoint) = &config.endpoint {
+            let endpoint = endpoint.trim_end_matches('/');
+            builder = builder.with_endpoint(if config.force_path_style {
+                endpoint.to_string()
+            } else {
+                virtual_hosted_endpoint(endpoint, &config.bucket)
+            });
+            if endpoint.starts_with("http://") {
+                builder = builder.with_allow_http(true);
+            }
+        }
+        let s3 = builder.build().map_err(|source| StoreError::Configure {
+            store: name.clone(),
+            source,
+        })?;
+        Self::from_object_store(name, Arc::new(s3), config.prefix.as_deref().unwrap_or(""))
+    }
+
+    /// Any `object_store` backend, under `prefix` (tests use `InMemory`).
+    pub fn from_object_store(
+        name: impl Into<String>,
+        backend: Arc<dyn ObjectStore>,
+        prefix: &str,
+    ) -> Result<Self, StoreError> {
+        let trimmed = prefix.trim_matches('/');
+        let prefix = Path::parse(trimmed).map_err(|source| StoreError::BadPrefix {
+            prefix: prefix.into(),
+            source,
+        })?;
+        Ok(Self {
+            name: name.into(),
+            backend,
+            prefix,
+        })
+    }
+
+    /// Name of the location (`onsite`, `offsite`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn policy_dir(&self, namespace: &str, policy: &str) -> Path {
+        self.prefix.clone().join(namespace).join(policy)
+    }
+
+    /// `<prefix>/<namespace>/<policy>/<backup-id>`.
+    pub fn backup_dir(&self, loc: &BackupLocation) -> Path {
+        self.policy_dir(&loc.namespace, &loc.policy)
+            .join(loc.backup_id.as_str())
+    }
+
+    /// Path of one file of a backup.
+    pub fn file_path(&self, loc: &BackupLocation, file: &str) -> Path {
+        self.backup_dir(loc).join(file)
+    }
+
+    /// Starts the multipart upload of the data file.
+    pub async fn start_data(&self, loc: &BackupLocation) -> Result<DataUpload, StoreError> {
+        let path = self.file_path(loc, DATA_FILE);
+        let upload =
+            self.backend
+                .put_multipart(&path)
+                .await
+                .map_err(|source| StoreError::StartUpload {
+                    path: path.to_string(),
+                    source,
+                })?;
+        Ok(DataUpload {
+            path,
+            writer: WriteMultipart::new(upload),
+        })
+    }
+
+    async fn put(&self, path: Path, bytes: Bytes) -> Result<(), StoreError> {
+        self.backend
+            .put(&path, PutPayload::from_bytes(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|source| StoreError::Put {
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    /// Writes `manifest.sig`.
+    pub async fn put_signature(
+        &self,
+        loc: &BackupLocation,
+        signature: &str,
+    ) -> Result<(), StoreError> {
+        self.put(
+            self.file_path(loc, SIGNATURE_FILE),
+            Bytes::from(signature.to_string()),
+        )
+        .await
+    }
+
+    /// Writes `manifest.json`, the commit marker: call it only after the data (and signature).
+    pub async fn put_manifest(&self, loc: &BackupLocation, bytes: Bytes) -> Result<(), StoreError> {
+        self.put(self.file_path(loc, MANIFEST_FILE), bytes).await
+    }
+
+    /// Writes arbitrary bytes at a backup's file (tests and repair tools).
+    pub async fn put_file(
+        &self,
+        loc: &BackupLocation,
+        file: &str,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
+        self.put(self.file_path(loc, file), bytes).await
+    }
+
+    async fn get_bytes(&self, path: Path) -> Result<Bytes, StoreError> {
+        let map = |source: object_store::Error, path: &Path| match source {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                path: path.to_string(),
+            },
+            source => StoreError::Get {
+                path: path.to_string(),
+                source,
+            },
+        };
+        let got = self.backend.get(&path).await.map_err(|e| map(e, &path))?;
+        got.bytes().await.map_err(|e| map(e, &path))
+    }
+
+    /// The stored bytes of `manifest.json` ([`StoreError::NotFound`] when the backup is
+    /// incomplete or absent).
+    pub async fn read_manifest_bytes(&self, loc: &BackupLocation) -> Result<Bytes, StoreError> {
+        self.get_bytes(self.file_path(loc, MANIFEST_FILE)).await
+    }
+
+    /// Reads and parses `manifest.json`, checking that it names this location (no signature
+    /// check: see [`super::restore`]).
+    pub async fn read_manifest(&self, loc: &BackupLocation) -> Result<Manifest, ReadManifestError> {
+        let bytes = self.read_manifest_bytes(loc).await?;
+        let m = Manifest::from_bytes(&bytes)?;
+        m.check_location(&loc.namespace, &loc.policy, &loc.backup_id)?;
+        Ok(m)
+    }
+
+    /// `manifest.sig`, `None` when absent.
+    pub async fn read_signature(&self, loc: &BackupLocation) -> Result<Option<String>, StoreError> {
+        let path = self.file_path(loc, SIGNATURE_FILE);
+        match self.get_bytes(path.clone()).await {
+            Ok(b) => String::from_utf8(b.to_vec())
+                .map(Some)
+                .map_err(|_| StoreError::NotText {
+                    path: path.to_string(),
+                }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams the data file: its size, and its bytes in chunks as they arrive.
+    pub async fn read_data(
+        &self,
+        loc: &BackupLocation,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, StoreError>>), StoreError> {
+        let path = self.file_path(loc, DATA_FILE);
+        let got = self
+            .backend
+            .get(&path)
+            .await
+            .map_err(|source| match source {
+                object_store::Error::NotFound { .. } => StoreError::NotFound {
+                    path: path.to_string(),
+                },
+                source => StoreError::Get {
+                    path: path.to_string(),
+                    source,
+                },
+            })?;
+        let size = got.meta.size;
+        let p = path.to_string();
+        let stream = got
+            .into_stream()
+            .map_err(move |source| StoreError::Get {
+                path: p.clone(),
+                source,
+            })
+            .boxed();
+        Ok((size, stream))
+    }
+
+    async fn scan(
+        &self,
+        namespace: &str,
+        policy: &str,
+    ) -> Result<BTreeMap<String, Vec<object_store::ObjectMeta>>, StoreError> {
+        check_segment("namespace", namespace)?;
+        check_segment("policy", policy)?;
+        let dir = self.policy_dir(namespace, policy);
+        let metas: Vec<object_store::ObjectMeta> = self
+            .backend
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|source| StoreError::List {
+                prefix: dir.to_string(),
+                source,
+            })?;
+        let mut by_id: BTreeMap<String, Vec<object_store::ObjectMeta>> = BTreeMap::new();
+        for meta in metas {
+            let parts: Vec<String> = match meta.location.prefix_match(&dir) {
+                Some(rest) => rest.map(|p| p.as_ref().to_string()).collect(),
+                None => continue,
+            };
+            if parts.len() == 2 {
+                by_id.entry(parts[0].clone()).or_default().push(meta);
+            }
+        }
+        Ok(by_id)
+    }
+
+    /// The catalogue: every complete backup (one with `manifest.json`) of a policy, oldest id
+    /// first, each with its manifest. It needs nothing but the store.
+    pub async fn list_backups(
+        &self,
+        namespace: &str,
+        policy: &str,
+    ) -> Result<Vec<CatalogueEntry>, StoreError> {
+        let mut out = Vec::new();
+        for (id, metas) in self.scan(namespace, policy).await? {
+            let file = |name: &str| metas.iter().find(|m| m.location.filename() == Some(name));
+            let Some(manifest_meta) = file(MANIFEST_FILE) else {
+                continue;
+            };
+            let loc = BackupLocation::new(namespace, policy, id.clone());
+            let manifest = match loc {
+                Ok(loc) => match self.read_manifest(&loc).await {
+                    Ok(m) => Ok(m),
+                    Err(ReadManifestError::Store(e)) => return Err(e),
+                    Err(ReadManifestError::Manifest(e)) => Err(e),
+                },
+                // A directory name no writer of ours produces: list it as unreadable.
+                Err(_) => Err(ManifestError::WrongLocation {
+                    field: "backupId",
+                    expected: id.clone(),
+                    found: String::new(),
+                }),
+            };
+            out.push(CatalogueEntry {
+                backup_id: id.clone(),
+                manifest,
+                signed: file(SIGNATURE_FILE).is_some(),
+                data_size: file(DATA_FILE).map(|m| m.size),
+                completed_at: to_jiff(manifest_meta.last_modified),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Backup directories without `manifest.json`.
+    pub async fn list_incomplete(
+        &self,
+        namespace: &str,
+        policy: &str,
+    ) -> Result<Vec<IncompleteBackup>, StoreError> {
+        let mut out = Vec::new();
+        for (id, metas) in self.scan(namespace, policy).await? {
+            if metas
+                .iter()
+                .any(|m| m.location.filename() == Some(MANIFEST_FILE))
+            {
+                continue;
+            }
+            let last_modified = metas
+                .iter()
+                .map(|m| to_jiff(m.last_modified))
+                .max()
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            out.push(IncompleteBackup {
+                backup_id: id,
+                files: metas
+                    .iter()
+                    .filter_map(|m| m.location.filename().map(str::to_string))
+                    .collect(),
+                last_modified,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes every file of a backup, `manifest.json` first; returns how many were deleted.
+    pub async fn delete_backup(&self, loc: &BackupLocation) -> Result<usize, StoreError> {
+        let dir = self.backup_dir(loc);
+        let mut paths: Vec<Path> = self
+            .backend
+            .list(Some(&dir))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|source| StoreError::List {
+                prefix: dir.to_string(),
+                source,
+            })?;
+        paths.sort_by_key(|p| p.filename() != Some(MANIFEST_FILE));
+        for path in &paths {
+            match self.backend.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(StoreError::Delete {
+                        path: path.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(paths.len())
+    }
+}
+
+/// Reading a manifest: the store failed, or the bytes are not a manifest of this location.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadManifestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(id: &str) -> BackupLocation {
+        BackupLocation::new("team-a", "nightly", id).unwrap()
+    }
+
+    #[test]
+    fn locations_refuse_unsafe_segments() {
+        for bad in ["", "..", "a/b", "-x", "a..b", ".hidden", "a b"] {
+            assert!(BackupLocation::new("ns", "p", bad).is_err(), "{bad:?}");
+        }
+        BackupLocation::new("ns", "p", "20260101t000000z-ab12").unwrap();
+    }
+
+    #[test]
+    fn virtual_hosted_endpoints_put_the_bucket_first() {
+        assert_eq!(
+            virtual_hosted_endpoint("https://s3.example.net", "b"),
+            "https://b.s3.example.net"
+        );
+    }
+
+    #[test]
+    fn layout_is_prefix_namespace_policy_id() {
+        let store = Store::from_object_store(
+            "s",
+            Arc::new(object_store::memory::InMemory::new()),
+            "/backups/x/",
+        )
+        .unwrap();
+        assert_eq!(
+            store.file_path(&loc("b1"), MANIFEST_FILE).as_ref(),
+            "backups/x/team-a/nightly/b1/manifest.json"
+        );
+    }
+
+    #[tokio::test]
+    async fn interrupted_backup_is_not_listed_as_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local("onsite", dir.path()).unwrap();
+        // Data and signature written, no manifest.json: as if the writer died before committing.
+        let mut up = store.start_data(&loc("b1")).await.unwrap();
+        up.write(Bytes::from_static(b"data"));
+        up.finish().await.unwrap();
+        store.put_signature(&loc("b1"), "sig").await.unwrap();
+        // An upload still in progress (not finished) leaves no visible data either.
+        let mut pending = store.start_data(&loc("b2")).await.unwrap();
+        pending.write(Bytes::from_static(b"partial"));
+
+        assert!(
+            store
+                .list_backups("team-a", "nightly")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let incomplete = store.list_incomplete("team-a", "nightly").await.unwrap();
+        assert_eq!(incomplete.len(), 1);
+        assert_eq!(incomplete[0].backup_id, "b1");
+        assert!(matches!(
+            store.read_manifest(&loc("b1")).await,
+            Err(ReadManifestError::Store(StoreError::NotFound { .. }))
+        ));
+        pending.abort().await.unwrap();
+        assert_eq!(store.delete_backup(&loc("b1")).await.unwrap(), 2);
+        assert!(
+            store
+                .list_incomplete("team-a", "nightly")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

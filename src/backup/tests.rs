@@ -1,0 +1,393 @@
+//! End-to-end tests of the engine through local stores: backup, catalogue, restore, verification
+//! and the failures each must detect.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+
+use super::store::{DATA_FILE, MANIFEST_FILE};
+use super::*;
+
+fn meta(id: &str) -> BackupMeta {
+    BackupMeta {
+        namespace: "team-a".into(),
+        policy: "nightly".into(),
+        backup_id: id.into(),
+        created_at: jiff::Timestamp::from_second(1_767_225_600).unwrap(),
+    }
+}
+
+fn loc(id: &str) -> BackupLocation {
+    BackupLocation::new("team-a", "nightly", id).unwrap()
+}
+
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[9; 32])
+}
+
+fn options() -> BackupOptions {
+    BackupOptions {
+        encryption_key: Some(EncryptionKey::from_bytes([1; 32])),
+        signing_key: Some(signing_key()),
+        ..Default::default()
+    }
+}
+
+fn restore_options() -> RestoreOptions {
+    RestoreOptions {
+        encryption_key: Some(EncryptionKey::from_bytes([1; 32])),
+        verifying_key: Some(signing_key().verifying_key()),
+        ..Default::default()
+    }
+}
+
+/// `n` objects of mixed kinds, with server-set fields, some skipped by export.
+fn objects(n: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(n + 2);
+    for i in 0..n {
+        let (api, kind) = match i % 4 {
+            0 => ("apps/v1", "Deployment"),
+            1 => ("v1", "ConfigMap"),
+            2 => ("v1", "Secret"),
+            _ => ("v1", "ServiceAccount"),
+        };
+        out.push(json!({
+            "apiVersion": api,
+            "kind": kind,
+            "metadata": {
+                "name": format!("obj-{i:05}"),
+                "namespace": "team-a",
+                "uid": format!("uid-{i}"),
+                "resourceVersion": "1",
+                "labels": {"i": i.to_string()},
+            },
+            // Digests: data that compresses about as badly as real certificates and tokens.
+            "data": {"payload": (0..4).map(|j| crypto::sha256_hex(format!("{i}-{j}").as_bytes())).collect::<String>()},
+            "status": {"observed": true},
+        }));
+    }
+    out.push(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"}}),
+    );
+    out.push(json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "ev"}}));
+    out
+}
+
+fn stream(objs: Vec<Value>) -> impl futures::Stream<Item = Result<Value, Infallible>> {
+    futures::stream::iter(objs.into_iter().map(Ok))
+}
+
+async fn backup_to(stores: &[Store], id: &str, n: usize) -> BackupSummary {
+    run_backup(meta(id), options(), stream(objects(n)), stores)
+        .await
+        .unwrap()
+}
+
+fn data_path(dir: &std::path::Path, id: &str, file: &str) -> std::path::PathBuf {
+    dir.join("team-a").join("nightly").join(id).join(file)
+}
+
+#[tokio::test]
+async fn round_trips_1000_objects_through_two_local_stores() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let stores = [
+        Store::local("onsite", a.path()).unwrap(),
+        Store::local("pvc", b.path()).unwrap(),
+    ];
+    let started = Instant::now();
+    let summary = backup_to(&stores, "b1", 1000).await;
+    let backup_time = started.elapsed();
+    assert_eq!(summary.objects, 1000);
+    assert_eq!(summary.skipped.get("RootCAConfigMap"), Some(&1));
+    assert_eq!(summary.skipped.get("ClusterGenerated"), Some(&1));
+    assert_eq!(summary.succeeded(), ["onsite", "pvc"]);
+    assert!(!summary.any_failed());
+    assert_eq!(summary.manifest.archive.size, summary.bytes);
+    assert!(summary.signature.is_some());
+
+    // The catalogue is rebuilt from each store alone.
+    for store in &stores {
+        let listed = store.list_backups("team-a", "nightly").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].backup_id, "b1");
+        assert!(listed[0].signed);
+        assert_eq!(listed[0].data_size, Some(summary.bytes));
+        assert_eq!(listed[0].manifest.as_ref().unwrap(), &summary.manifest);
+    }
+
+    let started = Instant::now();
+    let restored = restore(&stores[1], &loc("b1"), &restore_options())
+        .await
+        .unwrap();
+    let restore_time = started.elapsed();
+    eprintln!(
+        "1000 objects: backup to 2 local stores {backup_time:?}, restore {restore_time:?}, archive {} bytes",
+        summary.bytes
+    );
+    assert_eq!(restored.objects.len(), 1000);
+    // Restore order: ServiceAccounts, Secrets, ConfigMaps, then Deployments.
+    let kinds: Vec<&str> = restored
+        .objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds[0], "ServiceAccount");
+    assert_eq!(kinds[250], "Secret");
+    assert_eq!(kinds[500], "ConfigMap");
+    assert_eq!(kinds[999], "Deployment");
+    // Export stripped the server-set fields.
+    let first = &restored.objects[0];
+    assert!(first.get("status").is_none());
+    assert!(first["metadata"].get("uid").is_none());
+    assert!(first["metadata"].get("namespace").is_none());
+    assert_eq!(first["metadata"]["name"], "obj-00003");
+
+    let report = verify(&stores[0], &loc("b1"), &restore_options())
+        .await
+        .unwrap();
+    assert_eq!(report.objects_checked, Some(1000));
+    assert!(report.signature_checked);
+    // Without the encryption key only the archive digest and signature are checked.
+    let digest_only = RestoreOptions {
+        encryption_key: None,
+        ..restore_options()
+    };
+    let report = verify(&stores[0], &loc("b1"), &digest_only).await.unwrap();
+    assert_eq!(report.objects_checked, None);
+}
+
+#[tokio::test]
+async fn unencrypted_unsigned_backup_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    let summary = run_backup(
+        meta("plain"),
+        BackupOptions::default(),
+        stream(objects(20)),
+        std::slice::from_ref(&store),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.manifest.archive.encryption, EncryptionScheme::None);
+    assert!(summary.signature.is_none());
+    let restored = restore(&store, &loc("plain"), &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(restored.objects.len(), 20);
+    // A reader that requires a signature refuses it.
+    let err = restore(&store, &loc("plain"), &restore_options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "BadSignature", "{err}");
+}
+
+fn flip_byte(path: &std::path::Path, at: impl Fn(usize) -> usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let i = at(bytes.len());
+    bytes[i] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn flipped_byte_in_data_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_to(std::slice::from_ref(&store), "b1", 100).await;
+    flip_byte(&data_path(dir.path(), "b1", DATA_FILE), |len| len / 2);
+    let err = restore(&store, &loc("b1"), &restore_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::Corrupt { .. }), "{err}");
+    assert_eq!(err.category(), "Corrupt");
+    // Digest-only verification sees it too.
+    let digest_only = RestoreOptions {
+        encryption_key: None,
+        ..restore_options()
+    };
+    let err = verify(&store, &loc("b1"), &digest_only).await.unwrap_err();
+    assert_eq!(err.category(), "Corrupt");
+}
+
+#[tokio::test]
+async fn flipped_byte_in_manifest_is_a_bad_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_to(std::slice::from_ref(&store), "b1", 10).await;
+    flip_byte(&data_path(dir.path(), "b1", MANIFEST_FILE), |len| len / 2);
+    let err = restore(&store, &loc("b1"), &restore_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::BadSignature { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_encryption_key_is_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_to(std::slice::from_ref(&store), "b1", 10).await;
+    let wrong = RestoreOptions {
+        encryption_key: Some(EncryptionKey::from_bytes([2; 32])),
+        ..restore_options()
+    };
+    let err = restore(&store, &loc("b1"), &wrong).await.unwrap_err();
+    assert!(matches!(err, RestoreError::WrongKey { .. }), "{err}");
+    let none = RestoreOptions {
+        encryption_key: None,
+        ..restore_options()
+    };
+    let err = restore(&store, &loc("b1"), &none).await.unwrap_err();
+    assert!(matches!(err, RestoreError::KeyRequired { .. }), "{err}");
+    assert_eq!(err.category(), "WrongKey");
+}
+
+#[tokio::test]
+async fn truncated_data_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_to(std::slice::from_ref(&store), "b1", 500).await;
+    let path = data_path(dir.path(), "b1", DATA_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    // At a frame boundary (no final frame) and mid-frame.
+    let boundary = crypto::HEADER_LEN + (crypto::FRAME_SIZE + crypto::TAG_LEN);
+    assert!(
+        bytes.len() > boundary + 10,
+        "archive too small for the test"
+    );
+    for cut in [boundary, boundary + 10, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = restore(&store, &loc("b1"), &restore_options())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RestoreError::Corrupt { .. }),
+            "cut {cut}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_manifest_is_reported_and_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_to(std::slice::from_ref(&store), "b1", 10).await;
+    std::fs::remove_file(data_path(dir.path(), "b1", MANIFEST_FILE)).unwrap();
+    let err = restore(&store, &loc("b1"), &restore_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::MissingManifest { .. }), "{err}");
+    assert!(
+        store
+            .list_backups("team-a", "nightly")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.list_incomplete("team-a", "nightly").await.unwrap()[0].backup_id,
+        "b1"
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_moved_to_another_backup_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_to(std::slice::from_ref(&store), "b1", 10).await;
+    backup_to(std::slice::from_ref(&store), "b2", 12).await;
+    for f in [MANIFEST_FILE, store::SIGNATURE_FILE] {
+        std::fs::copy(
+            data_path(dir.path(), "b1", f),
+            data_path(dir.path(), "b2", f),
+        )
+        .unwrap();
+    }
+    let err = restore(&store, &loc("b2"), &restore_options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "BadManifest", "{err}");
+}
+
+#[tokio::test]
+async fn a_failing_store_does_not_stop_the_others() {
+    let good = tempfile::tempdir().unwrap();
+    let bad = tempfile::tempdir().unwrap();
+    // A file where the namespace directory must go: every write below it fails, even as root.
+    std::fs::write(bad.path().join("team-a"), b"in the way").unwrap();
+    let stores = [
+        Store::local("broken", bad.path()).unwrap(),
+        Store::local("onsite", good.path()).unwrap(),
+    ];
+    let summary = backup_to(&stores, "b1", 50).await;
+    assert_eq!(summary.succeeded(), ["onsite"]);
+    assert!(summary.any_failed());
+    assert!(summary.stores[0].result.is_err());
+    restore(&stores[1], &loc("b1"), &restore_options())
+        .await
+        .unwrap();
+
+    // When every store fails, the run fails and names each.
+    let err = run_backup(meta("b2"), options(), stream(objects(5)), &stores[..1])
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "StorageFailed");
+    assert!(err.to_string().contains("broken"), "{err}");
+}
+
+#[tokio::test]
+async fn an_error_from_the_source_abandons_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    let items: Vec<Result<Value, std::io::Error>> = vec![
+        Ok(objects(1).remove(0)),
+        Err(std::io::Error::other("list failed")),
+    ];
+    let err = run_backup(
+        meta("b1"),
+        options(),
+        futures::stream::iter(items),
+        std::slice::from_ref(&store),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.category(), "SourceFailed");
+    assert!(
+        store
+            .list_backups("team-a", "nightly")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_incomplete("team-a", "nightly")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the aborted upload leaves nothing"
+    );
+}
+
+#[tokio::test]
+async fn delete_backup_removes_it_from_the_catalogue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_to(std::slice::from_ref(&store), "b1", 5).await;
+    backup_to(std::slice::from_ref(&store), "b2", 5).await;
+    assert_eq!(store.delete_backup(&loc("b1")).await.unwrap(), 3);
+    let listed = store.list_backups("team-a", "nightly").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].backup_id, "b2");
+}
+
+#[test]
+fn categories_are_stable() {
+    assert_eq!(BackupError::NoStores.category(), "NoStorage");
+    let e: Error = RestoreError::MissingManifest {
+        backup_id: "x".into(),
+    }
+    .into();
+    assert_eq!(e.category(), "MissingManifest");
+}

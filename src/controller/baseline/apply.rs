@@ -1,0 +1,127 @@
+//! The SecurityBaseline controller's writes: server-side apply (real or dry-run) of rendered
+//! objects and namespace labels under the field manager `opsec-operator`, and deletion of what it
+//! stamped. Each write is idempotent.
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+
+use crate::baseline::FIELD_MANAGER;
+
+/// A write the API server refused or that did not reach it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{action} {kind}/{name} in {namespace}: {message}")]
+    Refused {
+        action: &'static str,
+        kind: String,
+        name: String,
+        namespace: String,
+        message: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ApplyError {
+    fn new(
+        action: &'static str,
+        kind: &str,
+        name: &str,
+        namespace: &str,
+        source: kube::Error,
+    ) -> Self {
+        let message = match &source {
+            kube::Error::Api(status) => status.message.clone(),
+            other => other.to_string(),
+        };
+        Self::Refused {
+            action,
+            kind: kind.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            message,
+            source,
+        }
+    }
+
+    /// The API server's own words.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Refused { message, .. } => message,
+        }
+    }
+}
+
+/// Server-side applies `object` (forcing: the operator owns every field it renders and takes
+/// them back from other managers), or only dry-runs it.
+pub async fn apply_object(
+    client: &Client,
+    resource: &ApiResource,
+    object: &serde_json::Value,
+    dry_run: bool,
+) -> Result<(), ApplyError> {
+    let ns = object
+        .pointer("/metadata/namespace")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run;
+    api.patch(name, &params, &Patch::Apply(object))
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            ApplyError::new(
+                if dry_run { "dry-run" } else { "apply" },
+                &resource.kind,
+                name,
+                ns,
+                e,
+            )
+        })
+}
+
+/// Server-side applies the Pod Security labels (a bare Namespace body) of one namespace.
+pub async fn apply_namespace(
+    client: &Client,
+    body: &serde_json::Value,
+    dry_run: bool,
+) -> Result<(), ApplyError> {
+    let name = body
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run;
+    api.patch(name, &params, &Patch::Apply(body))
+        .await
+        .map(|_| ())
+        .map_err(|e| ApplyError::new("apply labels of", "Namespace", name, name, e))
+}
+
+/// Deletes a stamped object; one already gone is fine.
+pub async fn delete_object(
+    client: &Client,
+    resource: &ApiResource,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ApplyError> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => Err(ApplyError::new(
+            "delete",
+            &resource.kind,
+            name,
+            namespace,
+            e,
+        )),
+    }
+}

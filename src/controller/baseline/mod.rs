@@ -1,0 +1,1050 @@
+//! The SecurityBaseline controller (X.1642 8.5, 8.8, 8.1, 7.2.2.4): on every relevant change
+//! and every `checkInterval` it plans what each baseline should have in the cluster (pure, in
+//! [`plan`]), compares with the caches (no API reads), applies what is missing or drifted
+//! (Enforce) or reports it (Audit), prunes what it stamped and no longer renders, and writes the
+//! status only when it changed. A check that finds nothing to do makes no API writes at all.
+
+pub mod apply;
+pub mod cache;
+pub mod plan;
+pub mod report;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use self::cache::{ClusterCache, StampedKind, Trigger};
+use self::plan::{BaselineRef, Plan};
+use self::report::{Finding, FindingState};
+use super::Context;
+use crate::api::SecurityBaseline;
+use crate::api::baseline::{BaselineMode, ConflictRecord, SecurityBaselineStatus};
+use crate::api::common::{ConditionStatus, set_condition};
+use crate::baseline::{
+    APPROVE_REVISION_ANNOTATION, BASELINE_LABEL, DEFAULT_SERVICE_ACCOUNT, FIELD_MANAGER, ObjectKey,
+    ObjectState, RenderedObject, applicable_ignores, classify, revision,
+};
+
+/// Finalizer that lets the controller remove what a deleted baseline stamped.
+pub const FINALIZER: &str = "opsec.x1642.dev/baseline-cleanup";
+const CONTROLLER: &str = "baseline";
+/// Writes in flight at once during a check.
+const WRITE_CONCURRENCY: usize = 32;
+
+/// Why a reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("finalizer of baseline {name}")]
+    Finalizer {
+        name: String,
+        #[source]
+        source: Box<kube::runtime::finalizer::Error<Error>>,
+    },
+    #[error("writing the status of baseline {name}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("removing what baseline {name} stamped: {failed} deletes failed, first: {first}")]
+    Cleanup {
+        name: String,
+        failed: usize,
+        first: String,
+    },
+}
+
+impl Error {
+    /// A short stable category: the metric label and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Finalizer { .. } => "Finalizer",
+            Self::Status { .. } => "StatusWrite",
+            Self::Cleanup { .. } => "Cleanup",
+        }
+    }
+}
+
+struct State {
+    ctx: Context,
+    cache: Arc<ClusterCache>,
+    recorder: Recorder,
+    backoff: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+/// Starts the controller; it stops when `shutdown` turns true.
+pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = ctx.client.clone();
+        let api: Api<SecurityBaseline> = Api::all(client.clone());
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let controller = Controller::new(api, watcher::Config::default());
+        let cache = ClusterCache::start(client.clone(), controller.store(), Trigger::new(tx));
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            _ = cache.wait_until_ready() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let state = Arc::new(State {
+            recorder: Recorder::new(client, ctx.reporter.clone()),
+            ctx,
+            cache,
+            backoff: Default::default(),
+        });
+        let mut stop = shutdown;
+        controller
+            .reconcile_on(rx)
+            .graceful_shutdown_on(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .run(reconcile, error_policy, state)
+            .for_each(|result| async move {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "baseline reconcile error");
+                }
+            })
+            .await;
+        info!("baseline controller stopped");
+    })
+}
+
+async fn reconcile(sb: Arc<SecurityBaseline>, st: Arc<State>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let name = sb.name_any();
+    let api: Api<SecurityBaseline> = Api::all(st.ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, sb, |event| async {
+        match event {
+            Finalizer::Apply(sb) => check(&sb, &st).await,
+            Finalizer::Cleanup(sb) => cleanup(&sb, &st).await,
+        }
+    })
+    .await
+    .map_err(|source| Error::Finalizer {
+        name: name.clone(),
+        source: Box::new(source),
+    });
+    let labels = crate::metrics::ControllerLabels {
+        controller: CONTROLLER.into(),
+    };
+    st.ctx.metrics.reconciles.get_or_create(&labels).inc();
+    st.ctx
+        .metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        st.backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+    }
+    result
+}
+
+/// Per-object exponential backoff: 1s, 2s, 4s ... up to 5 minutes.
+fn error_policy(sb: Arc<SecurityBaseline>, err: &Error, st: Arc<State>) -> Action {
+    let category = match err {
+        Error::Finalizer { source, .. } => match source.as_ref() {
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+            _ => err.category(),
+        },
+        _ => err.category(),
+    };
+    st.ctx
+        .metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            controller: CONTROLLER.into(),
+            category: category.into(),
+        })
+        .inc();
+    let mut backoff = st.backoff.lock().unwrap_or_else(|p| p.into_inner());
+    let attempt = backoff.entry(sb.name_any()).or_insert(0);
+    *attempt = (*attempt + 1).min(9);
+    let delay = Duration::from_secs(1 << (*attempt - 1)).min(Duration::from_secs(300));
+    warn!(baseline = %sb.name_any(), error = %err, category, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// One check of one baseline.
+async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
+    let name = sb.name_any();
+    let spec = &sb.spec;
+    let now = Timestamp::now();
+    let previous = sb.status.clone().unwrap_or_default();
+    let generation = sb.metadata.generation;
+    let requeue = Action::requeue(
+        spec.check_interval
+            .to_std()
+            .unwrap_or(Duration::from_secs(600)),
+    );
+    let rev = match revision(spec) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut status = previous.clone();
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                ConditionStatus::False,
+                "InvalidSpec",
+                e.to_string(),
+                generation,
+                now,
+            );
+            write_status(sb, st, &previous, status).await?;
+            return Ok(requeue);
+        }
+    };
+    let new_revision = previous.revision.as_deref() != Some(rev.as_str());
+
+    // 8.5.2 approval: a new revision waits until the annotation names it.
+    if new_revision
+        && spec.rollout.require_approval
+        && sb.annotations().get(APPROVE_REVISION_ANNOTATION) != Some(&rev)
+    {
+        let mut status = previous.clone();
+        status.pending_revision = Some(rev.clone());
+        status.observed_generation = generation;
+        let msg =
+            format!("revision {rev} waits for the annotation {APPROVE_REVISION_ANNOTATION}={rev}");
+        set_condition(
+            &mut status.conditions,
+            "AwaitingApproval",
+            ConditionStatus::True,
+            "AwaitingApproval",
+            msg.clone(),
+            generation,
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            ConditionStatus::False,
+            "AwaitingApproval",
+            msg.clone(),
+            generation,
+            now,
+        );
+        if previous.pending_revision.as_deref() != Some(rev.as_str()) {
+            publish(
+                st,
+                sb,
+                EventType::Normal,
+                "AwaitingApproval",
+                "Approve",
+                msg,
+            )
+            .await;
+        }
+        write_status(sb, st, &previous, status).await?;
+        return Ok(requeue);
+    }
+
+    let baselines = st.cache.baselines();
+    let mut refs: Vec<BaselineRef<'_>> = baselines
+        .iter()
+        .filter(|b| b.metadata.deletion_timestamp.is_none() && b.name_any() != name)
+        .map(|b| BaselineRef {
+            name: b.metadata.name.as_deref().unwrap_or_default(),
+            spec: &b.spec,
+        })
+        .collect();
+    let me = BaselineRef { name: &name, spec };
+    refs.push(me);
+    let mut plan = plan::plan(
+        me,
+        &refs,
+        &st.cache.namespace_infos(),
+        &st.cache.workload_infos(),
+    );
+    for obj in plan
+        .namespaces
+        .iter_mut()
+        .flat_map(|n| n.objects.iter_mut())
+    {
+        report::stamp_hash(&mut obj.object);
+    }
+
+    let mut kinds: BTreeMap<(String, String), Result<Arc<StampedKind>, String>> = BTreeMap::new();
+    for (api_version, kind) in plan.kinds() {
+        let k = st
+            .cache
+            .stamped(&api_version, &kind)
+            .await
+            .map_err(|e| e.to_string());
+        kinds.insert((api_version, kind), k);
+    }
+
+    // 8.5.2 technical validation: a new revision is dry-run in every target first.
+    if new_revision && spec.rollout.validate {
+        let refused = dry_run(st, &plan, &kinds).await;
+        if !refused.is_empty() {
+            let mut status = previous.clone();
+            status.pending_revision = Some(rev.clone());
+            status.observed_generation = generation;
+            let msg = format!(
+                "revision {rev} not rolled out: the API server refused {} object(s); first: {}",
+                refused.len(),
+                refused[0]
+            );
+            set_condition(
+                &mut status.conditions,
+                "Validated",
+                ConditionStatus::False,
+                "DryRunRefused",
+                msg.clone(),
+                generation,
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                ConditionStatus::False,
+                "ValidationFailed",
+                msg.clone(),
+                generation,
+                now,
+            );
+            if previous.pending_revision.as_deref() != Some(rev.as_str())
+                || crate::api::common::find_condition(&previous.conditions, "Validated")
+                    .is_none_or(|c| c.status != "False")
+            {
+                publish(
+                    st,
+                    sb,
+                    EventType::Warning,
+                    "ValidationFailed",
+                    "Validate",
+                    msg,
+                )
+                .await;
+            }
+            write_status(sb, st, &previous, status).await?;
+            return Ok(requeue);
+        }
+    }
+
+    let enforce = spec.mode == BaselineMode::Enforce;
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut writes: Vec<Write> = Vec::new();
+    for (ns, reason, message) in &plan.failed {
+        findings.push(Finding {
+            namespace: ns.clone(),
+            object: format!("Namespace/{ns}"),
+            state: FindingState::Failed,
+            message: format!("{reason}: {message}"),
+        });
+    }
+    for nsp in &plan.namespaces {
+        for obj in &nsp.objects {
+            let kind = match &kinds[&(obj.api_version.clone(), obj.kind.clone())] {
+                Ok(k) => k,
+                Err(msg) => {
+                    findings.push(finding(obj, FindingState::Failed, msg.clone()));
+                    continue;
+                }
+            };
+            let live = kind
+                .store
+                .get(
+                    &ObjectRef::<DynamicObject>::new_with(&obj.name, kind.resource.clone())
+                        .within(&obj.namespace),
+                )
+                .and_then(|o| serde_json::to_value(o.as_ref()).ok());
+            let ignores = applicable_ignores(
+                &spec.ignore_differences,
+                &obj.api_version,
+                &obj.kind,
+                &obj.name,
+            );
+            match classify(&obj.object, live.as_ref(), &ignores) {
+                ObjectState::Compliant => {
+                    findings.push(finding(obj, FindingState::Compliant, String::new()))
+                }
+                ObjectState::Missing if enforce => writes.push(Write::Object {
+                    obj: Box::new(obj.clone()),
+                    resource: kind.resource.clone(),
+                    was: "Missing".into(),
+                    managers: vec![],
+                }),
+                ObjectState::Missing => findings.push(finding(
+                    obj,
+                    FindingState::Missing,
+                    "object does not exist".into(),
+                )),
+                ObjectState::Drifted { diffs, managers } => {
+                    let fields: Vec<&str> = diffs.iter().map(|d| d.pointer.as_str()).collect();
+                    let who = if managers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" by {}", managers.join(", "))
+                    };
+                    let was = format!("fields {} changed{who}", fields.join(", "));
+                    if enforce {
+                        writes.push(Write::Object {
+                            obj: Box::new(obj.clone()),
+                            resource: kind.resource.clone(),
+                            was,
+                            managers,
+                        });
+                    } else {
+                        let state = if managers.is_empty() {
+                            FindingState::Drifted
+                        } else {
+                            FindingState::Conflicted
+                        };
+                        findings.push(finding(obj, state, was));
+                    }
+                }
+            }
+        }
+        if let Some(body) = &nsp.namespace_labels {
+            let object = format!("Namespace/{}", nsp.namespace);
+            if namespace_labels_match(st, &nsp.namespace, body) {
+                findings.push(Finding {
+                    namespace: nsp.namespace.clone(),
+                    object,
+                    state: FindingState::Compliant,
+                    message: String::new(),
+                });
+            } else if enforce {
+                writes.push(Write::Namespace {
+                    namespace: nsp.namespace.clone(),
+                    body: body.clone(),
+                });
+            } else {
+                findings.push(Finding {
+                    namespace: nsp.namespace.clone(),
+                    object,
+                    state: FindingState::Drifted,
+                    message: "Pod Security labels differ".into(),
+                });
+            }
+        }
+    }
+
+    // What this baseline had stamped before acting: the old side of the history entry.
+    let hashes_before = if new_revision {
+        Some(stamped_hashes(st, &name).await)
+    } else {
+        None
+    };
+
+    // Act: apply what is missing or drifted, concurrently.
+    let client = &st.ctx.client;
+    let results: Vec<(Write, Result<(), apply::ApplyError>)> = futures::stream::iter(writes)
+        .map(|w| {
+            let client = client.clone();
+            async move {
+                let r = match &w {
+                    Write::Object { obj, resource, .. } => {
+                        apply::apply_object(&client, resource, &obj.object, false).await
+                    }
+                    Write::Namespace { body, .. } => {
+                        apply::apply_namespace(&client, body, false).await
+                    }
+                };
+                (w, r)
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut created = 0usize;
+    let mut created_keys: std::collections::BTreeSet<(String, String)> = Default::default();
+    let mut reverted: Vec<(String, k8s_openapi::api::core::v1::ObjectReference)> = Vec::new();
+    for (w, r) in results {
+        match (w, r) {
+            (
+                Write::Object {
+                    obj, was, managers, ..
+                },
+                Ok(()),
+            ) => {
+                findings.push(finding(&obj, FindingState::Compliant, String::new()));
+                if was == "Missing" {
+                    created_keys.insert((obj.namespace.clone(), obj.display_name()));
+                }
+                if was == "Missing" && (new_revision || previous.revision.is_none()) {
+                    created += 1;
+                } else if was == "Missing" {
+                    reverted.push((
+                        format!(
+                            "{} in {} was deleted; recreated",
+                            obj.display_name(),
+                            obj.namespace
+                        ),
+                        reference(&obj),
+                    ));
+                } else {
+                    let from = if managers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (taken back from {})", managers.join(", "))
+                    };
+                    reverted.push((
+                        format!(
+                            "{} in {}: {was}; reverted{from}",
+                            obj.display_name(),
+                            obj.namespace
+                        ),
+                        reference(&obj),
+                    ));
+                }
+            }
+            (Write::Object { obj, .. }, Err(e)) => findings.push(finding(
+                &obj,
+                FindingState::Failed,
+                format!("ApplyFailed: {}", e.message()),
+            )),
+            (Write::Namespace { namespace, .. }, Ok(())) => {
+                let object = format!("Namespace/{namespace}");
+                findings.push(Finding {
+                    namespace,
+                    object,
+                    state: FindingState::Compliant,
+                    message: String::new(),
+                });
+                created += 1;
+            }
+            (Write::Namespace { namespace, .. }, Err(e)) => {
+                let object = format!("Namespace/{namespace}");
+                findings.push(Finding {
+                    namespace,
+                    object,
+                    state: FindingState::Failed,
+                    message: e.message().into(),
+                });
+            }
+        }
+    }
+
+    // Prune what this baseline stamped and no longer renders (Enforce only: Audit never writes).
+    let mut pruned = Vec::new();
+    if spec.prune && enforce {
+        for (kind, key) in stale(st, &name, &plan).await {
+            let r = if key.kind == "ServiceAccount" && key.name == DEFAULT_SERVICE_ACCOUNT {
+                // Adopted, never deleted: release the operator's fields instead.
+                let bare = serde_json::json!({"apiVersion": key.api_version, "kind": key.kind, "metadata": {"name": key.name, "namespace": key.namespace}});
+                apply::apply_object(client, &kind.resource, &bare, false).await
+            } else {
+                apply::delete_object(client, &kind.resource, &key.namespace, &key.name).await
+            };
+            match r {
+                Ok(()) => pruned.push((
+                    format!(
+                        "deleted {} in {}: no longer rendered",
+                        key.display_name(),
+                        key.namespace
+                    ),
+                    k8s_openapi::api::core::v1::ObjectReference {
+                        api_version: Some(key.api_version.clone()),
+                        kind: Some(key.kind.clone()),
+                        name: Some(key.name.clone()),
+                        namespace: Some(key.namespace.clone()),
+                        ..Default::default()
+                    },
+                )),
+                Err(e) => findings.push(Finding {
+                    namespace: key.namespace.clone(),
+                    object: key.display_name(),
+                    state: FindingState::Failed,
+                    message: format!("PruneFailed: {}", e.message()),
+                }),
+            }
+        }
+    }
+
+    let conflicts: Vec<ConflictRecord> = plan
+        .contested
+        .iter()
+        .map(|c| ConflictRecord {
+            namespace: c.key.namespace.clone(),
+            object: c.key.display_name(),
+            with: c
+                .with
+                .iter()
+                .map(|b| format!("SecurityBaseline/{b}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            fields: if c.tie {
+                vec!["(equal priority: applied by neither)".into()]
+            } else {
+                vec!["(a higher priority baseline applies it)".into()]
+            },
+        })
+        .chain(
+            findings
+                .iter()
+                .filter(|f| f.state == FindingState::Conflicted)
+                .map(|f| ConflictRecord {
+                    namespace: f.namespace.clone(),
+                    object: f.object.clone(),
+                    with: f
+                        .message
+                        .rsplit_once(" by ")
+                        .map(|(_, m)| format!("fieldManager/{m}"))
+                        .unwrap_or_default(),
+                    fields: f
+                        .message
+                        .split_once(" changed")
+                        .map(|(fields, _)| {
+                            fields
+                                .trim_start_matches("fields ")
+                                .split(", ")
+                                .map(String::from)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
+        )
+        .collect();
+
+    // Events: only for what was done or newly found, so a quiet check publishes nothing.
+    if created > 0 {
+        publish(
+            st,
+            sb,
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            format!(
+                "created {created} object(s) in {} namespace(s)",
+                plan.namespaces.len()
+            ),
+        )
+        .await;
+    }
+    for (note, related) in &reverted {
+        publish_about(
+            st,
+            sb,
+            EventType::Normal,
+            "DriftReverted",
+            "Revert",
+            note.clone(),
+            Some(related.clone()),
+        )
+        .await;
+    }
+    for (note, related) in &pruned {
+        publish_about(
+            st,
+            sb,
+            EventType::Normal,
+            "Pruned",
+            "Delete",
+            note.clone(),
+            Some(related.clone()),
+        )
+        .await;
+    }
+    for f in findings.iter().filter(|f| {
+        matches!(
+            f.state,
+            FindingState::Drifted | FindingState::Missing | FindingState::Conflicted
+        )
+    }) {
+        let known = previous
+            .non_compliant
+            .iter()
+            .any(|p| p.namespace == f.namespace && p.object == f.object);
+        if !known {
+            let related = f.object.split_once('/').map(|(kind, name)| {
+                k8s_openapi::api::core::v1::ObjectReference {
+                    kind: Some(kind.into()),
+                    name: Some(name.into()),
+                    namespace: Some(f.namespace.clone()),
+                    ..Default::default()
+                }
+            });
+            publish_about(
+                st,
+                sb,
+                EventType::Warning,
+                "DriftDetected",
+                "Check",
+                format!("{} in {}: {}", f.object, f.namespace, f.message),
+                related,
+            )
+            .await;
+        }
+    }
+    for c in &conflicts {
+        let known = previous
+            .conflicts
+            .iter()
+            .any(|p| p.namespace == c.namespace && p.object == c.object && p.with == c.with);
+        if !known {
+            publish(
+                st,
+                sb,
+                EventType::Warning,
+                "ConflictDetected",
+                "Check",
+                format!("{} in {} disputed with {}", c.object, c.namespace, c.with),
+            )
+            .await;
+        }
+    }
+    migrated_events(st, sb, &plan, &created_keys, now).await;
+    let m = &st.ctx.metrics;
+    let labels = crate::metrics::BaselineLabels {
+        baseline: name.clone(),
+    };
+    let detected = reverted.len()
+        + findings
+            .iter()
+            .filter(|f| {
+                matches!(f.state, FindingState::Drifted | FindingState::Conflicted)
+                    && !previous
+                        .non_compliant
+                        .iter()
+                        .any(|p| p.namespace == f.namespace && p.object == f.object)
+            })
+            .count();
+    m.drift_detected
+        .get_or_create(&labels)
+        .inc_by(detected as u64);
+    m.drift_reverted
+        .get_or_create(&labels)
+        .inc_by(reverted.len() as u64);
+
+    let applied_change = if let Some(before) = hashes_before {
+        let after: Vec<(String, String)> = plan
+            .namespaces
+            .iter()
+            .flat_map(|n| n.objects.iter())
+            .map(|o| {
+                (
+                    o.display_name(),
+                    report::hash_of(&o.object).unwrap_or_default(),
+                )
+            })
+            .collect();
+        Some(report::summarize(&before, &after))
+    } else {
+        None
+    };
+    if let Some(summary) = &applied_change {
+        publish(
+            st,
+            sb,
+            EventType::Normal,
+            "RevisionApplied",
+            "Apply",
+            format!("revision {rev}: {summary}"),
+        )
+        .await;
+    }
+    let mut selected: Vec<String> = plan
+        .namespaces
+        .iter()
+        .map(|n| n.namespace.clone())
+        .collect();
+    selected.extend(plan.failed.iter().map(|f| f.0.clone()));
+    let status = report::build(report::Inputs {
+        previous: &previous,
+        generation,
+        mode: spec.mode,
+        revision: &rev,
+        selected,
+        findings,
+        conflicts,
+        applied_change,
+        now,
+    });
+    let counts = &status.namespaces;
+    for (state, n) in [
+        ("compliant", counts.compliant),
+        ("drifted", counts.drifted),
+        ("conflicted", counts.conflicted),
+        ("failed", counts.failed),
+    ] {
+        let labels = crate::metrics::BaselineStateLabels {
+            baseline: name.clone(),
+            state: state.into(),
+        };
+        m.baseline_namespaces.get_or_create(&labels).set(n as i64);
+    }
+    write_status(sb, st, &previous, status).await?;
+    Ok(requeue)
+}
+
+/// A write a check decided to make.
+enum Write {
+    Object {
+        obj: Box<RenderedObject>,
+        resource: kube::api::ApiResource,
+        was: String,
+        managers: Vec<String>,
+    },
+    Namespace {
+        namespace: String,
+        body: serde_json::Value,
+    },
+}
+
+fn reference(obj: &RenderedObject) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(obj.api_version.clone()),
+        kind: Some(obj.kind.clone()),
+        name: Some(obj.name.clone()),
+        namespace: Some(obj.namespace.clone()),
+        ..Default::default()
+    }
+}
+
+fn finding(obj: &RenderedObject, state: FindingState, message: String) -> Finding {
+    Finding {
+        namespace: obj.namespace.clone(),
+        object: obj.display_name(),
+        state,
+        message,
+    }
+}
+
+fn namespace_labels_match(st: &State, namespace: &str, body: &serde_json::Value) -> bool {
+    let Some(ns) = st.cache.namespaces.get(&ObjectRef::new(namespace)) else {
+        return false;
+    };
+    let live = ns.labels();
+    body.pointer("/metadata/labels")
+        .and_then(|l| l.as_object())
+        .is_some_and(|want| {
+            want.iter()
+                .all(|(k, v)| live.get(k).map(String::as_str) == v.as_str())
+        })
+}
+
+/// Dry-runs every rendered object of the plan; returns the refusals.
+async fn dry_run(
+    st: &State,
+    plan: &Plan,
+    kinds: &BTreeMap<(String, String), Result<Arc<StampedKind>, String>>,
+) -> Vec<String> {
+    let jobs: Vec<(RenderedObject, kube::api::ApiResource)> = plan
+        .namespaces
+        .iter()
+        .flat_map(|n| n.objects.iter())
+        .filter_map(|o| {
+            let k = kinds
+                .get(&(o.api_version.clone(), o.kind.clone()))?
+                .as_ref()
+                .ok()?;
+            Some((o.clone(), k.resource.clone()))
+        })
+        .collect();
+    futures::stream::iter(jobs)
+        .map(|(o, resource)| {
+            let client = st.ctx.client.clone();
+            async move {
+                apply::apply_object(&client, &resource, &o.object, true)
+                    .await
+                    .err()
+                    .map(|e| format!("{} in {}: {}", o.display_name(), o.namespace, e.message()))
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .filter_map(|r| async move { r })
+        .collect()
+        .await
+}
+
+/// (`Kind/name`, rendered hash) of every object stamped by `name`, as the caches hold them.
+async fn stamped_hashes(st: &State, name: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for kind in st.cache.stamped_kinds().await {
+        for o in kind.store.state() {
+            if o.labels().get(BASELINE_LABEL).map(String::as_str) == Some(name) {
+                let hash = o
+                    .annotations()
+                    .get(report::HASH_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default();
+                out.push((format!("{}/{}", kind.resource.kind, o.name_any()), hash));
+            }
+        }
+    }
+    out
+}
+
+/// Objects labelled as stamped by `name` that the plan no longer has and no other baseline owns.
+async fn stale(st: &State, name: &str, plan: &Plan) -> Vec<(Arc<StampedKind>, ObjectKey)> {
+    let mut out = Vec::new();
+    for kind in st.cache.stamped_kinds().await {
+        for o in kind.store.state() {
+            if o.labels().get(BASELINE_LABEL).map(String::as_str) != Some(name)
+                || o.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            let key = ObjectKey {
+                namespace: o.namespace().unwrap_or_default(),
+                api_version: kind.resource.api_version.clone(),
+                kind: kind.resource.kind.clone(),
+                name: o.name_any(),
+            };
+            if !plan.claimed.contains(&key) && !plan.others_own.contains(&key) {
+                out.push((kind.clone(), key));
+            }
+        }
+    }
+    out
+}
+
+/// 8.5.5: configuration that followed a workload into a namespace, with how long it took.
+async fn migrated_events(
+    st: &State,
+    sb: &SecurityBaseline,
+    plan: &Plan,
+    created_keys: &std::collections::BTreeSet<(String, String)>,
+    now: Timestamp,
+) {
+    for nsp in &plan.namespaces {
+        for (workload, created) in &nsp.workloads {
+            let source_prefix = format!("workload/{workload}/");
+            // Covered in this check: some of the workload's configuration was just created here.
+            let newly = nsp
+                .objects
+                .iter()
+                .filter(|o| o.source.starts_with(&source_prefix))
+                .any(|o| created_keys.contains(&(o.namespace.clone(), o.display_name())));
+            if newly {
+                let took = created
+                    .map(|c| {
+                        crate::api::common::format_duration(now.duration_since(c).unsigned_abs())
+                    })
+                    .unwrap_or_else(|| "an unknown time".into());
+                let related = workload.split_once('/').map(|(kind, name)| {
+                    k8s_openapi::api::core::v1::ObjectReference {
+                        kind: Some(kind.into()),
+                        name: Some(name.into()),
+                        namespace: Some(nsp.namespace.clone()),
+                        ..Default::default()
+                    }
+                });
+                let note = format!(
+                    "configuration of {workload} is in place in {} ({took} after the workload appeared there)",
+                    nsp.namespace
+                );
+                publish_about(
+                    st,
+                    sb,
+                    EventType::Normal,
+                    "ConfigurationMigrated",
+                    "Migrate",
+                    note,
+                    related,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Deletes everything a baseline stamped (the finalizer's job), then lets it go.
+async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
+    let name = sb.name_any();
+    let empty = Plan::default();
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (kind, key) in stale(st, &name, &empty).await {
+        let r = if key.kind == "ServiceAccount" && key.name == DEFAULT_SERVICE_ACCOUNT {
+            let bare = serde_json::json!({"apiVersion": key.api_version, "kind": key.kind, "metadata": {"name": key.name, "namespace": key.namespace}});
+            apply::apply_object(&st.ctx.client, &kind.resource, &bare, false).await
+        } else {
+            apply::delete_object(&st.ctx.client, &kind.resource, &key.namespace, &key.name).await
+        };
+        match r {
+            Ok(()) => count += 1,
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Cleanup {
+            name,
+            failed: failures.len(),
+            first: failures.remove(0),
+        });
+    }
+    info!(baseline = %name, removed = count, "baseline deleted: removed what it stamped");
+    Ok(Action::await_change())
+}
+
+/// Writes the status through the status subresource, only when it changed.
+async fn write_status(
+    sb: &SecurityBaseline,
+    st: &State,
+    previous: &SecurityBaselineStatus,
+    mut status: SecurityBaselineStatus,
+) -> Result<(), Error> {
+    if !report::differs(&status, previous) {
+        return Ok(());
+    }
+    status.last_check_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    let name = sb.name_any();
+    let api: Api<SecurityBaseline> = Api::all(st.ctx.client.clone());
+    let body = serde_json::json!({
+        "apiVersion": SecurityBaseline::api_version(&()),
+        "kind": SecurityBaseline::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Status { name, source })
+}
+
+async fn publish(
+    st: &State,
+    sb: &SecurityBaseline,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    publish_about(st, sb, type_, reason, action, note, None).await
+}
+
+/// Publishes an Event on the baseline; `related` names the object it is about (Events about
+/// different objects are then never folded into one series).
+async fn publish_about(
+    st: &State,
+    sb: &SecurityBaseline,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: related,
+    };
+    if let Err(err) = st.recorder.publish(&event, &sb.object_ref(&())).await {
+        warn!(error = %err, reason, "could not publish an Event");
+    }
+}

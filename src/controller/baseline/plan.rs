@@ -1,0 +1,394 @@
+//! What one SecurityBaseline should have in the cluster right now, computed from plain data
+//! (the namespaces, the workloads, every baseline): selection, rendering, workload templates and
+//! the resolution of claims between baselines. Pure, so unit tested without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use crate::api::baseline::SecurityBaselineSpec;
+use crate::baseline::{
+    Claim, ObjectKey, RenderedObject, Resolution, Selection, render_namespace, render_workload,
+    resolve, select_namespace, workload_matches,
+};
+
+/// A namespace as the plan sees it.
+#[derive(Clone, Debug)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A Deployment, StatefulSet or DaemonSet as the plan sees it.
+#[derive(Clone, Debug)]
+pub struct WorkloadInfo {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub pod_labels: BTreeMap<String, String>,
+    pub created: Option<Timestamp>,
+}
+
+/// A baseline as the plan sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct BaselineRef<'a> {
+    pub name: &'a str,
+    pub spec: &'a SecurityBaselineSpec,
+}
+
+/// What one baseline applies to one namespace.
+#[derive(Clone, Debug, Default)]
+pub struct NamespacePlan {
+    pub namespace: String,
+    pub tenant: String,
+    /// Objects this baseline won (or alone claims): apply and check them.
+    pub objects: Vec<RenderedObject>,
+    /// Server-side apply body for the namespace's Pod Security labels, when this baseline won them.
+    pub namespace_labels: Option<serde_json::Value>,
+    /// Workloads whose configuration this baseline renders here: (kind/name, creation time).
+    pub workloads: Vec<(String, Option<Timestamp>)>,
+}
+
+/// A claim this baseline could not apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contested {
+    pub key: ObjectKey,
+    /// The other baselines: tied (`tie`) or the winner.
+    pub with: Vec<String>,
+    pub tie: bool,
+}
+
+/// Everything one baseline should do.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub namespaces: Vec<NamespacePlan>,
+    /// Namespaces selected but not renderable: (namespace, reason, message).
+    pub failed: Vec<(String, &'static str, String)>,
+    /// Objects claimed but not ours to apply (tie or lost to a higher priority).
+    pub contested: Vec<Contested>,
+    /// Keys this baseline claims in any way (applied or contested): never pruned by it.
+    pub claimed: BTreeSet<ObjectKey>,
+    /// Keys other baselines won: never pruned by this one even if labelled as its own.
+    pub others_own: BTreeSet<ObjectKey>,
+}
+
+impl Plan {
+    /// Every (apiVersion, kind) this baseline applies.
+    pub fn kinds(&self) -> BTreeSet<(String, String)> {
+        self.namespaces
+            .iter()
+            .flat_map(|n| {
+                n.objects
+                    .iter()
+                    .map(|o| (o.api_version.clone(), o.kind.clone()))
+            })
+            .collect()
+    }
+
+    /// Number of objects to apply.
+    pub fn object_count(&self) -> usize {
+        self.namespaces.iter().map(|n| n.objects.len()).sum()
+    }
+}
+
+/// One baseline's rendering of one namespace, with its claims.
+struct Rendering {
+    objects: Vec<RenderedObject>,
+    namespace_labels: Option<serde_json::Value>,
+    workloads: Vec<(String, Option<Timestamp>)>,
+    claims: Vec<Claim>,
+}
+
+fn render(
+    b: BaselineRef<'_>,
+    ns: &NamespaceInfo,
+    tenant: &str,
+    workloads: &[&WorkloadInfo],
+) -> Result<Rendering, String> {
+    let rendered = render_namespace(b.name, b.spec, &ns.name, tenant).map_err(|e| e.to_string())?;
+    let mut claims = rendered.claims(b.name, b.spec.priority);
+    let namespace_labels = rendered.namespace_patch();
+    let mut objects = rendered.objects;
+    let mut covered = Vec::new();
+    for wt in &b.spec.workload_templates {
+        for w in workloads {
+            if !workload_matches(wt, &w.pod_labels).map_err(|e| e.to_string())? {
+                continue;
+            }
+            let extra = render_workload(b.name, wt, &ns.name, tenant, &w.kind, &w.name)
+                .map_err(|e| e.to_string())?;
+            for o in &extra {
+                claims.push(Claim {
+                    baseline: b.name.to_string(),
+                    priority: b.spec.priority,
+                    key: o.key(),
+                });
+            }
+            objects.extend(extra);
+            covered.push((format!("{}/{}", w.kind, w.name), w.created));
+        }
+    }
+    crate::baseline::ensure_unique(&objects).map_err(|e| e.to_string())?;
+    Ok(Rendering {
+        objects,
+        namespace_labels,
+        workloads: covered,
+        claims,
+    })
+}
+
+/// The plan of baseline `me` given every baseline (`me` included), namespace and workload.
+pub fn plan(
+    me: BaselineRef<'_>,
+    baselines: &[BaselineRef<'_>],
+    namespaces: &[NamespaceInfo],
+    workloads: &[WorkloadInfo],
+) -> Plan {
+    let mut by_namespace: BTreeMap<&str, Vec<&WorkloadInfo>> = BTreeMap::new();
+    for w in workloads {
+        by_namespace
+            .entry(w.namespace.as_str())
+            .or_default()
+            .push(w);
+    }
+    let mut out = Plan::default();
+    for ns in namespaces {
+        let tenant = match select_namespace(me.spec, &ns.name, &ns.labels) {
+            Ok(Selection::Selected { tenant }) => tenant,
+            Ok(Selection::NotSelected) | Ok(Selection::Excluded) => continue,
+            Ok(Selection::MissingTenant) => {
+                let msg = format!(
+                    "namespace has no {} label naming its tenant",
+                    me.spec.tenant_label
+                );
+                out.failed.push((ns.name.clone(), "MissingTenant", msg));
+                continue;
+            }
+            Err(e) => {
+                out.failed
+                    .push((ns.name.clone(), "InvalidSelector", e.to_string()));
+                continue;
+            }
+        };
+        let ws = by_namespace
+            .get(ns.name.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let mine = match render(me, ns, &tenant, ws) {
+            Ok(r) => r,
+            Err(msg) => {
+                out.failed.push((ns.name.clone(), "RenderFailed", msg));
+                continue;
+            }
+        };
+        // Other baselines that select this namespace compete for the same objects.
+        let mut claims = mine.claims.clone();
+        for other in baselines.iter().filter(|b| b.name != me.name) {
+            if let Ok(Selection::Selected { tenant }) =
+                select_namespace(other.spec, &ns.name, &ns.labels)
+                && let Ok(r) = render(*other, ns, &tenant, ws)
+            {
+                claims.extend(r.claims);
+            }
+        }
+        let resolution = resolve(claims);
+        out.others_own.extend(
+            resolution
+                .winners
+                .iter()
+                .filter(|(_, w)| w.as_str() != me.name)
+                .map(|(k, _)| k.clone()),
+        );
+        let mine_keys: BTreeSet<ObjectKey> = mine.claims.iter().map(|c| c.key.clone()).collect();
+        out.claimed.extend(mine_keys.iter().cloned());
+        record_contested(&mut out, &resolution, me.name, &mine_keys);
+
+        let objects = mine
+            .objects
+            .into_iter()
+            .filter(|o| resolution.may_apply(me.name, &o.key()))
+            .collect();
+        let namespace_labels = mine.namespace_labels.filter(|patch| {
+            crate::baseline::ObjectKey::from_object(patch)
+                .map(|k| resolution.may_apply(me.name, &k))
+                .unwrap_or(false)
+        });
+        out.namespaces.push(NamespacePlan {
+            namespace: ns.name.clone(),
+            tenant,
+            objects,
+            namespace_labels,
+            workloads: mine.workloads,
+        });
+    }
+    out
+}
+
+fn record_contested(out: &mut Plan, resolution: &Resolution, me: &str, mine: &BTreeSet<ObjectKey>) {
+    for c in resolution.conflicts_of(me) {
+        if mine.contains(&c.key) {
+            out.contested.push(Contested {
+                key: c.key.clone(),
+                with: c.others(me).into_iter().map(String::from).collect(),
+                tie: true,
+            });
+        }
+    }
+    for o in resolution.overridden.iter().filter(|o| o.baseline == me) {
+        out.contested.push(Contested {
+            key: o.key.clone(),
+            with: vec![o.by.clone()],
+            tie: false,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> SecurityBaselineSpec {
+        serde_yaml::from_str(yaml).expect("spec fixture")
+    }
+
+    fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceInfo {
+        NamespaceInfo {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    const QUOTA: &str = r#"
+namespaceSelector: {matchLabels: {class: standard}}
+controls: {resourceQuota: {hard: {pods: "10"}}}
+"#;
+
+    #[test]
+    fn selects_renders_and_reports_missing_tenants() {
+        let s = spec(QUOTA);
+        let me = BaselineRef {
+            name: "a",
+            spec: &s,
+        };
+        let namespaces = [
+            ns(
+                "t1",
+                &[("class", "standard"), ("opsec.x1642.dev/tenant", "acme")],
+            ),
+            ns("t2", &[("class", "standard")]),
+            ns(
+                "other",
+                &[("class", "premium"), ("opsec.x1642.dev/tenant", "acme")],
+            ),
+            ns(
+                "kube-system",
+                &[("class", "standard"), ("opsec.x1642.dev/tenant", "sys")],
+            ),
+        ];
+        let p = plan(me, &[me], &namespaces, &[]);
+        assert_eq!(p.namespaces.len(), 1);
+        assert_eq!(p.namespaces[0].namespace, "t1");
+        assert_eq!(p.namespaces[0].tenant, "acme");
+        assert_eq!(p.namespaces[0].objects.len(), 1);
+        assert_eq!(p.failed.len(), 1);
+        assert_eq!(
+            (p.failed[0].0.as_str(), p.failed[0].1),
+            ("t2", "MissingTenant")
+        );
+    }
+
+    #[test]
+    fn higher_priority_wins_and_ties_apply_nobody() {
+        let low = spec(QUOTA);
+        let mut high = spec(QUOTA);
+        high.priority = 10;
+        let namespaces = [ns(
+            "t1",
+            &[("class", "standard"), ("opsec.x1642.dev/tenant", "acme")],
+        )];
+        let a = BaselineRef {
+            name: "a",
+            spec: &low,
+        };
+        let b = BaselineRef {
+            name: "b",
+            spec: &high,
+        };
+        let pa = plan(a, &[a, b], &namespaces, &[]);
+        let pb = plan(b, &[a, b], &namespaces, &[]);
+        assert!(
+            pa.namespaces[0].objects.is_empty(),
+            "the lower priority applies nothing"
+        );
+        assert_eq!(
+            pa.contested,
+            vec![Contested {
+                key: pb.namespaces[0].objects[0].key(),
+                with: vec!["b".into()],
+                tie: false
+            }]
+        );
+        assert!(pa.others_own.contains(&pb.namespaces[0].objects[0].key()));
+        assert_eq!(pb.namespaces[0].objects.len(), 1);
+
+        let same = spec(QUOTA);
+        let c = BaselineRef {
+            name: "c",
+            spec: &same,
+        };
+        let pa = plan(a, &[a, c], &namespaces, &[]);
+        let pc = plan(c, &[a, c], &namespaces, &[]);
+        assert!(pa.namespaces[0].objects.is_empty() && pc.namespaces[0].objects.is_empty());
+        assert_eq!(pa.contested[0].with, vec!["c".to_string()]);
+        assert_eq!(pc.contested[0].with, vec!["a".to_string()]);
+        assert!(pa.contested[0].tie);
+    }
+
+    #[test]
+    fn workload_templates_follow_matching_workloads_only() {
+        let s = spec(
+            r#"
+namespaceSelector: {matchLabels: {class: standard}}
+workloadTemplates:
+- selector: {matchLabels: {profile: web}}
+  templates:
+  - {apiVersion: v1, kind: ConfigMap, metadata: {name: "${workload}-cfg"}, data: {kind: "${workloadKind}"}}
+"#,
+        );
+        let me = BaselineRef {
+            name: "a",
+            spec: &s,
+        };
+        let namespaces = [
+            ns(
+                "t1",
+                &[("class", "standard"), ("opsec.x1642.dev/tenant", "acme")],
+            ),
+            ns(
+                "t2",
+                &[("class", "standard"), ("opsec.x1642.dev/tenant", "acme")],
+            ),
+        ];
+        let web = WorkloadInfo {
+            kind: "Deployment".into(),
+            namespace: "t2".into(),
+            name: "shop".into(),
+            pod_labels: [("profile".to_string(), "web".to_string())].into(),
+            created: None,
+        };
+        let db = WorkloadInfo {
+            name: "db".into(),
+            pod_labels: BTreeMap::new(),
+            ..web.clone()
+        };
+        let p = plan(me, &[me], &namespaces, &[web, db]);
+        assert!(p.namespaces[0].objects.is_empty());
+        let t2 = &p.namespaces[1];
+        assert_eq!(t2.objects.len(), 1);
+        assert_eq!(t2.objects[0].name, "shop-cfg");
+        assert_eq!(t2.workloads, vec![("Deployment/shop".to_string(), None)]);
+    }
+}

@@ -1,0 +1,285 @@
+//! The backup engine against a real S3-compatible server (SeaweedFS, started by `hack/s3.sh`):
+//! a backup round trip through S3 next to a local store, the catalogue read back from the bucket,
+//! and a byte flipped inside the bucket detected as corruption.
+//!
+//! Needs `OPSEC_S3_ENDPOINT`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, as written by
+//! `hack/s3.sh up DIR` into `DIR/env`; fails (never skips) without them:
+//!
+//! ```sh
+//! hack/s3.sh up .run/s3 && set -a && . .run/s3/env && set +a
+//! cargo test --test backup_store_s3
+//! hack/s3.sh down .run/s3
+//! ```
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+use object_store::aws::{AwsAuthorizer, AwsCredential};
+use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use opsec_operator::backup::crypto::sha256_hex;
+use opsec_operator::backup::store::DATA_FILE;
+use opsec_operator::backup::{
+    BackupLocation, BackupMeta, BackupOptions, EncryptionKey, RestoreError, RestoreOptions,
+    S3Config, Store, restore, run_backup, verify,
+};
+use serde_json::{Value, json};
+
+const REGION: &str = "us-east-1";
+
+fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: this test needs a real S3 server. Start one with \
+             `hack/s3.sh up .run/s3` and load its settings with `set -a; . .run/s3/env; set +a`"
+        ),
+    }
+}
+
+struct Settings {
+    endpoint: String,
+    key_id: String,
+    secret: String,
+}
+
+fn settings() -> Settings {
+    Settings {
+        endpoint: env("OPSEC_S3_ENDPOINT").trim_end_matches('/').to_string(),
+        key_id: env("AWS_ACCESS_KEY_ID"),
+        secret: env("AWS_SECRET_ACCESS_KEY"),
+    }
+}
+
+/// A bucket of this test's own (object_store cannot create buckets): one SigV4-signed
+/// `PUT /<bucket>`, signed and sent with object_store's own client.
+async fn create_bucket(s: &Settings, bucket: &str) {
+    let credential = AwsCredential {
+        key_id: s.key_id.clone(),
+        secret_key: s.secret.clone(),
+        token: None,
+    };
+    let client = ReqwestConnector {}
+        .connect(&ClientOptions::new().with_allow_http(true))
+        .expect("HTTP client");
+    let mut request = http::Request::builder()
+        .method(http::Method::PUT)
+        .uri(format!("{}/{bucket}", s.endpoint))
+        .body(HttpRequestBody::from(Vec::<u8>::new()))
+        .expect("request");
+    AwsAuthorizer::new(&credential, "s3", REGION)
+        .try_authorize(&mut request, None)
+        .expect("signing");
+    let response = client.execute(request).await.unwrap_or_else(|e| {
+        panic!(
+            "creating bucket {bucket} at {} failed: {e}; is the S3 server running?",
+            s.endpoint
+        )
+    });
+    let status = response.status();
+    assert!(
+        status.is_success() || status == http::StatusCode::CONFLICT,
+        "creating bucket {bucket} answered {status}"
+    );
+}
+
+fn unique_bucket(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("opsec-{tag}-{}-{nanos:x}", std::process::id())
+}
+
+fn s3_config(s: &Settings, bucket: &str) -> S3Config {
+    S3Config {
+        bucket: bucket.into(),
+        endpoint: Some(s.endpoint.clone()),
+        region: REGION.into(),
+        prefix: Some("backups".into()),
+        access_key_id: s.key_id.clone(),
+        secret_access_key: s.secret.clone(),
+        force_path_style: true,
+    }
+}
+
+fn objects(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({
+                "apiVersion": "v1",
+                "kind": if i % 2 == 0 { "ConfigMap" } else { "Secret" },
+                "metadata": {"name": format!("obj-{i:04}"), "namespace": "team-a", "uid": format!("u{i}")},
+                // Digests compress about as badly as real certificates and tokens.
+                "data": {"v": (0..64).map(|j| sha256_hex(format!("{i}-{j}").as_bytes())).collect::<String>()},
+            })
+        })
+        .collect()
+}
+
+fn meta(id: &str) -> BackupMeta {
+    BackupMeta {
+        namespace: "team-a".into(),
+        policy: "nightly".into(),
+        backup_id: id.into(),
+        created_at: jiff::Timestamp::now(),
+    }
+}
+
+fn options() -> BackupOptions {
+    BackupOptions {
+        encryption_key: Some(EncryptionKey::from_bytes([5; 32])),
+        signing_key: Some(SigningKey::from_bytes(&[6; 32])),
+        ..Default::default()
+    }
+}
+
+fn restore_options() -> RestoreOptions {
+    RestoreOptions {
+        encryption_key: Some(EncryptionKey::from_bytes([5; 32])),
+        verifying_key: Some(SigningKey::from_bytes(&[6; 32]).verifying_key()),
+        ..Default::default()
+    }
+}
+
+async fn backup(stores: &[Store], id: &str, n: usize) -> opsec_operator::backup::BackupSummary {
+    let stream = futures::stream::iter(objects(n).into_iter().map(Ok::<_, Infallible>));
+    run_backup(meta(id), options(), stream, stores)
+        .await
+        .expect("backup")
+}
+
+#[tokio::test]
+async fn backup_round_trips_through_s3_and_a_local_store() {
+    let s = settings();
+    let bucket = unique_bucket("rt");
+    create_bucket(&s, &bucket).await;
+    let local = tempfile::tempdir().expect("tempdir");
+    let stores = [
+        Store::local("onsite", local.path()).expect("local store"),
+        Store::s3("offsite", &s3_config(&s, &bucket)).expect("s3 store"),
+    ];
+
+    // 3,000 objects of 4 KiB make an archive over 5 MiB: a multipart upload of several parts.
+    let started = Instant::now();
+    let summary = backup(&stores, "b1", 3000).await;
+    let took = started.elapsed();
+    assert!(summary.bytes > 5 * 1024 * 1024, "{} bytes", summary.bytes);
+    for r in &summary.stores {
+        assert!(r.result.is_ok(), "store {}: {:?}", r.store, r.result);
+    }
+    eprintln!(
+        "3000 objects, archive {} bytes: backup to local + S3 in {took:?}",
+        summary.bytes
+    );
+
+    // The catalogue is rebuilt from the bucket alone.
+    let listed = stores[1]
+        .list_backups("team-a", "nightly")
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].backup_id, "b1");
+    assert_eq!(listed[0].data_size, Some(summary.bytes));
+    assert_eq!(
+        listed[0].manifest.as_ref().expect("manifest"),
+        &summary.manifest
+    );
+
+    let loc = BackupLocation::new("team-a", "nightly", "b1").expect("location");
+    let started = Instant::now();
+    let restored = restore(&stores[1], &loc, &restore_options())
+        .await
+        .expect("restore from S3");
+    eprintln!("restore from S3 in {:?}", started.elapsed());
+    assert_eq!(restored.objects.len(), 3000);
+    assert_eq!(restored.objects[0]["kind"], "Secret");
+    assert!(restored.objects[0]["metadata"].get("uid").is_none());
+    let report = verify(&stores[1], &loc, &restore_options())
+        .await
+        .expect("verify");
+    assert_eq!(report.objects_checked, Some(3000));
+
+    // Interrupted backup: data but no manifest.json is not in the catalogue.
+    let partial = BackupLocation::new("team-a", "nightly", "b2").expect("location");
+    stores[1]
+        .put_file(&partial, DATA_FILE, Bytes::from_static(b"partial"))
+        .await
+        .expect("put");
+    assert_eq!(
+        stores[1]
+            .list_backups("team-a", "nightly")
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    let incomplete = stores[1]
+        .list_incomplete("team-a", "nightly")
+        .await
+        .expect("list incomplete");
+    assert_eq!(incomplete.len(), 1);
+    assert_eq!(incomplete[0].backup_id, "b2");
+
+    assert_eq!(stores[1].delete_backup(&loc).await.expect("delete"), 3);
+    assert!(
+        stores[1]
+            .list_backups("team-a", "nightly")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_byte_flipped_in_s3_is_corrupt() {
+    let s = settings();
+    let bucket = unique_bucket("flip");
+    create_bucket(&s, &bucket).await;
+    let cfg = s3_config(&s, &bucket);
+    let store = Store::s3("offsite", &cfg).expect("s3 store");
+    backup(std::slice::from_ref(&store), "b1", 50).await;
+
+    // Flip one byte of the stored archive, in the bucket itself.
+    let raw: Arc<dyn ObjectStore> = Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&bucket)
+            .with_region(REGION)
+            .with_endpoint(&s.endpoint)
+            .with_allow_http(true)
+            .with_access_key_id(&s.key_id)
+            .with_secret_access_key(&s.secret)
+            .build()
+            .expect("raw client"),
+    );
+    let path = object_store::path::Path::from("backups/team-a/nightly/b1/data.tar.zst.enc");
+    let mut data = raw
+        .get(&path)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes")
+        .to_vec();
+    let middle = data.len() / 2;
+    data[middle] ^= 0x40;
+    raw.put(&path, PutPayload::from(data)).await.expect("put");
+
+    let loc = BackupLocation::new("team-a", "nightly", "b1").expect("location");
+    let err = restore(&store, &loc, &restore_options())
+        .await
+        .expect_err("a flipped byte must not restore");
+    assert!(matches!(err, RestoreError::Corrupt { .. }), "{err}");
+    // The digest-only verification (no encryption key) sees it too.
+    let digest_only = RestoreOptions {
+        encryption_key: None,
+        ..restore_options()
+    };
+    let err = verify(&store, &loc, &digest_only)
+        .await
+        .expect_err("digest mismatch");
+    assert_eq!(err.category(), "Corrupt", "{err}");
+}

@@ -1,0 +1,774 @@
+//! The SecurityBaseline controller against the real API server: selection and tenant isolation,
+//! rendering, drift reverted or reported, conflicts, pruning and migration, validation and
+//! approval, deletion, and an idle check that writes nothing. Each test uses namespaces and a
+//! tenant-class label value of its own, so the tests run in parallel against one operator.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use opsec_operator::api::SecurityBaseline;
+use opsec_operator::api::baseline::SecurityBaselineStatus;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn setup() -> Client {
+    let client = common::client().await;
+    common::install_crds();
+    common::operator("baseline");
+    client
+}
+
+/// Creates a baseline from YAML (metadata.name is given separately).
+async fn create_baseline(client: &Client, name: &str, spec_yaml: &str) -> SecurityBaseline {
+    let spec = serde_yaml::from_str(spec_yaml).expect("baseline spec fixture");
+    let sb = SecurityBaseline::new(name, spec);
+    Api::<SecurityBaseline>::all(client.clone())
+        .create(&PostParams::default(), &sb)
+        .await
+        .expect("create baseline")
+}
+
+async fn status_until(
+    client: &Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&SecurityBaselineStatus) -> bool,
+) -> SecurityBaselineStatus {
+    let api = Api::<SecurityBaseline>::all(client.clone());
+    common::eventually(WAIT, what, || async {
+        let sb = api.get(name).await.ok()?;
+        sb.status.filter(|s| check(s))
+    })
+    .await
+}
+
+fn condition<'a>(s: &'a SecurityBaselineStatus, type_: &str) -> Option<&'a str> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+async fn tenant_ns(client: &Client, class: &str, tenant: &str) -> String {
+    common::namespace(
+        client,
+        tenant,
+        &[("opsec.x1642.dev/tenant", tenant), ("test-class", class)],
+    )
+    .await
+}
+
+async fn configmap(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get configmap")
+}
+
+async fn delete_baseline(client: &Client, name: &str) {
+    let api = Api::<SecurityBaseline>::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    common::eventually(WAIT, "baseline deletion", || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+async fn events_of(client: &Client, baseline: &str) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let list = api.list(&ListParams::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(baseline))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+fn spec(class: &str, extra: &str) -> String {
+    format!("namespaceSelector: {{matchLabels: {{test-class: {class}}}}}\n{extra}")
+}
+
+const CONTROLS: &str = r#"
+controls:
+  networkIsolation: {}
+  podSecurity: {enforce: restricted}
+  resourceQuota: {hard: {pods: "50"}}
+  tenantAccess: {adminGroups: ["tenant:${tenant}:admins"]}
+templates:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: tenant-info}
+  data: {tenant: "${tenant}", namespace: "${namespace}", baseline: "${baseline}"}
+"#;
+
+#[tokio::test]
+async fn every_control_and_template_lands_in_each_tenant_namespace_and_nowhere_else() {
+    let client = setup().await;
+    let class = common::unique("std");
+    let a1 = tenant_ns(&client, &class, "acme").await;
+    let a2 = tenant_ns(&client, &class, "acme").await;
+    let other = tenant_ns(&client, &common::unique("other"), "globex").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
+
+    let status = status_until(&client, &name, "2 compliant namespaces", |s| {
+        s.namespaces.compliant == 2
+    })
+    .await;
+    assert_eq!(status.namespaces.selected, 2);
+    assert_eq!(condition(&status, "Ready"), Some("True"));
+    assert_eq!(status.history.len(), 1, "the first revision is archived");
+    assert!(
+        status.history[0]
+            .summary
+            .contains("added NetworkPolicy/opsec-isolation"),
+        "{:?}",
+        status.history
+    );
+
+    for ns in [&a1, &a2] {
+        let cm = configmap(&client, ns, "tenant-info")
+            .await
+            .expect("template rendered");
+        let data = cm.data.clone().unwrap_or_default();
+        assert_eq!(data.get("tenant").map(String::as_str), Some("acme"));
+        assert_eq!(data.get("namespace"), Some(ns));
+        assert_eq!(data.get("baseline"), Some(&name));
+        assert_eq!(
+            cm.labels()
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("opsec-operator")
+        );
+        assert_eq!(cm.labels().get("opsec.x1642.dev/baseline"), Some(&name));
+        let np = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+            .get("opsec-isolation")
+            .await
+            .expect("network policy");
+        assert!(np.spec.is_some());
+        let rb = Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .get("opsec-tenant-admins")
+            .await
+            .expect("tenant rolebinding");
+        assert_eq!(
+            rb.subjects.unwrap_or_default()[0].name,
+            "tenant:acme:admins"
+        );
+        let nsobj = Api::<Namespace>::all(client.clone()).get(ns).await.unwrap();
+        assert_eq!(
+            nsobj
+                .labels()
+                .get("pod-security.kubernetes.io/enforce")
+                .map(String::as_str),
+            Some("restricted")
+        );
+    }
+    // Tenant isolation: another tenant's namespace never receives this baseline's objects.
+    assert!(configmap(&client, &other, "tenant-info").await.is_none());
+    let stamped = Api::<ConfigMap>::namespaced(client.clone(), &other)
+        .list(&ListParams::default().labels(&format!("opsec.x1642.dev/baseline={name}")))
+        .await
+        .unwrap();
+    assert!(stamped.items.is_empty());
+
+    delete_baseline(&client, &name).await;
+    for ns in [&a1, &a2, &other] {
+        common::delete_namespace(&client, ns).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_object_comes_back_and_a_kubectl_edit_is_reverted_naming_the_editor() {
+    let client = setup().await;
+    let class = common::unique("drift");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
+
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    cms.delete("tenant-info", &DeleteParams::default())
+        .await
+        .unwrap();
+    common::eventually(WAIT, "tenant-info recreated", || async {
+        configmap(&client, &ns, "tenant-info").await
+    })
+    .await;
+
+    let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+    let edit = serde_json::json!({"spec": {"policyTypes": ["Ingress"]}});
+    nps.patch(
+        "opsec-isolation",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&edit),
+    )
+    .await
+    .unwrap();
+    common::eventually(WAIT, "the edit reverted", || async {
+        let np = nps.get("opsec-isolation").await.ok()?;
+        (np.spec?.policy_types? == ["Ingress", "Egress"]).then_some(())
+    })
+    .await;
+    let events = common::eventually(WAIT, "DriftReverted events", || async {
+        let ev = events_of(&client, &name).await;
+        let reverted: Vec<_> = ev
+            .into_iter()
+            .filter(|(r, _)| r == "DriftReverted")
+            .collect();
+        (reverted.len() >= 2).then_some(reverted)
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, n)| n.contains("ConfigMap/tenant-info") && n.contains("deleted")),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|(_, n)| n.contains("NetworkPolicy/opsec-isolation") && n.contains("kubectl-edit")), "{events:?}");
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn audit_mode_reports_drift_and_the_other_field_manager_without_reverting() {
+    let client = setup().await;
+    let class = common::unique("audit");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
+    // Switch to Audit, then edit a stamped object.
+    let api = Api::<SecurityBaseline>::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"mode": "Audit"}})),
+    )
+    .await
+    .unwrap();
+    status_until(&client, &name, "audit observed", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "Audited")
+    })
+    .await;
+    let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+    nps.patch(
+        "opsec-isolation",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(serde_json::json!({"spec": {"policyTypes": ["Ingress"]}})),
+    )
+    .await
+    .unwrap();
+    let status = status_until(&client, &name, "drift reported", |s| {
+        !s.conflicts.is_empty()
+    })
+    .await;
+    assert_eq!(status.namespaces.compliant, 0);
+    let c = &status.conflicts[0];
+    assert_eq!(c.object, "NetworkPolicy/opsec-isolation");
+    assert_eq!(c.with, "fieldManager/kubectl-edit");
+    assert!(c.fields.iter().any(|f| f == "/spec/policyTypes"), "{c:?}");
+    assert!(
+        status
+            .non_compliant
+            .iter()
+            .any(|n| n.namespace == ns && n.message.contains("kubectl-edit"))
+    );
+    // Audit never reverts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let np = nps.get("opsec-isolation").await.unwrap();
+    assert_eq!(
+        np.spec.unwrap().policy_types.unwrap(),
+        vec!["Ingress".to_string()]
+    );
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_relabelled_namespace_moves_to_the_other_baseline_with_no_leftovers() {
+    let client = setup().await;
+    let (gold, silver) = (common::unique("gold"), common::unique("silver"));
+    let ns = tenant_ns(&client, &gold, "acme").await;
+    let (g, s) = (common::unique("sbl-g"), common::unique("sbl-s"));
+    let tpl = |v: &str| {
+        format!(
+            "templates:\n- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: {v}}}, data: {{class: {v}}}}}\n"
+        )
+    };
+    create_baseline(&client, &g, &spec(&gold, &tpl("gold-config"))).await;
+    create_baseline(&client, &s, &spec(&silver, &tpl("silver-config"))).await;
+    common::eventually(WAIT, "gold config", || async {
+        configmap(&client, &ns, "gold-config").await
+    })
+    .await;
+
+    let nsapi = Api::<Namespace>::all(client.clone());
+    nsapi
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"test-class": silver}}})),
+        )
+        .await
+        .unwrap();
+    common::eventually(WAIT, "silver config and no gold config", || async {
+        let silver = configmap(&client, &ns, "silver-config").await;
+        let gold = configmap(&client, &ns, "gold-config").await;
+        (silver.is_some() && gold.is_none()).then_some(())
+    })
+    .await;
+    let events = common::eventually(WAIT, "a Pruned event on the gold baseline", || async {
+        let ev = events_of(&client, &g).await;
+        ev.iter()
+            .any(|(r, n)| r == "Pruned" && n.contains("gold-config"))
+            .then_some(ev)
+    })
+    .await;
+    assert!(!events.is_empty());
+
+    delete_baseline(&client, &g).await;
+    delete_baseline(&client, &s).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn workload_configuration_follows_the_workload_to_its_new_namespace() {
+    let client = setup().await;
+    let class = common::unique("wl");
+    let (ns1, ns2) = (
+        tenant_ns(&client, &class, "acme").await,
+        tenant_ns(&client, &class, "acme").await,
+    );
+    let name = common::unique("sbl");
+    let extra = r#"
+workloadTemplates:
+- selector: {matchLabels: {opsec.x1642.dev/profile: web}}
+  templates:
+  - {apiVersion: v1, kind: ConfigMap, metadata: {name: "${workload}-web-config"}, data: {kind: "${workloadKind}"}}
+"#;
+    create_baseline(&client, &name, &spec(&class, extra)).await;
+    let deploy = |ns: &str| -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "shop", "namespace": ns},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "shop"}},
+                "template": {
+                    "metadata": {"labels": {"app": "shop", "opsec.x1642.dev/profile": "web"}},
+                    "spec": {"containers": [{"name": "shop", "image": "registry.example/shop:1.0"}]}
+                }
+            }
+        }))
+        .unwrap()
+    };
+    Api::<Deployment>::namespaced(client.clone(), &ns1)
+        .create(&PostParams::default(), &deploy(&ns1))
+        .await
+        .unwrap();
+    let cm = common::eventually(WAIT, "config beside the workload", || async {
+        configmap(&client, &ns1, "shop-web-config").await
+    })
+    .await;
+    assert_eq!(
+        cm.data.unwrap().get("kind").map(String::as_str),
+        Some("Deployment")
+    );
+
+    // Move: delete it here, create it there.
+    Api::<Deployment>::namespaced(client.clone(), &ns1)
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns2)
+        .create(&PostParams::default(), &deploy(&ns2))
+        .await
+        .unwrap();
+    common::eventually(WAIT, "config moved with the workload", || async {
+        let there = configmap(&client, &ns2, "shop-web-config").await;
+        let here = configmap(&client, &ns1, "shop-web-config").await;
+        (there.is_some() && here.is_none()).then_some(())
+    })
+    .await;
+    let events = common::eventually(WAIT, "ConfigurationMigrated events", || async {
+        let ev = events_of(&client, &name).await;
+        ev.iter()
+            .any(|(r, n)| r == "ConfigurationMigrated" && n.contains(&ns2))
+            .then_some(ev)
+    })
+    .await;
+    let note = events
+        .iter()
+        .find(|(r, n)| r == "ConfigurationMigrated" && n.contains(&ns2))
+        .unwrap();
+    assert!(note.1.contains("after the workload appeared"), "{note:?}");
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns1).await;
+    common::delete_namespace(&client, &ns2).await;
+}
+
+#[tokio::test]
+async fn equal_priorities_apply_neither_and_name_each_other_while_a_higher_priority_wins() {
+    let client = setup().await;
+    let class = common::unique("conf");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let shared = |v: &str, prio: i32| {
+        format!(
+            "priority: {prio}\ntemplates:\n- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: shared}}, data: {{from: {v}}}}}\n"
+        )
+    };
+    let (a, b) = (common::unique("sbl-a"), common::unique("sbl-b"));
+    create_baseline(&client, &a, &spec(&class, &shared("a", 0))).await;
+    create_baseline(&client, &b, &spec(&class, &shared("b", 0))).await;
+    let sa = status_until(&client, &a, "a conflicted", |s| {
+        condition(s, "Conflicted") == Some("True")
+    })
+    .await;
+    let sb = status_until(&client, &b, "b conflicted", |s| {
+        condition(s, "Conflicted") == Some("True")
+    })
+    .await;
+    assert_eq!(sa.conflicts[0].with, format!("SecurityBaseline/{b}"));
+    assert_eq!(sb.conflicts[0].with, format!("SecurityBaseline/{a}"));
+    assert!(
+        configmap(&client, &ns, "shared").await.is_none(),
+        "neither applies at equal priority"
+    );
+
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(
+            &b,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"priority": 5}})),
+        )
+        .await
+        .unwrap();
+    let cm = common::eventually(WAIT, "the higher priority applies", || async {
+        configmap(&client, &ns, "shared").await
+    })
+    .await;
+    assert_eq!(
+        cm.data.clone().unwrap().get("from").map(String::as_str),
+        Some("b")
+    );
+    assert_eq!(cm.labels().get("opsec.x1642.dev/baseline"), Some(&b));
+
+    delete_baseline(&client, &a).await;
+    delete_baseline(&client, &b).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_revision_the_api_server_refuses_is_not_rolled_out_and_the_previous_stays() {
+    let client = setup().await;
+    let class = common::unique("val");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: good}, data: {v: \"1\"}}\n")).await;
+    let first = status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
+    // A ConfigMap key with a space: valid for the CRD schema, refused by the API server.
+    let bad = serde_json::json!({"spec": {"templates": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "good"}, "data": {"v": "2"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad"}, "data": {"not a key": "x"}}
+    ]}});
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(bad))
+        .await
+        .unwrap();
+    let status = status_until(&client, &name, "Validated=False", |s| {
+        condition(s, "Validated") == Some("False")
+    })
+    .await;
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert!(
+        validated.message.contains("ConfigMap/bad"),
+        "{}",
+        validated.message
+    );
+    assert!(
+        validated.message.contains("not a key"),
+        "the server's message is carried: {}",
+        validated.message
+    );
+    assert_eq!(
+        status.revision, first.revision,
+        "the applied revision is unchanged"
+    );
+    assert!(status.pending_revision.is_some());
+    let good = configmap(&client, &ns, "good").await.unwrap();
+    assert_eq!(
+        good.data.unwrap().get("v").map(String::as_str),
+        Some("1"),
+        "nothing of the refused revision landed"
+    );
+    assert!(configmap(&client, &ns, "bad").await.is_none());
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_new_revision_waits_for_the_approval_annotation() {
+    let client = setup().await;
+    let class = common::unique("appr");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, "rollout: {requireApproval: true}\ntemplates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: gated}, data: {v: \"1\"}}\n")).await;
+    let status = status_until(&client, &name, "awaiting approval", |s| {
+        condition(s, "AwaitingApproval") == Some("True")
+    })
+    .await;
+    let pending = status.pending_revision.clone().expect("pendingRevision");
+    assert!(pending.starts_with("sha256:"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        configmap(&client, &ns, "gated").await.is_none(),
+        "nothing lands before approval"
+    );
+
+    let approve = serde_json::json!({"metadata": {"annotations": {"opsec.x1642.dev/approve-revision": pending}}});
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(approve))
+        .await
+        .unwrap();
+    common::eventually(WAIT, "approved revision applied", || async {
+        configmap(&client, &ns, "gated").await
+    })
+    .await;
+    let status = status_until(&client, &name, "revision recorded", |s| {
+        s.revision.as_deref() == Some(pending.as_str())
+    })
+    .await;
+    assert_eq!(condition(&status, "AwaitingApproval"), Some("False"));
+    assert!(status.pending_revision.is_none());
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn deleting_a_baseline_removes_what_it_stamped_and_nothing_else() {
+    let client = setup().await;
+    let class = common::unique("del");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    // The tenant's own ConfigMap, not stamped: must survive.
+    let own: ConfigMap = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "tenant-own"}, "data": {"k": "v"}}),
+    )
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &own)
+        .await
+        .unwrap();
+    create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
+    delete_baseline(&client, &name).await;
+    assert!(configmap(&client, &ns, "tenant-info").await.is_none());
+    assert!(
+        Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+            .get_opt("opsec-isolation")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        configmap(&client, &ns, "tenant-own").await.is_some(),
+        "an object the baseline did not stamp is never touched"
+    );
+    assert!(configmap(&client, &ns, "kube-root-ca.crt").await.is_some());
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn system_namespaces_are_left_alone_unless_listed_on_purpose() {
+    let client = setup().await;
+    let class = common::unique("sys");
+    let nsapi = Api::<Namespace>::all(client.clone());
+    let label = |v: Option<&str>| serde_json::json!({"metadata": {"labels": {"test-class": v, "opsec.x1642.dev/tenant": v.map(|_| "platform")}}});
+    nsapi
+        .patch(
+            "kube-public",
+            &PatchParams::default(),
+            &Patch::Merge(label(Some(&class))),
+        )
+        .await
+        .unwrap();
+    let name = common::unique("sbl");
+    create_baseline(
+        &client,
+        &name,
+        &spec(
+            &class,
+            "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: sys-probe}}\n",
+        ),
+    )
+    .await;
+    let status = status_until(&client, &name, "observed", |s| {
+        s.observed_generation.is_some()
+    })
+    .await;
+    assert_eq!(
+        status.namespaces.selected, 0,
+        "kube-public is excluded by default"
+    );
+    assert!(
+        configmap(&client, "kube-public", "sys-probe")
+            .await
+            .is_none()
+    );
+
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"excludeNamespaces": ["kube-system"]}})),
+        )
+        .await
+        .unwrap();
+    common::eventually(
+        WAIT,
+        "kube-public reached once listed on purpose",
+        || async { configmap(&client, "kube-public", "sys-probe").await },
+    )
+    .await;
+
+    delete_baseline(&client, &name).await;
+    assert!(
+        configmap(&client, "kube-public", "sys-probe")
+            .await
+            .is_none()
+    );
+    nsapi
+        .patch(
+            "kube-public",
+            &PatchParams::default(),
+            &Patch::Merge(label(None)),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_kind_the_cluster_does_not_serve_is_reported_and_the_rest_still_applies() {
+    let client = setup().await;
+    let class = common::unique("kind");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    let extra = "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: fine}}\n- {apiVersion: example.com/v1, kind: Widget, metadata: {name: w}}\n";
+    create_baseline(&client, &name, &spec(&class, extra)).await;
+    let status = status_until(&client, &name, "failed namespace", |s| {
+        s.namespaces.failed == 1
+    })
+    .await;
+    let entry = status
+        .non_compliant
+        .iter()
+        .find(|n| n.object == "Widget/w")
+        .expect("Widget reported");
+    assert!(entry.message.contains("not served"), "{entry:?}");
+    assert_eq!(condition(&status, "Ready"), Some("False"));
+    assert!(
+        configmap(&client, &ns, "fine").await.is_some(),
+        "the rest still applies"
+    );
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn an_idle_periodic_check_makes_no_writes() {
+    let client = setup().await;
+    let class = common::unique("idle");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(
+        &client,
+        &name,
+        &spec(&class, &format!("checkInterval: 10s\n{CONTROLS}")),
+    )
+    .await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
+    // Let the first rounds settle, then take a snapshot of every resourceVersion involved.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let snapshot = versions(&client, &ns, &name).await;
+    // Two periodic checks later, nothing has been written.
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let after = versions(&client, &ns, &name).await;
+    assert_eq!(snapshot, after, "an idle check wrote to the cluster");
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+async fn versions(client: &Client, ns: &str, baseline: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let sb = Api::<SecurityBaseline>::all(client.clone())
+        .get(baseline)
+        .await
+        .unwrap();
+    out.insert(
+        format!("SecurityBaseline/{baseline}"),
+        sb.resource_version().unwrap_or_default(),
+    );
+    let n = Api::<Namespace>::all(client.clone()).get(ns).await.unwrap();
+    out.insert(
+        format!("Namespace/{ns}"),
+        n.resource_version().unwrap_or_default(),
+    );
+    for cm in Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!("ConfigMap/{}", cm.name_any()),
+            cm.resource_version().unwrap_or_default(),
+        );
+    }
+    for np in Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!("NetworkPolicy/{}", np.name_any()),
+            np.resource_version().unwrap_or_default(),
+        );
+    }
+    for rb in Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!("RoleBinding/{}", rb.name_any()),
+            rb.resource_version().unwrap_or_default(),
+        );
+    }
+    out
+}
