@@ -24,7 +24,7 @@ for t in tenant-a tenant-b; do
 done
 
 step "One sample of every kind (config/samples), applied into tenant-a-prod"
-kubectl apply -n tenant-a-prod -f config/samples/
+kubectl kustomize config/samples | kubectl apply -n tenant-a-prod -f -
 
 step "Invalid input is refused by the API server, naming the field"
 cat <<'YAML' | kubectl apply -n tenant-a-prod -f - 2>&1 | sed 's/^/  /' || true
@@ -62,7 +62,7 @@ kubectl -n tenant-a-prod delete configmap tenant-info
 sleep 3
 echo "policyTypes now: $(kubectl -n tenant-a-prod get networkpolicy opsec-isolation -o jsonpath='{.spec.policyTypes}')"
 echo "tenant-info back: $(kubectl -n tenant-a-prod get configmap tenant-info -o jsonpath='{.data.tenant}')"
-kubectl get events -A --field-selector reason=DriftReverted -o custom-columns=REASON:.reason,NOTE:.note
+kubectl get events -A --field-selector reason=DriftReverted -o custom-columns=REASON:.reason,MESSAGE:.message
 
 step "Migration (8.5.5): a web workload moves from tenant-a-prod to tenant-b-prod and its PodDisruptionBudget follows"
 deploy() {
@@ -90,7 +90,7 @@ kubectl -n tenant-a-prod delete deployment shop
 deploy tenant-b-prod | kubectl apply -f -
 sleep 3
 kubectl get pdb -A -l app.kubernetes.io/managed-by=opsec-operator
-kubectl get events -A --field-selector reason=ConfigurationMigrated -o custom-columns=REASON:.reason,NOTE:.note
+kubectl get events -A --field-selector reason=ConfigurationMigrated -o custom-columns=REASON:.reason,MESSAGE:.message
 
 step "Status and metrics"
 kubectl get securitybaseline tenant-standard -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}){"\n"}{end}'

@@ -37,6 +37,24 @@ pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 pub const DNS_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
+/// Implements `JsonSchema` for a string newtype: an inline string schema with a length bound
+/// and a pattern, so the API server judges the value and names the field.
+macro_rules! string_schema {
+    ($ty:ident, $max:expr, $pattern:expr) => {
+        impl JsonSchema for $ty {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({"type": "string", "maxLength": $max, "pattern": $pattern})
+            }
+        }
+    };
+}
+
 /// A Go-style duration string (`90s`, `15m`, `6h`, `168h`); see [`DURATION_PATTERN`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -61,21 +79,7 @@ impl std::fmt::Display for Duration {
     }
 }
 
-impl JsonSchema for Duration {
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "maxLength": 64,
-            "pattern": DURATION_PATTERN,
-        })
-    }
-}
+string_schema!(Duration, 64, DURATION_PATTERN);
 
 /// Why a duration string did not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -169,42 +173,14 @@ impl From<&str> for Schedule {
     }
 }
 
-impl JsonSchema for Schedule {
-    fn schema_name() -> Cow<'static, str> {
-        "Schedule".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "maxLength": 128,
-            "pattern": CRON_PATTERN,
-        })
-    }
-}
+string_schema!(Schedule, 128, CRON_PATTERN);
 
 /// An IANA time-zone name (`UTC`, `Europe/Berlin`); see [`TIME_ZONE_PATTERN`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TimeZone(pub String);
 
-impl JsonSchema for TimeZone {
-    fn schema_name() -> Cow<'static, str> {
-        "TimeZone".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "maxLength": 64,
-            "pattern": TIME_ZONE_PATTERN,
-        })
-    }
-}
+string_schema!(TimeZone, 64, TIME_ZONE_PATTERN);
 
 /// A key of a Secret in the same namespace as the object that names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
