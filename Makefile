@@ -14,7 +14,7 @@ CP_SOURCES := $(CP_DIR)/go.mod $(CP_DIR)/go.sum $(CP_DIR)/main.go
 OPERATOR := target/debug/opsec-operator
 DEV_CP := .run/dev
 
-.PHONY: help build test crds crds-check controlplane controlplane-up controlplane-down run demo lint fmt clean
+.PHONY: help build test crds crds-check controlplane controlplane-up controlplane-down run demo lint fmt clean bench-backup bench-baseline bench
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -62,3 +62,15 @@ clean: ## Remove build outputs and local control planes
 	-for d in .run/*; do [ -d "$$d" ] && hack/controlplane.sh down "$$d"; done
 	cargo clean
 	rm -rf $(CP_BIN)
+
+bench-backup: controlplane ## Backup engine benchmark: 10,000 objects through kube-apiserver + S3 (table in target/bench-backup.md)
+	cargo build --release
+	cargo bench --bench backup --no-run
+	hack/with-controlplane.sh cargo bench --bench backup
+
+bench-baseline: controlplane ## SecurityBaseline benchmark at 100 and 1,000 namespaces (BENCH_SIZES=100 for one; table in target/bench-baseline.md)
+	cargo build --release
+	cargo bench --bench baseline --no-run
+	hack/with-controlplane.sh cargo bench --bench baseline
+
+bench: bench-backup bench-baseline ## Run every benchmark (bench-* targets)

@@ -33,7 +33,7 @@ pub struct RunArgs {
     #[arg(long, env = "OPSEC_IDENTITY")]
     pub identity: Option<String>,
 
-    /// Controllers to run while leading: a comma-separated list of `baseline`, or `all`, or
+    /// Controllers to run while leading: a comma-separated list of `baseline`, `backup`, or `all`, or
     /// `none` (leader election and the admin port only).
     #[arg(
         long,
@@ -67,7 +67,7 @@ fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Names of the controllers `--controllers` accepts.
-pub const CONTROLLERS: &[&str] = &["baseline"];
+pub const CONTROLLERS: &[&str] = &["baseline", "backup"];
 
 impl RunArgs {
     /// Whether the controller `name` is to run.

@@ -8,4 +8,6 @@ pub enum Error {
     Crd(#[from] crate::api::CrdError),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::cli::CliError),
 }

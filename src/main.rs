@@ -24,6 +24,9 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Disaster recovery without a cluster: list, verify and restore backups from a store.
+    #[command(subcommand)]
+    Backup(opsec_operator::backup::cli::BackupCommand),
     /// Print the version.
     Version,
 }
@@ -35,6 +38,9 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => opsec_operator::runtime::run(args).await,
         Command::Crd { dir } => opsec_operator::api::write_crds(dir.as_deref()),
+        Command::Backup(cmd) => opsec_operator::backup::cli::run(cmd)
+            .await
+            .map_err(Into::into),
         Command::Version => {
             println!("opsec-operator {}", env!("CARGO_PKG_VERSION"));
             Ok(())

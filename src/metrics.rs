@@ -36,6 +36,13 @@ pub struct BaselineStateLabels {
     pub state: String,
 }
 
+/// Labels of per-policy backup metrics (one series per BackupPolicy).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupPolicyLabels {
+    pub namespace: String,
+    pub policy: String,
+}
+
 /// Every metric of the operator, registered in one registry.
 pub struct Metrics {
     pub registry: Registry,
@@ -53,6 +60,9 @@ pub struct Metrics {
     pub drift_detected: Family<BaselineLabels, Counter>,
     /// Drift reverted (Enforce), per baseline.
     pub drift_reverted: Family<BaselineLabels, Counter>,
+    /// Age in seconds of the newest good backup of each BackupPolicy (the RPO is measured
+    /// against it).
+    pub backup_age: Family<BackupPolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -108,7 +118,15 @@ impl Default for Metrics {
             "Drift reverted, per SecurityBaseline",
             drift_reverted.clone(),
         );
+        let backup_age =
+            Family::<BackupPolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "backup_age_seconds",
+            "Age of the newest good backup of each BackupPolicy",
+            backup_age.clone(),
+        );
         Self {
+            backup_age,
             registry,
             leader,
             reconciles,
@@ -122,6 +140,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Sets the age of a policy's newest good backup (removes the series when there is none).
+    pub fn backup_age_seconds(&self, namespace: &str, policy: &str, age: Option<f64>) {
+        let labels = BackupPolicyLabels {
+            namespace: namespace.into(),
+            policy: policy.into(),
+        };
+        match age {
+            Some(a) => {
+                self.backup_age.get_or_create(&labels).set(a);
+            }
+            None => {
+                self.backup_age.remove(&labels);
+            }
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

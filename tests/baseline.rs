@@ -14,8 +14,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use opsec_operator::api::SecurityBaseline;
 use opsec_operator::api::baseline::SecurityBaselineStatus;
+use opsec_operator::api::policy_report::{PolicyReportResult, PolicyResult};
+use opsec_operator::api::{PolicyReport, SecurityBaseline};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -770,5 +771,213 @@ async fn versions(client: &Client, ns: &str, baseline: &str) -> BTreeMap<String,
             rb.resource_version().unwrap_or_default(),
         );
     }
+    for r in Api::<PolicyReport>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!("PolicyReport/{}", r.name_any()),
+            r.resource_version().unwrap_or_default(),
+        );
+    }
     out
+}
+
+async fn report(client: &Client, ns: &str, baseline: &str) -> Option<PolicyReport> {
+    Api::<PolicyReport>::namespaced(client.clone(), ns)
+        .get_opt(&format!("opsec-{baseline}"))
+        .await
+        .expect("get policyreport")
+}
+
+/// The result of `rule` in a report.
+fn rule_result<'a>(r: &'a PolicyReport, rule: &str) -> Option<&'a PolicyReportResult> {
+    r.spec
+        .results
+        .iter()
+        .find(|x| x.rule.as_deref() == Some(rule))
+}
+
+const RULES: [&str; 5] = [
+    "control/podSecurity",
+    "control/networkIsolation",
+    "control/resourceQuota",
+    "control/tenantAccess",
+    "template/0:ConfigMap/tenant-info",
+];
+
+#[tokio::test]
+async fn each_selected_namespace_gets_a_policy_report_that_fails_what_audit_finds_drifted() {
+    let client = setup().await;
+    let class = common::unique("polr");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
+
+    let r = common::eventually(
+        WAIT,
+        "a PolicyReport with a pass per control and template",
+        || async {
+            let r = report(&client, &ns, &name).await?;
+            (r.spec.results.len() == RULES.len()
+                && r.spec
+                    .results
+                    .iter()
+                    .all(|x| x.result == Some(PolicyResult::Pass)))
+            .then_some(r)
+        },
+    )
+    .await;
+    let labels = r.labels();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("opsec-operator")
+    );
+    assert_eq!(labels.get("opsec.x1642.dev/baseline"), Some(&name));
+    for rule in RULES {
+        let x = rule_result(&r, rule).unwrap_or_else(|| panic!("no result {rule}: {r:#?}"));
+        assert_eq!(x.policy, name);
+        assert_eq!(x.source.as_deref(), Some("opsec-operator"));
+        assert_eq!(x.category.as_deref(), Some("X.1642 8.5.3"));
+        assert!(x.timestamp.is_some_and(|t| t.seconds > 0), "{x:?}");
+        assert!(!x.resources.is_empty(), "{x:?}");
+    }
+    let summary = r.spec.summary.expect("summary");
+    assert_eq!((summary.pass, summary.fail, summary.error), (5, 0, 0));
+    let np = rule_result(&r, "control/networkIsolation").unwrap();
+    assert_eq!(np.resources[0].kind.as_deref(), Some("NetworkPolicy"));
+    assert_eq!(np.resources[0].name.as_deref(), Some("opsec-isolation"));
+    // kubectl sees it by its short name, with the upstream columns.
+    let (ok, out, err) = common::kubectl(&["get", "polr", "-n", &ns]);
+    assert!(ok, "kubectl get polr: {err}");
+    assert!(
+        out.contains(&format!("opsec-{name}")) && out.contains("PASS"),
+        "{out}"
+    );
+
+    // Audit mode, then a kubectl edit: the result of that control fails, the others still pass.
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"mode": "Audit"}})),
+        )
+        .await
+        .unwrap();
+    status_until(&client, &name, "audit observed", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "Audited")
+    })
+    .await;
+    Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .patch(
+            "opsec-isolation",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(serde_json::json!({"spec": {"policyTypes": ["Ingress"]}})),
+        )
+        .await
+        .unwrap();
+    let r = common::eventually(WAIT, "the networkIsolation result fails", || async {
+        let r = report(&client, &ns, &name).await?;
+        (rule_result(&r, "control/networkIsolation")?.result == Some(PolicyResult::Fail))
+            .then_some(r)
+    })
+    .await;
+    let np = rule_result(&r, "control/networkIsolation").unwrap();
+    assert!(
+        np.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("kubectl-edit"),
+        "{np:?}"
+    );
+    for rule in RULES.iter().filter(|r| **r != "control/networkIsolation") {
+        assert_eq!(
+            rule_result(&r, rule).unwrap().result,
+            Some(PolicyResult::Pass),
+            "{rule}"
+        );
+    }
+    let summary = r.spec.summary.expect("summary");
+    assert_eq!((summary.pass, summary.fail), (4, 1));
+
+    delete_baseline(&client, &name).await;
+    assert!(
+        report(&client, &ns, &name).await.is_none(),
+        "the report goes with the baseline"
+    );
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_namespace_that_stops_matching_loses_its_policy_report() {
+    let client = setup().await;
+    let class = common::unique("polr-sel");
+    let (stays, leaves) = (
+        tenant_ns(&client, &class, "acme").await,
+        tenant_ns(&client, &class, "acme").await,
+    );
+    let name = common::unique("sbl");
+    // Audit and no prune: reports still follow the selection (they are the operator's own).
+    create_baseline(
+        &client,
+        &name,
+        &spec(
+            &class,
+            "mode: Audit\nprune: false\ntemplates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: info}}\n",
+        ),
+    )
+    .await;
+    for ns in [&stays, &leaves] {
+        let r = common::eventually(WAIT, "a report in each selected namespace", || async {
+            report(&client, ns, &name).await
+        })
+        .await;
+        let x = rule_result(&r, "template/0:ConfigMap/info").expect("template result");
+        assert_eq!(
+            x.result,
+            Some(PolicyResult::Fail),
+            "Audit: the ConfigMap is missing"
+        );
+        assert!(
+            x.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("does not exist")
+        );
+    }
+
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &leaves,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"test-class": "elsewhere"}}})),
+        )
+        .await
+        .unwrap();
+    common::eventually(
+        WAIT,
+        "the report of the deselected namespace deleted",
+        || async {
+            report(&client, &leaves, &name)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(report(&client, &stays, &name).await.is_some());
+
+    delete_baseline(&client, &name).await;
+    assert!(report(&client, &stays, &name).await.is_none());
+    common::delete_namespace(&client, &stays).await;
+    common::delete_namespace(&client, &leaves).await;
 }

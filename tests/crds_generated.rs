@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use opsec_operator::api::{all_crds, crd_file_name, crd_yaml};
+use opsec_operator::api::{all_crds, crd_file_name, crd_yaml, operator_crds};
 
 #[test]
 fn crds_directory_matches_the_rust_types() {
@@ -41,7 +41,7 @@ fn crds_directory_matches_the_rust_types() {
 
 #[test]
 fn every_kind_is_in_the_opsec_category_with_a_short_name_and_status() {
-    let crds = all_crds();
+    let crds = operator_crds();
     assert_eq!(crds.len(), 7);
     for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
@@ -74,6 +74,94 @@ fn every_kind_is_in_the_opsec_category_with_a_short_name_and_status() {
                 .as_ref()
                 .is_some_and(|c| c.len() >= 3),
             "{name} has too few printer columns"
+        );
+    }
+}
+
+/// crds/ ships, besides the seven opsec kinds, the upstream PolicyReport for clusters that lack
+/// it: its own group and version, namespaced, `polr`, no `opsec` category (it is not the
+/// operator's kind) and the upstream printer columns.
+#[test]
+fn the_shipped_policy_report_crd_is_the_upstream_api() {
+    let crds = all_crds();
+    assert_eq!(crds.len(), 8);
+    let opsec: Vec<_> = crds
+        .iter()
+        .filter(|c| c.spec.group == "opsec.x1642.dev")
+        .collect();
+    assert_eq!(
+        opsec.len(),
+        7,
+        "the seven opsec kinds are all in all_crds()"
+    );
+    let others: Vec<_> = crds
+        .iter()
+        .filter(|c| c.spec.group != "opsec.x1642.dev")
+        .collect();
+    assert_eq!(others.len(), 1);
+    let crd = others[0];
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("policyreports.wgpolicyk8s.io")
+    );
+    assert_eq!(crd.spec.group, "wgpolicyk8s.io");
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.kind, "PolicyReport");
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["polr".to_string()][..])
+    );
+    assert!(
+        crd.spec
+            .names
+            .categories
+            .as_ref()
+            .is_none_or(|c| !c.iter().any(|c| c == "opsec")),
+        "PolicyReport is not an opsec kind"
+    );
+    assert_eq!(crd.spec.versions.len(), 1);
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha2");
+    assert!(version.served && version.storage);
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .as_ref()
+        .map(|c| c.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    for column in ["Pass", "Fail", "Warn", "Error", "Skip", "Age"] {
+        assert!(columns.contains(&column), "no {column} column: {columns:?}");
+    }
+    // No spec: the fields of the upstream API sit at the root of the object.
+    let schema = serde_json::to_value(version.schema.as_ref().unwrap()).unwrap();
+    let root = &schema["openAPIV3Schema"]["properties"];
+    for field in ["scope", "scopeSelector", "summary", "results"] {
+        assert!(root.get(field).is_some(), "no root field {field}");
+    }
+    assert!(root.get("spec").is_none() && root.get("status").is_none());
+    let result = &root["results"]["items"]["properties"];
+    for field in [
+        "source",
+        "policy",
+        "rule",
+        "category",
+        "severity",
+        "timestamp",
+        "result",
+        "scored",
+        "message",
+        "resources",
+        "properties",
+    ] {
+        assert!(result.get(field).is_some(), "no results[].{field}");
+    }
+    assert_eq!(
+        result["result"]["enum"],
+        serde_json::json!(["pass", "fail", "warn", "error", "skip"])
+    );
+    for field in ["pass", "fail", "warn", "error", "skip"] {
+        assert!(
+            root["summary"]["properties"].get(field).is_some(),
+            "no summary.{field}"
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod baseline;
 pub mod common;
 pub mod emergency;
 pub mod patch;
+pub mod policy_report;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -17,9 +18,19 @@ pub use backup::{Backup, BackupPolicy, Restore};
 pub use baseline::SecurityBaseline;
 pub use emergency::{EmergencyPlan, Incident};
 pub use patch::PatchWindow;
+pub use policy_report::PolicyReport;
 
-/// Every CRD the operator serves, in a stable order.
+/// Every CRD shipped in crds/, in a stable order: the operator's own kinds, then the
+/// `wgpolicyk8s.io` PolicyReport for clusters that lack it.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    let mut crds = operator_crds();
+    crds.push(PolicyReport::crd());
+    crds
+}
+
+/// The CRDs of the operator's own kinds (`opsec.x1642.dev`), which it waits for at start; the
+/// optional PolicyReport CRD is not among them.
+pub fn operator_crds() -> Vec<CustomResourceDefinition> {
     vec![
         SecurityBaseline::crd(),
         BackupPolicy::crd(),

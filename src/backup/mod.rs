@@ -12,6 +12,7 @@
 //! reported; the others carry on.
 
 pub mod archive;
+pub mod cli;
 pub mod crypto;
 pub mod export;
 pub mod manifest;

@@ -323,7 +323,19 @@ impl Store {
             .with_region(&config.region)
             .with_access_key_id(&config.access_key_id)
             .with_secret_access_key(&config.secret_access_key)
-            .with_virtual_hosted_style_request(!config.force_path_style);
+            .with_virtual_hosted_style_request(!config.force_path_style)
+            // An unreachable endpoint fails a run in about a minute instead of object_store's
+            // default three minutes of retries, so the on-site copy and the status are not held
+            // up (the failed location is retried on the next run).
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_connect_timeout(std::time::Duration::from_secs(10)),
+            )
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(60),
+                ..Default::default()
+            });
         if let Some(endpoint) = &config.endpoint {
             let endpoint = endpoint.trim_end_matches('/');
             builder = builder.with_endpoint(if config.force_path_style {

@@ -3,9 +3,11 @@
 //! screen. A kind whose controller has not landed is simply not listed here (see the README's
 //! table): no placeholder reconciler pretends to handle it.
 
+pub mod backup;
 pub mod baseline;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -23,6 +25,41 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     pub reporter: Reporter,
+    /// Where a controller says its caches hold a complete first list (for `/readyz`).
+    pub synced: Arc<Synced>,
+}
+
+/// Which started controllers still wait for their caches' first complete list.
+#[derive(Default)]
+pub struct Synced {
+    pending: Mutex<BTreeSet<&'static str>>,
+}
+
+impl Synced {
+    fn expect(&self, controller: &'static str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(controller);
+    }
+
+    /// Called by a controller once its caches are synced.
+    pub fn done(&self, controller: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(controller);
+    }
+
+    /// The controllers whose caches are not synced yet.
+    pub fn pending(&self) -> Vec<&'static str> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
 }
 
 /// The running controllers.
@@ -36,11 +73,13 @@ impl Controllers {
         args: &crate::config::RunArgs,
         client: Client,
         metrics: Arc<Metrics>,
+        synced: Arc<Synced>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let ctx = Context {
             client,
             metrics,
+            synced: synced.clone(),
             reporter: Reporter {
                 controller: FIELD_MANAGER.into(),
                 instance: std::env::var("POD_NAME").ok(),
@@ -49,7 +88,12 @@ impl Controllers {
         // Controllers join this list as their issues land.
         let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
         if args.runs("baseline") {
+            synced.expect("baseline");
             tasks.push(("baseline", baseline::run(ctx.clone(), shutdown.clone())));
+        }
+        if args.runs("backup") {
+            synced.expect("backup");
+            tasks.push(("backup", backup::run(ctx.clone(), shutdown.clone())));
         }
         Self { tasks }
     }

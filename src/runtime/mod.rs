@@ -45,6 +45,7 @@ pub enum RuntimeError {
 /// What `/readyz` and `/metrics` read.
 pub struct RuntimeState {
     pub metrics: Arc<Metrics>,
+    synced: Arc<crate::controller::Synced>,
     crds_established: AtomicBool,
     role: watch::Receiver<Role>,
 }
@@ -56,6 +57,9 @@ impl RuntimeState {
             return Err("waiting for CRDs to be Established");
         }
         match *self.role.borrow() {
+            Role::Leading if !self.synced.pending().is_empty() => {
+                Err("leading; controller caches not synced yet")
+            }
             Role::Leading => Ok("leading"),
             Role::Standby => Ok("standby"),
             Role::Starting => Err("leader election has not completed a round"),
@@ -74,8 +78,10 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
 
     let metrics = Arc::new(Metrics::default());
     let (role_tx, role_rx) = watch::channel(Role::Starting);
+    let synced = Arc::new(crate::controller::Synced::default());
     let state = Arc::new(RuntimeState {
         metrics: metrics.clone(),
+        synced: synced.clone(),
         crds_established: AtomicBool::new(false),
         role: role_rx.clone(),
     });
@@ -125,6 +131,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             &args,
             client.clone(),
             metrics.clone(),
+            synced,
             shutdown_rx.clone(),
         );
         tokio::select! {
@@ -167,7 +174,7 @@ async fn finish_lease(
 /// Waits until every CRD of the operator is Established.
 async fn wait_for_crds(client: &Client, timeout: Duration) -> Result<(), RuntimeError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crate::api::all_crds() {
+    for crd in crate::api::operator_crds() {
         let name = crd.metadata.name.unwrap_or_default();
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
         match tokio::time::timeout(timeout, established).await {

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod cache;
 pub mod plan;
+pub mod policy_report;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +33,7 @@ use super::Context;
 use crate::api::SecurityBaseline;
 use crate::api::baseline::{BaselineMode, ConflictRecord, SecurityBaselineStatus};
 use crate::api::common::{ConditionStatus, set_condition};
+use crate::api::policy_report::{POLICY_REPORT_API_VERSION, POLICY_REPORT_KIND, PolicyReport};
 use crate::baseline::{
     APPROVE_REVISION_ANNOTATION, BASELINE_LABEL, DEFAULT_SERVICE_ACCOUNT, FIELD_MANAGER, ObjectKey,
     ObjectState, RenderedObject, applicable_ignores, classify, revision,
@@ -42,6 +44,8 @@ pub const FINALIZER: &str = "opsec.x1642.dev/baseline-cleanup";
 const CONTROLLER: &str = "baseline";
 /// Writes in flight at once during a check.
 const WRITE_CONCURRENCY: usize = 32;
+/// How long the controller waits before it looks again for a PolicyReport CRD it did not find.
+const REPORT_CRD_RETRY: Duration = Duration::from_secs(300);
 
 /// Why a reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,14 @@ struct State {
     cache: Arc<ClusterCache>,
     recorder: Recorder,
     backoff: std::sync::Mutex<HashMap<String, u32>>,
+    /// The last status this process wrote per baseline (by name, with the baseline's uid). The
+    /// controller's cache can lag behind our own status write; a check that started from the
+    /// stale copy would take an applied revision for a new one, report a recreated object as a
+    /// rollout and drop the newest history entry.
+    written: std::sync::Mutex<HashMap<String, (Option<String>, SecurityBaselineStatus)>>,
+    /// When the PolicyReport CRD was last found missing (reports are skipped until
+    /// [`REPORT_CRD_RETRY`] later).
+    reports_missing: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Starts the controller; it stops when `shutdown` turns true.
@@ -91,17 +103,25 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
         let api: Api<SecurityBaseline> = Api::all(client.clone());
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let controller = Controller::new(api, watcher::Config::default());
-        let cache = ClusterCache::start(client.clone(), controller.store(), Trigger::new(tx));
+        let baselines = controller.store();
+        let cache = ClusterCache::start(client.clone(), baselines.clone(), Trigger::new(tx));
         let mut stop = shutdown.clone();
         tokio::select! {
             _ = cache.wait_until_ready() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        let synced = ctx.synced.clone();
+        tokio::spawn(async move {
+            let _ = baselines.wait_until_ready().await;
+            synced.done(CONTROLLER);
+        });
         let state = Arc::new(State {
             recorder: Recorder::new(client, ctx.reporter.clone()),
             ctx,
             cache,
             backoff: Default::default(),
+            written: Default::default(),
+            reports_missing: Default::default(),
         });
         let mut stop = shutdown;
         controller
@@ -124,7 +144,8 @@ async fn reconcile(sb: Arc<SecurityBaseline>, st: Arc<State>) -> Result<Action, 
     let started = Instant::now();
     let name = sb.name_any();
     let api: Api<SecurityBaseline> = Api::all(st.ctx.client.clone());
-    let result = finalizer(&api, FINALIZER, sb, |event| async {
+    let deleting = sb.metadata.deletion_timestamp.is_some();
+    let mut result = finalizer(&api, FINALIZER, sb, |event| async {
         match event {
             Finalizer::Apply(sb) => check(&sb, &st).await,
             Finalizer::Cleanup(sb) => cleanup(&sb, &st).await,
@@ -135,6 +156,18 @@ async fn reconcile(sb: Arc<SecurityBaseline>, st: Arc<State>) -> Result<Action, 
         name: name.clone(),
         source: Box::new(source),
     });
+    if deleting && result.is_err() {
+        // A second cleanup from a stale cache entry races the first one, whose removal of the
+        // finalizer already let the baseline go: that is done, not an error.
+        let released = match api.get_opt(&name).await {
+            Ok(None) => true,
+            Ok(Some(b)) => !b.finalizers().iter().any(|f| f == FINALIZER),
+            Err(_) => false,
+        };
+        if released {
+            result = Ok(Action::await_change());
+        }
+    }
     let labels = crate::metrics::ControllerLabels {
         controller: CONTROLLER.into(),
     };
@@ -184,7 +217,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     let name = sb.name_any();
     let spec = &sb.spec;
     let now = Timestamp::now();
-    let previous = sb.status.clone().unwrap_or_default();
+    let previous = last_written(st, sb).unwrap_or_else(|| sb.status.clone().unwrap_or_default());
     let generation = sb.metadata.generation;
     let requeue = Action::requeue(
         spec.check_interval
@@ -535,7 +568,11 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     // Prune what this baseline stamped and no longer renders (Enforce only: Audit never writes).
     let mut pruned = Vec::new();
     if spec.prune && enforce {
-        for (kind, key) in stale(st, &name, &plan).await {
+        for (kind, key) in stale(st, &name, &plan)
+            .await
+            .into_iter()
+            .filter(|(_, key)| !is_report(&key.api_version, &key.kind))
+        {
             let r = if key.kind == "ServiceAccount" && key.name == DEFAULT_SERVICE_ACCOUNT {
                 // Adopted, never deleted: release the operator's fields instead.
                 let bare = serde_json::json!({"apiVersion": key.api_version, "kind": key.kind, "metadata": {"name": key.name, "namespace": key.namespace}});
@@ -750,6 +787,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         )
         .await;
     }
+    write_reports(st, &name, spec.mode, &plan, &findings, now).await;
     let mut selected: Vec<String> = plan
         .namespaces
         .iter()
@@ -868,6 +906,9 @@ async fn dry_run(
 async fn stamped_hashes(st: &State, name: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for kind in st.cache.stamped_kinds().await {
+        if is_report(&kind.resource.api_version, &kind.resource.kind) {
+            continue;
+        }
         for o in kind.store.state() {
             if o.labels().get(BASELINE_LABEL).map(String::as_str) == Some(name) {
                 let hash = o
@@ -959,6 +1000,12 @@ async fn migrated_events(
 /// Deletes everything a baseline stamped (the finalizer's job), then lets it go.
 async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     let name = sb.name_any();
+    st.written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&name);
+    // Reports are removed with the rest, even when no check watched their kind since a restart.
+    let _ = report_kind(st).await;
     let empty = Plan::default();
     let mut failures = Vec::new();
     let mut count = 0;
@@ -1011,8 +1058,31 @@ async fn write_status(
         &Patch::Apply(body),
     )
     .await
-    .map(|_| ())
-    .map_err(|source| Error::Status { name, source })
+    .map_err(|source| Error::Status {
+        name: name.clone(),
+        source,
+    })?;
+    st.written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name, (sb.metadata.uid.clone(), status));
+    Ok(())
+}
+
+/// The status this process last wrote for `sb`, when it is newer than the cached copy.
+fn last_written(st: &State, sb: &SecurityBaseline) -> Option<SecurityBaselineStatus> {
+    let written = st.written.lock().unwrap_or_else(|p| p.into_inner());
+    let (uid, status) = written.get(&sb.name_any())?;
+    if *uid != sb.metadata.uid {
+        return None;
+    }
+    let cached = sb
+        .status
+        .as_ref()
+        .and_then(|s| s.last_check_time.as_ref())
+        .map(|t| t.0);
+    let ours = status.last_check_time.as_ref().map(|t| t.0);
+    (ours >= cached).then(|| status.clone())
 }
 
 async fn publish(
@@ -1046,5 +1116,171 @@ async fn publish_about(
     };
     if let Err(err) = st.recorder.publish(&event, &sb.object_ref(&())).await {
         warn!(error = %err, reason, "could not publish an Event");
+    }
+}
+
+fn is_report(api_version: &str, kind: &str) -> bool {
+    api_version == POLICY_REPORT_API_VERSION && kind == POLICY_REPORT_KIND
+}
+
+/// The cache of PolicyReports, or None when the cluster does not serve them: then reports are
+/// skipped, said once in the log, and the CRD is looked for again [`REPORT_CRD_RETRY`] later.
+async fn report_kind(st: &State) -> Option<Arc<StampedKind>> {
+    let missing_since = *st.reports_missing.lock().unwrap_or_else(|p| p.into_inner());
+    if missing_since.is_some_and(|t| t.elapsed() < REPORT_CRD_RETRY) {
+        return None;
+    }
+    match st
+        .cache
+        .stamped(POLICY_REPORT_API_VERSION, POLICY_REPORT_KIND)
+        .await
+    {
+        Ok(kind) => {
+            if missing_since.is_some() {
+                info!("the PolicyReport CRD is installed now: per-namespace reports resume");
+            }
+            *st.reports_missing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            Some(kind)
+        }
+        Err(err) => {
+            if missing_since.is_none() {
+                warn!(error = %err, "PolicyReports skipped: the wgpolicyk8s.io/v1alpha2 PolicyReport CRD is not installed (crds/policyreports.wgpolicyk8s.io.yaml provides it)");
+            }
+            *st.reports_missing.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            None
+        }
+    }
+}
+
+/// Keeps one PolicyReport per selected namespace in step with the findings (X.1642 8.5.3) and
+/// deletes the reports of namespaces no longer selected. A report is written only when it
+/// differs from the live one, so an idle check writes nothing. Reports are written in Audit mode
+/// too (they are the operator's own objects, not tenant configuration). Failures are logged; the
+/// next check tries again.
+async fn write_reports(
+    st: &State,
+    name: &str,
+    mode: BaselineMode,
+    plan: &Plan,
+    findings: &[Finding],
+    now: Timestamp,
+) {
+    let Some(kind) = report_kind(st).await else {
+        return;
+    };
+    let report_name = policy_report::report_name(name);
+    let live_of = |namespace: &str| -> Option<PolicyReport> {
+        let o = kind.store.get(
+            &ObjectRef::<DynamicObject>::new_with(&report_name, kind.resource.clone())
+                .within(namespace),
+        )?;
+        serde_json::to_value(o.as_ref())
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+    };
+    let contested_with = |key: &crate::baseline::ObjectKey| {
+        plan.contested.iter().find(|c| &c.key == key).map(|c| {
+            if c.tie {
+                policy_report::Withheld::Tie(c.with.clone())
+            } else {
+                policy_report::Withheld::Overridden(c.with.clone())
+            }
+        })
+    };
+    let mut wanted: std::collections::BTreeSet<String> = Default::default();
+    let mut writes = Vec::new();
+    let mut build = |namespace: &str, subjects: Vec<policy_report::Subject>| {
+        wanted.insert(namespace.to_string());
+        let live = live_of(namespace);
+        let desired = policy_report::build(policy_report::Inputs {
+            baseline: name,
+            namespace,
+            mode,
+            subjects,
+            findings: findings
+                .iter()
+                .filter(|f| f.namespace == namespace)
+                .collect(),
+            live: live.as_ref(),
+            now,
+        });
+        if policy_report::needs_write(&desired, live.as_ref()) {
+            writes.push(policy_report::body(&desired));
+        }
+    };
+    for nsp in &plan.namespaces {
+        let subject = |o: &RenderedObject, withheld| policy_report::Subject {
+            source: o.source.clone(),
+            reference: reference(o),
+            withheld,
+        };
+        let mut subjects: Vec<policy_report::Subject> =
+            nsp.objects.iter().map(|o| subject(o, None)).collect();
+        subjects.extend(
+            nsp.withheld
+                .iter()
+                .map(|o| subject(o, contested_with(&o.key()))),
+        );
+        if nsp.namespace_labels.is_some() || nsp.namespace_labels_withheld {
+            let key = crate::baseline::ObjectKey {
+                namespace: String::new(),
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                name: nsp.namespace.clone(),
+            };
+            subjects.push(policy_report::Subject {
+                source: policy_report::POD_SECURITY_SOURCE.into(),
+                reference: k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Namespace".into()),
+                    name: Some(nsp.namespace.clone()),
+                    ..Default::default()
+                },
+                withheld: if nsp.namespace_labels_withheld {
+                    contested_with(&key)
+                } else {
+                    None
+                },
+            });
+        }
+        build(&nsp.namespace, subjects);
+    }
+    for (namespace, _, _) in &plan.failed {
+        build(namespace, Vec::new());
+    }
+
+    let client = &st.ctx.client;
+    let failures: Vec<String> = futures::stream::iter(writes)
+        .map(|body| {
+            let (client, resource) = (client.clone(), kind.resource.clone());
+            async move {
+                apply::apply_object(&client, &resource, &body, false)
+                    .await
+                    .err()
+                    .map(|e| e.to_string())
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .filter_map(|r| async move { r })
+        .collect()
+        .await;
+    for f in failures {
+        warn!(baseline = %name, error = %f, "could not write a PolicyReport");
+    }
+
+    // Reports of namespaces this baseline no longer selects.
+    for o in kind.store.state() {
+        let namespace = o.namespace().unwrap_or_default();
+        if o.labels().get(BASELINE_LABEL).map(String::as_str) != Some(name)
+            || o.metadata.deletion_timestamp.is_some()
+            || (o.name_any() == report_name && wanted.contains(&namespace))
+        {
+            continue;
+        }
+        if let Err(e) =
+            apply::delete_object(client, &kind.resource, &namespace, &o.name_any()).await
+        {
+            warn!(baseline = %name, error = %e, "could not delete a stale PolicyReport");
+        }
     }
 }

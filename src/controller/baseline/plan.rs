@@ -47,6 +47,11 @@ pub struct NamespacePlan {
     pub namespace_labels: Option<serde_json::Value>,
     /// Workloads whose configuration this baseline renders here: (kind/name, creation time).
     pub workloads: Vec<(String, Option<Timestamp>)>,
+    /// Objects this baseline renders but may not apply (a tie, or a higher priority wins them):
+    /// listed in [`Plan::contested`], reported in the PolicyReport.
+    pub withheld: Vec<RenderedObject>,
+    /// Whether this baseline renders Pod Security labels here but may not apply them.
+    pub namespace_labels_withheld: bool,
 }
 
 /// A claim this baseline could not apply.
@@ -203,22 +208,25 @@ pub fn plan(
         out.claimed.extend(mine_keys.iter().cloned());
         record_contested(&mut out, &resolution, me.name, &mine_keys);
 
-        let objects = mine
+        let (objects, withheld) = mine
             .objects
             .into_iter()
-            .filter(|o| resolution.may_apply(me.name, &o.key()))
-            .collect();
+            .partition(|o| resolution.may_apply(me.name, &o.key()));
+        let rendered_labels = mine.namespace_labels.is_some();
         let namespace_labels = mine.namespace_labels.filter(|patch| {
             crate::baseline::ObjectKey::from_object(patch)
                 .map(|k| resolution.may_apply(me.name, &k))
                 .unwrap_or(false)
         });
+        let namespace_labels_withheld = rendered_labels && namespace_labels.is_none();
         out.namespaces.push(NamespacePlan {
             namespace: ns.name.clone(),
             tenant,
             objects,
             namespace_labels,
             workloads: mine.workloads,
+            withheld,
+            namespace_labels_withheld,
         });
     }
     out
@@ -322,6 +330,11 @@ controls: {resourceQuota: {hard: {pods: "10"}}}
         assert!(
             pa.namespaces[0].objects.is_empty(),
             "the lower priority applies nothing"
+        );
+        assert_eq!(
+            pa.namespaces[0].withheld.len(),
+            1,
+            "but reports what it withholds"
         );
         assert_eq!(
             pa.contested,

@@ -41,7 +41,8 @@ pub enum FindingState {
 }
 
 impl FindingState {
-    fn reason(self) -> &'static str {
+    /// The `status.nonCompliant[].reason` of the state.
+    pub fn reason(self) -> &'static str {
         match self {
             Self::Compliant => "Compliant",
             Self::Missing => "Missing",

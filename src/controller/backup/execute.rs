@@ -1,0 +1,316 @@
+//! The Backup controller: runs one backup (a Backup created by the policy's schedule or by a
+//! user with `spec.policyRef`): lists every selected kind of the namespace page by page, streams
+//! the objects into the engine's writer, which writes every storage location, and records the
+//! outcome per location. A Backup rebuilt from the catalogue is never run: its copies exist.
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::objects;
+use super::resolve::{self, error_chain};
+use super::{Error, State, time, write_status};
+use crate::api::backup::{BackupLocationStatus, BackupPhase, BackupStatus, BackupTrigger};
+use crate::api::common::{ConditionStatus, set_condition};
+use crate::api::{Backup, BackupPolicy};
+use crate::backup::{BackupMeta, BackupOptions, BackupWriter, RetentionSettings, retention};
+
+/// Reconciles one Backup: runs it when it has not run yet.
+pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
+    let previous = b.status.clone();
+    let status = previous.clone().unwrap_or_default();
+    if matches!(
+        status.phase,
+        Some(
+            BackupPhase::Completed
+                | BackupPhase::Failed
+                | BackupPhase::Verified
+                | BackupPhase::Corrupt
+        )
+    ) || b.spec.trigger == BackupTrigger::Catalogue
+        || b.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let ns = b.namespace().unwrap_or_default();
+    let name = b.name_any();
+    let policies: Api<BackupPolicy> = Api::namespaced(st.ctx.client.clone(), &ns);
+    let policy = policies
+        .get_opt(&b.spec.policy_ref.name)
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("BackupPolicy {ns}/{}", b.spec.policy_ref.name),
+            source,
+        })?;
+    let Some(policy) = policy else {
+        let mut s = status.clone();
+        fail(
+            &mut s,
+            "PolicyNotFound",
+            format!("BackupPolicy {ns}/{} not found", b.spec.policy_ref.name),
+            b.metadata.generation,
+        );
+        write_status(st, b, previous.as_ref(), &s).await?;
+        st.publish(
+            b,
+            EventType::Warning,
+            "PolicyNotFound",
+            "Backup",
+            s.error.clone().unwrap_or_default(),
+            None,
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
+
+    if status.phase.is_none() {
+        let mut s = status.clone();
+        s.phase = Some(BackupPhase::Pending);
+        s.backup_id = Some(name.clone());
+        write_status(st, b, previous.as_ref(), &s).await?;
+    }
+    let _permit = st.backups.acquire().await;
+    let started = Timestamp::now();
+    let mut running = status.clone();
+    running.phase = Some(BackupPhase::Running);
+    running.backup_id = Some(name.clone());
+    running.start_time = Some(time(started));
+    running.observed_generation = b.metadata.generation;
+    write_status(st, b, None, &running).await?;
+
+    let result = run(st, &policy, &name, started, running.clone()).await;
+    let final_status = match result {
+        Ok(s) => s,
+        Err((reason, message)) => {
+            let mut s = running.clone();
+            fail(&mut s, reason, message, b.metadata.generation);
+            s
+        }
+    };
+    write_status(st, b, Some(&running), &final_status).await?;
+    match final_status.phase {
+        Some(BackupPhase::Completed) => {
+            st.publish(
+                b,
+                EventType::Normal,
+                "BackupCompleted",
+                "Backup",
+                format!(
+                    "{} objects, {} bytes, sha256 {}",
+                    final_status.objects,
+                    final_status.bytes,
+                    final_status.sha256.as_deref().unwrap_or_default()
+                ),
+                None,
+            )
+            .await;
+            for loc in final_status
+                .locations
+                .iter()
+                .filter(|l| l.state == "Failed")
+            {
+                st.publish(
+                    b,
+                    EventType::Warning,
+                    "StorageFailed",
+                    "Backup",
+                    format!(
+                        "storage location {}: {}",
+                        loc.name,
+                        loc.error.as_deref().unwrap_or_default()
+                    ),
+                    None,
+                )
+                .await;
+            }
+        }
+        _ => {
+            st.publish(
+                b,
+                EventType::Warning,
+                "BackupFailed",
+                "Backup",
+                final_status.error.clone().unwrap_or_default(),
+                None,
+            )
+            .await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn fail(s: &mut BackupStatus, reason: &str, message: String, generation: Option<i64>) {
+    s.phase = Some(BackupPhase::Failed);
+    s.completion_time = Some(time(Timestamp::now()));
+    s.error = Some(message.clone());
+    set_condition(
+        &mut s.conditions,
+        "Ready",
+        ConditionStatus::False,
+        reason,
+        message,
+        generation,
+        Timestamp::now(),
+    );
+}
+
+/// Runs the backup; an error is (reason, message).
+async fn run(
+    st: &State,
+    policy: &BackupPolicy,
+    backup_id: &str,
+    started: Timestamp,
+    mut status: BackupStatus,
+) -> Result<BackupStatus, (&'static str, String)> {
+    let client = &st.ctx.client;
+    let ns = policy.namespace().unwrap_or_default();
+    let keys = resolve::keys(client, policy)
+        .await
+        .map_err(|e| ("InvalidKey", e))?;
+    let stores = resolve::stores(client, policy).await;
+    if stores.ready.is_empty() {
+        return Err(("StorageFailed", failures_text(&stores.failed)));
+    }
+    let kinds = objects::backup_kinds(client, &policy.spec.resources)
+        .await
+        .map_err(|e| ("DiscoveryFailed", error_chain(&e)))?;
+    let selector = policy
+        .spec
+        .resources
+        .label_selector
+        .as_ref()
+        .map(objects::selector_string)
+        .unwrap_or_default();
+    let meta = BackupMeta {
+        namespace: ns.clone(),
+        policy: policy.name_any(),
+        backup_id: backup_id.into(),
+        created_at: started,
+    };
+    let options = BackupOptions {
+        encryption_key: keys.encryption.clone(),
+        signing_key: keys.signing.clone(),
+        ..Default::default()
+    };
+    let mut writer = BackupWriter::begin(meta, options, &stores.ready)
+        .await
+        .map_err(|e| (e.category(), error_chain(&e)))?;
+    for ar in &kinds {
+        let mut token = None;
+        loop {
+            let page = objects::list_page(client, &ns, ar, &selector, token.take()).await;
+            let (items, next) = match page {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    writer.abort().await;
+                    return Err((
+                        "ListFailed",
+                        format!("listing {}: {}", ar.kind, error_chain(&e)),
+                    ));
+                }
+            };
+            for item in items {
+                if let Err(e) = writer.add(item).await {
+                    writer.abort().await;
+                    return Err((e.category(), error_chain(&e)));
+                }
+            }
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+    }
+    let location = writer.location().clone();
+    let summary = writer
+        .finish()
+        .await
+        .map_err(|e| (e.category(), error_chain(&e)))?;
+    let now = Timestamp::now();
+    let mut locations = Vec::new();
+    for s in &summary.stores {
+        let path = stores
+            .ready
+            .iter()
+            .find(|x| x.name() == s.store)
+            .map(|x| x.backup_dir(&location).to_string());
+        locations.push(match &s.result {
+            Ok(()) => BackupLocationStatus {
+                name: s.store.clone(),
+                state: "Written".into(),
+                path,
+                time: Some(time(now)),
+                error: None,
+            },
+            Err(e) => BackupLocationStatus {
+                name: s.store.clone(),
+                state: "Failed".into(),
+                path,
+                time: Some(time(now)),
+                error: Some(error_chain(e)),
+            },
+        });
+    }
+    for (name, reason) in &stores.failed {
+        locations.push(BackupLocationStatus {
+            name: name.clone(),
+            state: "Failed".into(),
+            path: None,
+            time: Some(time(now)),
+            error: Some(reason.clone()),
+        });
+    }
+    locations.sort_by(|a, b| a.name.cmp(&b.name));
+    let retention = &policy.spec.retention;
+    let expires = RetentionSettings::new(
+        retention.copies,
+        retention.max_age.as_ref().and_then(|d| d.to_std().ok()),
+        retention.keep_failed,
+    )
+    .ok()
+    .and_then(|s| retention::expires_at(started, &s));
+    let failed: Vec<String> = locations
+        .iter()
+        .filter(|l| l.state == "Failed")
+        .map(|l| format!("{}: {}", l.name, l.error.as_deref().unwrap_or_default()))
+        .collect();
+    status.phase = Some(BackupPhase::Completed);
+    status.completion_time = Some(time(now));
+    status.objects = summary.objects as i64;
+    status.bytes = summary.bytes as i64;
+    status.sha256 = Some(summary.archive_sha256.clone());
+    status.signature_key_id = summary.manifest.signing_key_id.clone();
+    status.locations = locations;
+    status.expires_at = expires.map(time);
+    status.error = None;
+    let (cs, reason, msg) = if failed.is_empty() {
+        (
+            ConditionStatus::True,
+            "Completed",
+            format!("written to {}", summary.succeeded().join(", ")),
+        )
+    } else {
+        (
+            ConditionStatus::True,
+            "PartiallyReplicated",
+            format!(
+                "written to {}; failed: {}",
+                summary.succeeded().join(", "),
+                failed.join("; ")
+            ),
+        )
+    };
+    set_condition(&mut status.conditions, "Ready", cs, reason, msg, None, now);
+    Ok(status)
+}
+
+pub fn failures_text(failed: &[(String, String)]) -> String {
+    failed
+        .iter()
+        .map(|(n, e)| format!("{n}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,311 @@
+//! The backup controllers (X.1642 8.10, 8.4, 7.2.2.1): BackupPolicy (schedule, catalogue
+//! rebuild from the stores, retention, verification, restore tests, RPO/RTO conditions), Backup
+//! (runs one backup: API discovery, paged lists streamed into the engine's [`BackupWriter`],
+//! every storage location) and Restore (reads a verified copy, falling back to another location,
+//! and creates the objects in restore order). At most [`MAX_CONCURRENT_BACKUPS`] backups run at
+//! once, so that many policies do not hit the API server together.
+//!
+//! [`BackupWriter`]: crate::backup::BackupWriter
+
+pub mod execute;
+pub mod objects;
+pub mod policy;
+pub mod resolve;
+pub mod restore;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+use super::{Context, FIELD_MANAGER};
+use crate::api::{Backup, BackupPolicy, Restore};
+
+/// Backups running at once across all policies.
+pub const MAX_CONCURRENT_BACKUPS: usize = 2;
+/// Label naming the policy of a Backup the operator created.
+pub const POLICY_LABEL: &str = "opsec.x1642.dev/backup-policy";
+/// Label of a restore test's scratch namespace: the namespace it tests.
+pub const RESTORE_TEST_LABEL: &str = "opsec.x1642.dev/restore-test-of";
+/// Annotation on a BackupPolicy asking for a verification now (removed when done).
+pub const VERIFY_NOW_ANNOTATION: &str = "opsec.x1642.dev/verify-now";
+/// Annotation on a BackupPolicy asking for a restore test now (removed when done).
+pub const RESTORE_TEST_NOW_ANNOTATION: &str = "opsec.x1642.dev/restore-test-now";
+const CONTROLLER: &str = "backup";
+
+/// Why a reconcile failed (retried with per-object backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing the status of {kind} {name}")]
+    Status {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading {what}")]
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing {what}")]
+    Write {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Short stable category: metric label and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "StatusWrite",
+            Self::Read { .. } => "ApiRead",
+            Self::Write { .. } => "ApiWrite",
+        }
+    }
+}
+
+/// What the three controllers share.
+pub struct State {
+    pub ctx: Context,
+    pub recorder: Recorder,
+    pub backups: Semaphore,
+    backoff: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+impl State {
+    fn record(&self, kind: &str, key: &str, started: Instant, ok: bool) {
+        let labels = crate::metrics::ControllerLabels {
+            controller: CONTROLLER.into(),
+        };
+        self.ctx.metrics.reconciles.get_or_create(&labels).inc();
+        self.ctx
+            .metrics
+            .reconcile_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if ok {
+            self.backoff
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&format!("{kind}/{key}"));
+        }
+    }
+
+    /// Per-object exponential backoff: 1s, 2s, 4s ... up to 5 minutes.
+    fn backoff(&self, kind: &str, key: &str, err: &Error) -> Action {
+        self.ctx
+            .metrics
+            .reconcile_errors
+            .get_or_create(&crate::metrics::ErrorLabels {
+                controller: CONTROLLER.into(),
+                category: err.category().into(),
+            })
+            .inc();
+        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let attempt = backoff.entry(format!("{kind}/{key}")).or_insert(0);
+        *attempt = (*attempt + 1).min(9);
+        let delay = Duration::from_secs(1 << (*attempt - 1)).min(Duration::from_secs(300));
+        warn!(kind, object = key, error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    }
+
+    /// Publishes an Event about `obj`.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<ObjectReference>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: related,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %err, reason, "could not publish an Event");
+        }
+    }
+}
+
+/// Writes the status of a namespaced object by server-side apply, only when it changed.
+pub async fn write_status<K, S>(
+    st: &State,
+    obj: &K,
+    previous: Option<&S>,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if previous == Some(status) {
+        return Ok(());
+    }
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(st.ctx.client.clone(), &ns);
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Status {
+        kind: "object",
+        name: format!("{ns}/{name}"),
+        source,
+    })
+}
+
+fn key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Starts the BackupPolicy, Backup and Restore controllers; they stop when `shutdown` turns
+/// true.
+pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = ctx.client.clone();
+        let st = Arc::new(State {
+            recorder: Recorder::new(client.clone(), ctx.reporter.clone()),
+            ctx,
+            backups: Semaphore::new(MAX_CONCURRENT_BACKUPS),
+            backoff: Default::default(),
+        });
+        let stopper = |mut stop: watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+
+        let policies_ctl = Controller::new(
+            Api::<BackupPolicy>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<Backup>::all(client.clone()),
+            watcher::Config::default(),
+            |b: Backup| {
+                let ns = b.namespace()?;
+                Some(ObjectRef::<BackupPolicy>::new(&b.spec.policy_ref.name).within(&ns))
+            },
+        );
+        let policy_store = policies_ctl.store();
+        let policies = policies_ctl
+            .graceful_shutdown_on(stopper(shutdown.clone()))
+            .run(
+                |p: Arc<BackupPolicy>, st: Arc<State>| async move {
+                    let started = Instant::now();
+                    let r = policy::reconcile(&p, &st).await;
+                    st.record("BackupPolicy", &key(p.as_ref()), started, r.is_ok());
+                    r
+                },
+                |p: Arc<BackupPolicy>, err: &Error, st: Arc<State>| {
+                    st.backoff("BackupPolicy", &key(p.as_ref()), err)
+                },
+                st.clone(),
+            )
+            .for_each(|r| async move {
+                if let Err(err) = r {
+                    tracing::debug!(error = %err, "backup policy reconcile error");
+                }
+            });
+
+        let backups_ctl = Controller::new(
+            Api::<Backup>::all(client.clone()),
+            watcher::Config::default(),
+        );
+        let backup_store = backups_ctl.store();
+        let backups = backups_ctl
+            .graceful_shutdown_on(stopper(shutdown.clone()))
+            .run(
+                |b: Arc<Backup>, st: Arc<State>| async move {
+                    let started = Instant::now();
+                    let r = execute::reconcile(&b, &st).await;
+                    st.record("Backup", &key(b.as_ref()), started, r.is_ok());
+                    r
+                },
+                |b: Arc<Backup>, err: &Error, st: Arc<State>| {
+                    st.backoff("Backup", &key(b.as_ref()), err)
+                },
+                st.clone(),
+            )
+            .for_each(|r| async move {
+                if let Err(err) = r {
+                    tracing::debug!(error = %err, "backup reconcile error");
+                }
+            });
+
+        let restores_ctl = Controller::new(
+            Api::<Restore>::all(client.clone()),
+            watcher::Config::default(),
+        );
+        let restore_store = restores_ctl.store();
+        let restores = restores_ctl
+            .graceful_shutdown_on(stopper(shutdown.clone()))
+            .run(
+                |r: Arc<Restore>, st: Arc<State>| async move {
+                    let started = Instant::now();
+                    let res = restore::reconcile(&r, &st).await;
+                    st.record("Restore", &key(r.as_ref()), started, res.is_ok());
+                    res
+                },
+                |r: Arc<Restore>, err: &Error, st: Arc<State>| {
+                    st.backoff("Restore", &key(r.as_ref()), err)
+                },
+                st.clone(),
+            )
+            .for_each(|r| async move {
+                if let Err(err) = r {
+                    tracing::debug!(error = %err, "restore reconcile error");
+                }
+            });
+
+        let synced = st.ctx.synced.clone();
+        tokio::spawn(async move {
+            let _ = policy_store.wait_until_ready().await;
+            let _ = backup_store.wait_until_ready().await;
+            let _ = restore_store.wait_until_ready().await;
+            synced.done("backup");
+        });
+        futures::join!(policies, backups, restores);
+        info!("backup controllers stopped");
+    })
+}
+
+/// `Time` of a timestamp.
+pub fn time(t: jiff::Timestamp) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)
+}

@@ -1,0 +1,368 @@
+//! The Kubernetes side of backups and restores: which kinds of a namespace are backed up (API
+//! discovery, include/exclude filters), listing them page by page, creating restored objects
+//! (server-side apply for Overwrite, create-if-absent for Skip), and comparing a restored
+//! object with its backup.
+
+use std::collections::HashMap;
+
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::{Discovery, Scope, verbs};
+use serde_json::Value;
+
+use crate::api::backup::{BackupResources, ExistingObjects};
+use crate::controller::FIELD_MANAGER;
+
+/// Kinds never backed up: recreated by the cluster, or (Backup, Restore) objects whose restore
+/// would start backups or restores of their own.
+const NEVER: &[(&str, &str)] = &[
+    ("", "Event"),
+    ("events.k8s.io", "Event"),
+    ("opsec.x1642.dev", "Backup"),
+    ("opsec.x1642.dev", "Restore"),
+    ("coordination.k8s.io", "Lease"),
+    ("metrics.k8s.io", "PodMetrics"),
+];
+
+/// Whether a filter entry (`ConfigMap`, `configmaps`, `apps/v1/Deployment`, `apps/Deployment`)
+/// names this resource.
+pub fn kind_matches(entry: &str, ar: &ApiResource) -> bool {
+    entry == ar.kind
+        || entry.eq_ignore_ascii_case(&ar.plural)
+        || entry == format!("{}/{}", ar.api_version, ar.kind)
+        || (!ar.group.is_empty() && entry == format!("{}/{}", ar.group, ar.kind))
+}
+
+/// Whether a kind is backed up under `resources`.
+pub fn selected(resources: &BackupResources, ar: &ApiResource) -> bool {
+    if NEVER.iter().any(|(g, k)| *g == ar.group && *k == ar.kind) {
+        return false;
+    }
+    if !resources.include_secrets && ar.group.is_empty() && ar.kind == "Secret" {
+        return false;
+    }
+    if resources.exclude_kinds.iter().any(|e| kind_matches(e, ar)) {
+        return false;
+    }
+    resources.include_kinds.is_empty()
+        || resources.include_kinds.iter().any(|e| kind_matches(e, ar))
+}
+
+/// Every listable namespaced kind (preferred version of each group) selected by `resources`.
+pub async fn backup_kinds(
+    client: &Client,
+    resources: &BackupResources,
+) -> Result<Vec<ApiResource>, kube::Error> {
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let mut out = Vec::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            if caps.scope == Scope::Namespaced
+                && caps.supports_operation(verbs::LIST)
+                && selected(resources, &ar)
+            {
+                out.push(ar);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A label selector as the API's query string.
+pub fn selector_string(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> String {
+    let mut parts = Vec::new();
+    for (k, v) in selector.match_labels.iter().flatten() {
+        parts.push(format!("{k}={v}"));
+    }
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            _ => continue,
+        });
+    }
+    parts.join(",")
+}
+
+/// Lists one page of a kind; `Ok(None)` when the kind cannot be listed here (forbidden, gone,
+/// an unavailable aggregated API), which skips it rather than failing the backup.
+pub async fn list_page(
+    client: &Client,
+    namespace: &str,
+    ar: &ApiResource,
+    selector: &str,
+    continue_token: Option<String>,
+) -> Result<Option<(Vec<Value>, Option<String>)>, kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
+    let mut lp = ListParams::default().limit(500);
+    if !selector.is_empty() {
+        lp = lp.labels(selector);
+    }
+    if let Some(token) = continue_token {
+        lp = lp.continue_token(&token);
+    }
+    let list = match api.list(&lp).await {
+        Ok(l) => l,
+        Err(kube::Error::Api(e)) if [403, 404, 405, 503].contains(&e.code) => {
+            tracing::debug!(kind = %ar.kind, code = e.code, "kind not listable, skipped");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let next = list.metadata.continue_.clone().filter(|c| !c.is_empty());
+    let mut items = Vec::with_capacity(list.items.len());
+    for obj in list.items {
+        let mut v = serde_json::to_value(&obj).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.insert("apiVersion".into(), ar.api_version.clone().into());
+            m.insert("kind".into(), ar.kind.clone().into());
+        }
+        items.push(v);
+    }
+    Ok(Some((items, next)))
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Applied {
+    pub restored: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub errors: Vec<String>,
+}
+
+/// Max errors kept in a status.
+pub const MAX_ERRORS: usize = 20;
+
+/// Resolves API resources of restored objects, once per kind.
+#[derive(Default)]
+pub struct Resolver {
+    cache: HashMap<(String, String), Result<ApiResource, String>>,
+}
+
+impl Resolver {
+    pub async fn resource(
+        &mut self,
+        client: &Client,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<ApiResource, String> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(r) = self.cache.get(&key) {
+            return r.clone();
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let r = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .map(|(ar, _)| ar)
+            .map_err(|e| format!("{api_version}/{kind} is not served here: {e}"));
+        self.cache.insert(key, r.clone());
+        r
+    }
+}
+
+fn describe(obj: &Value) -> String {
+    format!(
+        "{}/{} {}",
+        obj["apiVersion"].as_str().unwrap_or_default(),
+        obj["kind"].as_str().unwrap_or_default(),
+        obj["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+/// Creates `objects` (already in restore order) in `namespace`.
+pub async fn apply_objects(
+    client: &Client,
+    namespace: &str,
+    objects: &[Value],
+    existing: ExistingObjects,
+) -> Applied {
+    let mut out = Applied::default();
+    let mut resolver = Resolver::default();
+    for obj in objects {
+        let what = describe(obj);
+        let result = apply_one(client, &mut resolver, namespace, obj, existing).await;
+        match result {
+            Ok(true) => out.restored += 1,
+            Ok(false) => out.skipped += 1,
+            Err(e) => {
+                out.failed += 1;
+                if out.errors.len() < MAX_ERRORS {
+                    out.errors.push(format!("{what}: {e}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Creates or applies one object; `Ok(false)` when it existed and was skipped.
+async fn apply_one(
+    client: &Client,
+    resolver: &mut Resolver,
+    namespace: &str,
+    obj: &Value,
+    existing: ExistingObjects,
+) -> Result<bool, String> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ar = resolver.resource(client, api_version, kind).await?;
+    let mut body = obj.clone();
+    body["metadata"]["namespace"] = Value::String(namespace.into());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    match existing {
+        ExistingObjects::Overwrite => api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map(|_| true)
+            .map_err(|e| e.to_string()),
+        ExistingObjects::Skip => {
+            let dynobj: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
+            match api.create(&PostParams::default(), &dynobj).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Whether everything `expected` sets is in `actual` (the API server adds defaults and status,
+/// which are not differences).
+pub fn contains(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => e
+            .iter()
+            .all(|(k, ev)| a.get(k).is_some_and(|av| contains(av, ev)) || ev.is_null()),
+        (Value::Array(a), Value::Array(e)) => {
+            a.len() == e.len() && a.iter().zip(e).all(|(av, ev)| contains(av, ev))
+        }
+        (Value::Number(a), Value::Number(e)) => a.as_f64() == e.as_f64(),
+        _ => actual == expected,
+    }
+}
+
+/// Compares restored objects in `namespace` with their backup: (compared, mismatches, first
+/// mismatch messages).
+pub async fn compare(
+    client: &Client,
+    namespace: &str,
+    objects: &[Value],
+) -> (i64, i64, Vec<String>) {
+    let mut resolver = Resolver::default();
+    let (mut compared, mut mismatches, mut messages) = (0, 0, Vec::new());
+    for obj in objects {
+        compared += 1;
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let mut expected = obj.clone();
+        // Server-managed or rewritten in another namespace.
+        if let Some(m) = expected.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("namespace");
+        }
+        let found = match resolver.resource(client, api_version, kind).await {
+            Ok(ar) => {
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+                api.get_opt(name).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        let ok = match found {
+            Ok(Some(actual)) => {
+                let actual = serde_json::to_value(&actual).unwrap_or(Value::Null);
+                let mut a = actual.clone();
+                a["apiVersion"] = obj["apiVersion"].clone();
+                a["kind"] = obj["kind"].clone();
+                contains(&a, &expected)
+                    .then_some(())
+                    .ok_or("differs".to_string())
+            }
+            Ok(None) => Err("missing".into()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ok {
+            mismatches += 1;
+            if messages.len() < MAX_ERRORS {
+                messages.push(format!("{}: {e}", describe(obj)));
+            }
+        }
+    }
+    (compared, mismatches, messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+        ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: if group.is_empty() {
+                version.into()
+            } else {
+                format!("{group}/{version}")
+            },
+            kind: kind.into(),
+            plural: plural.into(),
+        }
+    }
+
+    #[test]
+    fn filters() {
+        let cm = ar("", "v1", "ConfigMap", "configmaps");
+        let secret = ar("", "v1", "Secret", "secrets");
+        let deploy = ar("apps", "v1", "Deployment", "deployments");
+        let backup = ar("opsec.x1642.dev", "v1alpha1", "Backup", "backups");
+        let all = BackupResources::default();
+        assert!(selected(&all, &cm) && selected(&all, &secret) && selected(&all, &deploy));
+        assert!(!selected(&all, &backup));
+        let r: BackupResources = serde_yaml::from_str(
+            "includeKinds: [ConfigMap, apps/v1/Deployment, Secret]\nincludeSecrets: false",
+        )
+        .unwrap();
+        assert!(selected(&r, &cm) && selected(&r, &deploy) && !selected(&r, &secret));
+        let r: BackupResources = serde_yaml::from_str("excludeKinds: [apps/Deployment]").unwrap();
+        assert!(!selected(&r, &deploy) && selected(&r, &cm));
+    }
+
+    #[test]
+    fn selectors() {
+        let s: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_yaml::from_str(
+                "matchLabels: {app: web}\nmatchExpressions: [{key: tier, operator: In, values: [a, b]}, {key: x, operator: DoesNotExist}]",
+            )
+            .unwrap();
+        assert_eq!(selector_string(&s), "app=web,tier in (a,b),!x");
+    }
+
+    #[test]
+    fn containment_ignores_added_fields() {
+        let expected =
+            json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a"}]}}}});
+        let actual = json!({"spec": {"replicas": 1, "strategy": {}, "template": {"spec": {"containers": [{"name": "a", "imagePullPolicy": "Always"}]}}}, "status": {}});
+        assert!(contains(&actual, &expected));
+        let changed =
+            json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "a"}]}}}});
+        assert!(!contains(&changed, &expected));
+    }
+}

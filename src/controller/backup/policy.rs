@@ -1,0 +1,1040 @@
+//! The BackupPolicy controller: on every change of the policy or one of its Backups, and at
+//! the next moment something is due (a scheduled backup, the RPO deadline, a verification, a
+//! restore test), it rebuilds the catalogue from the stores, starts a scheduled backup, verifies
+//! stored copies, runs a restore test, applies retention, and writes the status (only when it
+//! changed).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+
+use super::resolve::{self, Stores, error_chain};
+use super::restore::read_backup;
+use super::schedule;
+use super::{
+    Error, POLICY_LABEL, RESTORE_TEST_LABEL, RESTORE_TEST_NOW_ANNOTATION, State,
+    VERIFY_NOW_ANNOTATION, objects, time, write_status,
+};
+use crate::api::backup::{
+    BackupLocationStatus, BackupPhase, BackupPolicyStatus, BackupSpec, BackupStatus, BackupSummary,
+    BackupTrigger, BackupVerification, ExistingObjects, RestoreTestSummary, VerificationSummary,
+};
+use crate::api::common::{ConditionStatus, LocalObjectRef, format_duration, set_condition};
+use crate::api::{Backup, BackupPolicy};
+use crate::backup::{BackupLocation, BackupRecord, RetentionSettings, retention};
+
+fn is_terminal(b: &Backup) -> bool {
+    matches!(
+        b.status.as_ref().and_then(|s| s.phase),
+        Some(
+            BackupPhase::Completed
+                | BackupPhase::Failed
+                | BackupPhase::Verified
+                | BackupPhase::Corrupt
+        )
+    )
+}
+
+/// A backup with at least one usable copy.
+pub fn is_good(b: &Backup) -> bool {
+    let Some(s) = &b.status else { return false };
+    match s.phase {
+        Some(BackupPhase::Completed | BackupPhase::Verified) => true,
+        Some(BackupPhase::Corrupt) => s.locations.iter().any(|l| l.state == "Verified"),
+        _ => false,
+    }
+}
+
+fn created(b: &Backup) -> Timestamp {
+    b.status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref().map(|t| t.0))
+        .or_else(|| b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn completed(b: &Backup) -> Option<Timestamp> {
+    b.status.as_ref()?.completion_time.as_ref().map(|t| t.0)
+}
+
+/// Reconciles one BackupPolicy.
+pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
+    if p.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let client = &st.ctx.client;
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let generation = p.metadata.generation;
+    let previous = p.status.clone();
+    let mut status = previous.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let tz = p.spec.time_zone.as_ref().map(|t| t.0.as_str());
+    let since = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+
+    // A namespace being deleted takes its Backups with it: neither rebuild them from the
+    // catalogue nor schedule new ones.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if let Ok(Some(n)) = namespaces.get_opt(&ns).await
+        && n.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let backups_api: Api<Backup> = Api::namespaced(client.clone(), &ns);
+    let mut backups = list_backups(&backups_api, &name).await?;
+    let stores = resolve::stores(client, p).await;
+    let mut unreachable = stores.failed.clone();
+
+    // D: the catalogue comes back from the stores.
+    let rebuilt = rebuild_catalogue(st, p, &stores, &backups, &mut unreachable).await;
+    if !rebuilt.is_empty() {
+        st.publish(
+            p,
+            EventType::Normal,
+            "CatalogueRebuilt",
+            "Catalogue",
+            format!(
+                "{} Backup objects recreated from the stores: {}",
+                rebuilt.len(),
+                rebuilt.join(", ")
+            ),
+            None,
+        )
+        .await;
+        backups = list_backups(&backups_api, &name).await?;
+    }
+
+    // A: the schedule.
+    let now = Timestamp::now();
+    let mut wake: Vec<Timestamp> = Vec::new();
+    let mut ready_problem: Option<(&'static str, String)> = None;
+    let next = schedule::next_backup(&p.spec, &ns, &name, now);
+    match &next {
+        Ok(t) => {
+            if !p.spec.suspend {
+                wake.push(*t);
+            }
+        }
+        Err(e) => ready_problem = Some(("InvalidSchedule", e.to_string())),
+    }
+    if let Err(e) = resolve::keys(client, p).await {
+        ready_problem = Some(("InvalidKey", e));
+    }
+    let in_flight = backups
+        .iter()
+        .any(|b| !is_terminal(b) && b.spec.trigger != BackupTrigger::Catalogue);
+    let due = !p.spec.suspend
+        && (backups.is_empty()
+            || status
+                .next_schedule_time
+                .as_ref()
+                .is_some_and(|t| now >= t.0));
+    if due && !in_flight && ready_problem.is_none() {
+        let bname = schedule::backup_name(&name, now);
+        create_backup(st, &ns, &name, &bname, BackupTrigger::Scheduled).await?;
+    }
+    status.next_schedule_time = if p.spec.suspend {
+        None
+    } else {
+        next.as_ref().ok().map(|t| time(*t))
+    };
+
+    // B: verification of stored copies.
+    if let Some(v) = &p.spec.verification {
+        let last = status
+            .last_verification
+            .as_ref()
+            .map(|l| l.time.0)
+            .unwrap_or(since);
+        let asked = p.annotations().contains_key(VERIFY_NOW_ANNOTATION);
+        match schedule::next_cron(&v.schedule.0, tz, last) {
+            Ok(due_at) => {
+                if asked || now >= due_at {
+                    let summary = verify_all(st, p, &stores, &mut backups).await;
+                    let (cs, reason, msg) = if summary.failed == 0 {
+                        (
+                            ConditionStatus::True,
+                            "CopiesVerified",
+                            format!("{} copies verified", summary.verified),
+                        )
+                    } else {
+                        (
+                            ConditionStatus::False,
+                            "CorruptCopies",
+                            format!(
+                                "{} copies verified, {} failed",
+                                summary.verified, summary.failed
+                            ),
+                        )
+                    };
+                    set_condition(
+                        &mut status.conditions,
+                        "Verified",
+                        cs,
+                        reason,
+                        msg,
+                        generation,
+                        Timestamp::now(),
+                    );
+                    status.last_verification = Some(summary);
+                    if asked {
+                        remove_annotation(st, p, VERIFY_NOW_ANNOTATION).await;
+                    }
+                }
+                let last = status
+                    .last_verification
+                    .as_ref()
+                    .map(|l| l.time.0)
+                    .unwrap_or(since);
+                if let Ok(t) = schedule::next_cron(&v.schedule.0, tz, last) {
+                    wake.push(t);
+                }
+            }
+            Err(e) => ready_problem = Some(("InvalidSchedule", e.to_string())),
+        }
+        // B: restore tests.
+        if let Some(rt) = &v.restore_test {
+            let last = status
+                .last_restore_test
+                .as_ref()
+                .map(|l| l.time.0)
+                .unwrap_or(since);
+            let asked = p.annotations().contains_key(RESTORE_TEST_NOW_ANNOTATION);
+            match schedule::next_cron(&rt.schedule.0, tz, last) {
+                Ok(due_at) => {
+                    if asked || now >= due_at {
+                        let timeout = rt.timeout.to_std().unwrap_or(Duration::from_secs(1800));
+                        let newest = backups
+                            .iter()
+                            .filter(|b| is_good(b))
+                            .max_by_key(|b| created(b))
+                            .cloned();
+                        let summary = match newest {
+                            Some(b) => restore_test(st, p, &b, timeout).await,
+                            None => RestoreTestSummary {
+                                time: time(Timestamp::now()),
+                                duration: "0ms".into(),
+                                result: "Failed".into(),
+                                objects_compared: 0,
+                                mismatches: 0,
+                                message: Some("no good backup to restore".into()),
+                            },
+                        };
+                        rto_condition(p, &mut status, &summary);
+                        let passed = summary.result == "Passed";
+                        st.publish(
+                            p,
+                            if passed {
+                                EventType::Normal
+                            } else {
+                                EventType::Warning
+                            },
+                            if passed {
+                                "RestoreTestPassed"
+                            } else {
+                                "RestoreTestFailed"
+                            },
+                            "RestoreTest",
+                            format!(
+                                "restore test {} in {}: {} objects compared, {} mismatches{}",
+                                summary.result,
+                                summary.duration,
+                                summary.objects_compared,
+                                summary.mismatches,
+                                summary
+                                    .message
+                                    .as_deref()
+                                    .map(|m| format!(": {m}"))
+                                    .unwrap_or_default()
+                            ),
+                            None,
+                        )
+                        .await;
+                        status.last_restore_test = Some(summary);
+                        if asked {
+                            remove_annotation(st, p, RESTORE_TEST_NOW_ANNOTATION).await;
+                        }
+                    }
+                    let last = status
+                        .last_restore_test
+                        .as_ref()
+                        .map(|l| l.time.0)
+                        .unwrap_or(since);
+                    if let Ok(t) = schedule::next_cron(&rt.schedule.0, tz, last) {
+                        wake.push(t);
+                    }
+                }
+                Err(e) => ready_problem = Some(("InvalidSchedule", e.to_string())),
+            }
+        }
+    }
+
+    // Retention: stored copies first, then the Backup objects.
+    apply_retention(st, p, &stores, &mut backups).await;
+
+    // Status from the Backups.
+    let now = Timestamp::now();
+    backups.sort_by_key(|b| (created(b), b.name_any()));
+    status.last_backup = backups
+        .iter()
+        .rev()
+        .find(|b| b.spec.trigger != BackupTrigger::Catalogue || is_terminal(b))
+        .map(|b| {
+            let s = b.status.clone().unwrap_or_default();
+            BackupSummary {
+                name: b.name_any(),
+                completion_time: s.completion_time,
+                objects: s.objects,
+                bytes: s.bytes,
+                sha256: s.sha256,
+            }
+        });
+    let last_good = backups
+        .iter()
+        .filter(|b| is_good(b))
+        .filter_map(completed)
+        .max();
+    status.last_successful_time = last_good.map(time);
+
+    // RPOMet: False the moment the newest good backup is older than the RPO.
+    let was_met = condition_status(&previous, "RPOMet");
+    let rpo = schedule::rpo(&p.spec).unwrap_or(Duration::from_secs(3600));
+    let age = last_good.map(|t| (now.as_millisecond() - t.as_millisecond()).max(0) as f64 / 1000.0);
+    st.ctx.metrics.backup_age_seconds(&ns, &name, age);
+    match last_good {
+        Some(t) => {
+            let deadline = schedule::rpo_deadline(t, rpo);
+            if now < deadline {
+                wake.push(deadline);
+                set_condition(
+                    &mut status.conditions,
+                    "RPOMet",
+                    ConditionStatus::True,
+                    "WithinRPO",
+                    format!(
+                        "newest good backup completed at {t}, within the rpo {}",
+                        p.spec.rpo
+                    ),
+                    generation,
+                    now,
+                );
+            } else {
+                let msg = format!(
+                    "newest good backup completed at {t} is older than the rpo {}",
+                    p.spec.rpo
+                );
+                set_condition(
+                    &mut status.conditions,
+                    "RPOMet",
+                    ConditionStatus::False,
+                    "RPOBreached",
+                    msg.clone(),
+                    generation,
+                    now,
+                );
+                if was_met.as_deref() != Some("False") {
+                    st.publish(p, EventType::Warning, "RPOBreached", "Backup", msg, None)
+                        .await;
+                }
+            }
+        }
+        None => set_condition(
+            &mut status.conditions,
+            "RPOMet",
+            ConditionStatus::False,
+            "NoBackup",
+            "no good backup yet",
+            generation,
+            now,
+        ),
+    }
+
+    // StorageReachable: any location that failed to resolve or list now, or failed in the
+    // newest backup run.
+    if let Some(newest) = backups
+        .iter()
+        .rev()
+        .find(|b| is_terminal(b) && b.spec.trigger != BackupTrigger::Catalogue)
+    {
+        for l in newest.status.iter().flat_map(|s| s.locations.iter()) {
+            if l.state == "Failed" && !unreachable.iter().any(|(n, _)| *n == l.name) {
+                unreachable.push((l.name.clone(), l.error.clone().unwrap_or_default()));
+            }
+        }
+    }
+    let was_reachable = condition_status(&previous, "StorageReachable");
+    if unreachable.is_empty() {
+        set_condition(
+            &mut status.conditions,
+            "StorageReachable",
+            ConditionStatus::True,
+            "Reachable",
+            "every storage location is reachable",
+            generation,
+            now,
+        );
+    } else {
+        let msg = super::execute::failures_text(&unreachable);
+        set_condition(
+            &mut status.conditions,
+            "StorageReachable",
+            ConditionStatus::False,
+            "StorageUnreachable",
+            msg.clone(),
+            generation,
+            now,
+        );
+        if was_reachable.as_deref() != Some("False") {
+            st.publish(
+                p,
+                EventType::Warning,
+                "StorageUnreachable",
+                "Backup",
+                msg,
+                None,
+            )
+            .await;
+        }
+    }
+    match &ready_problem {
+        Some((reason, msg)) => set_condition(
+            &mut status.conditions,
+            "Ready",
+            ConditionStatus::False,
+            reason,
+            msg.clone(),
+            generation,
+            now,
+        ),
+        None => set_condition(
+            &mut status.conditions,
+            "Ready",
+            ConditionStatus::True,
+            "Reconciled",
+            if p.spec.suspend {
+                "suspended: no new backups are scheduled"
+            } else {
+                "backups are scheduled"
+            },
+            generation,
+            now,
+        ),
+    }
+    write_status(st, p, previous.as_ref(), &status).await?;
+
+    let now = Timestamp::now();
+    let delay = wake
+        .iter()
+        .map(|t| {
+            Duration::from_millis((t.as_millisecond() - now.as_millisecond()).max(0) as u64 + 100)
+        })
+        .min()
+        .unwrap_or(Duration::from_secs(600))
+        .clamp(Duration::from_millis(200), Duration::from_secs(600));
+    Ok(Action::requeue(delay))
+}
+
+fn condition_status(status: &Option<BackupPolicyStatus>, type_: &str) -> Option<String> {
+    status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+/// Every Backup of a policy.
+async fn list_backups(api: &Api<Backup>, policy: &str) -> Result<Vec<Backup>, Error> {
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Read {
+            what: "Backups".into(),
+            source,
+        })?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.policy_ref.name == policy && b.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+fn backup_object(ns: &str, policy: &str, name: &str, trigger: BackupTrigger) -> Backup {
+    let mut labels = BTreeMap::new();
+    if policy.len() <= 63 {
+        labels.insert(POLICY_LABEL.to_string(), policy.to_string());
+    }
+    Backup {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: BackupSpec {
+            policy_ref: LocalObjectRef {
+                name: policy.into(),
+            },
+            trigger,
+        },
+        status: None,
+    }
+}
+
+async fn create_backup(
+    st: &State,
+    ns: &str,
+    policy: &str,
+    name: &str,
+    trigger: BackupTrigger,
+) -> Result<Option<Backup>, Error> {
+    let api: Api<Backup> = Api::namespaced(st.ctx.client.clone(), ns);
+    match api
+        .create(
+            &PostParams::default(),
+            &backup_object(ns, policy, name, trigger),
+        )
+        .await
+    {
+        Ok(b) => Ok(Some(b)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(source) => Err(Error::Write {
+            what: format!("Backup {ns}/{name}"),
+            source,
+        }),
+    }
+}
+
+/// Creates a Backup (trigger Catalogue) for every complete stored backup without one; returns
+/// their names. A store that cannot be listed is added to `unreachable`.
+async fn rebuild_catalogue(
+    st: &State,
+    p: &BackupPolicy,
+    stores: &Stores,
+    backups: &[Backup],
+    unreachable: &mut Vec<(String, String)>,
+) -> Vec<String> {
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let mut found: BTreeMap<
+        String,
+        (
+            crate::backup::Manifest,
+            Timestamp,
+            Vec<BackupLocationStatus>,
+        ),
+    > = BTreeMap::new();
+    for store in &stores.ready {
+        match store.list_backups(&ns, &name).await {
+            Ok(entries) => {
+                for e in entries {
+                    let Ok(m) = e.manifest else { continue };
+                    let path = BackupLocation::new(&ns, &name, &e.backup_id)
+                        .ok()
+                        .map(|l| store.backup_dir(&l).to_string());
+                    let entry =
+                        found
+                            .entry(e.backup_id.clone())
+                            .or_insert((m, e.completed_at, Vec::new()));
+                    entry.1 = entry.1.max(e.completed_at);
+                    entry.2.push(BackupLocationStatus {
+                        name: store.name().into(),
+                        state: "Written".into(),
+                        path,
+                        time: Some(time(e.completed_at)),
+                        error: None,
+                    });
+                }
+            }
+            Err(e) => unreachable.push((store.name().into(), error_chain(&e))),
+        }
+    }
+    let existing: HashSet<String> = backups.iter().map(|b| b.name_any()).collect();
+    let mut out = Vec::new();
+    for (id, (m, completed_at, locations)) in found {
+        if existing.contains(&id) {
+            continue;
+        }
+        let created = match create_backup(st, &ns, &name, &id, BackupTrigger::Catalogue).await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(backup = %id, error = %e, "could not recreate a Backup from the catalogue");
+                continue;
+            }
+        };
+        let status = BackupStatus {
+            phase: Some(BackupPhase::Completed),
+            backup_id: Some(id.clone()),
+            start_time: Some(time(m.created_at)),
+            completion_time: Some(time(completed_at)),
+            objects: m.objects.len() as i64,
+            bytes: m.archive.size as i64,
+            sha256: Some(m.archive.sha256.clone()),
+            signature_key_id: m.signing_key_id.clone(),
+            locations,
+            ..Default::default()
+        };
+        if let Err(e) = write_status(st, &created, None, &status).await {
+            tracing::warn!(backup = %id, error = %e, "could not write a catalogue Backup's status");
+        }
+        out.push(id);
+    }
+    out
+}
+
+/// Verifies every stored copy of every finished backup; updates the Backups' status.
+async fn verify_all(
+    st: &State,
+    p: &BackupPolicy,
+    stores: &Stores,
+    backups: &mut [Backup],
+) -> VerificationSummary {
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let options = match resolve::keys(&st.ctx.client, p).await {
+        Ok(k) => Some(k.restore_options()),
+        Err(_) => None,
+    };
+    let (mut verified, mut failed) = (0, 0);
+    for b in backups.iter_mut() {
+        let Some(previous) = b.status.clone() else {
+            continue;
+        };
+        if !matches!(
+            previous.phase,
+            Some(BackupPhase::Completed | BackupPhase::Verified | BackupPhase::Corrupt)
+        ) {
+            continue;
+        }
+        let id = previous.backup_id.clone().unwrap_or_else(|| b.name_any());
+        let Ok(loc) = BackupLocation::new(&ns, &name, &id) else {
+            continue;
+        };
+        let mut s = previous.clone();
+        let mut problems = Vec::new();
+        for l in s.locations.iter_mut() {
+            if !matches!(l.state.as_str(), "Written" | "Verified" | "Corrupt") {
+                continue;
+            }
+            let Some(store) = stores.ready.iter().find(|x| x.name() == l.name) else {
+                problems.push(format!("{}: storage location not reachable", l.name));
+                failed += 1;
+                continue;
+            };
+            let Some(options) = &options else {
+                problems.push(format!("{}: the policy's keys are unreadable", l.name));
+                failed += 1;
+                continue;
+            };
+            match crate::backup::verify(store, &loc, options).await {
+                Ok(_) => {
+                    verified += 1;
+                    l.state = "Verified".into();
+                    l.error = None;
+                }
+                Err(e) => {
+                    failed += 1;
+                    let msg = error_chain(&e);
+                    problems.push(format!("{}: {msg}", l.name));
+                    if matches!(
+                        e.category(),
+                        "Corrupt"
+                            | "BadSignature"
+                            | "BadManifest"
+                            | "MissingManifest"
+                            | "UnsafeArchive"
+                    ) {
+                        l.state = "Corrupt".into();
+                    }
+                    l.error = Some(msg);
+                }
+            }
+        }
+        let corrupt = s.locations.iter().any(|l| l.state == "Corrupt");
+        let all_verified = !s.locations.is_empty()
+            && s.locations
+                .iter()
+                .filter(|l| l.state != "Failed")
+                .all(|l| l.state == "Verified");
+        s.phase = Some(if corrupt {
+            BackupPhase::Corrupt
+        } else if all_verified {
+            BackupPhase::Verified
+        } else {
+            previous.phase.unwrap_or(BackupPhase::Completed)
+        });
+        s.verification = Some(BackupVerification {
+            time: time(Timestamp::now()),
+            result: if corrupt {
+                "Corrupt".into()
+            } else if problems.is_empty() {
+                "Verified".into()
+            } else {
+                "Failed".into()
+            },
+            message: (!problems.is_empty()).then(|| problems.join("; ")),
+        });
+        let s_phase = s.phase;
+        let mut stored = s.clone();
+        // Keep the verification time from churning the status when nothing else changed.
+        if let Some(pv) = &previous.verification
+            && previous.phase == s_phase
+            && previous.locations == s.locations
+            && pv.result
+                == s.verification
+                    .as_ref()
+                    .map(|v| v.result.clone())
+                    .unwrap_or_default()
+        {
+            stored.verification = Some(pv.clone());
+        }
+        if let Err(e) = write_status(st, &*b, Some(&previous), &stored).await {
+            tracing::warn!(backup = %b.name_any(), error = %e, "could not write a Backup's verification");
+        }
+        if corrupt && previous.phase != Some(BackupPhase::Corrupt) {
+            let msg = format!("backup {id} has a corrupt copy: {}", problems.join("; "));
+            st.publish(
+                &*b,
+                EventType::Warning,
+                "BackupCorrupt",
+                "Verify",
+                msg.clone(),
+                None,
+            )
+            .await;
+            st.publish(
+                p,
+                EventType::Warning,
+                "BackupCorrupt",
+                "Verify",
+                msg,
+                Some(b.object_ref(&())),
+            )
+            .await;
+        }
+        b.status = Some(stored);
+    }
+    VerificationSummary {
+        time: time(Timestamp::now()),
+        verified,
+        failed,
+    }
+}
+
+fn scratch_namespace(ns: &str, backup_id: &str) -> String {
+    let short = &crate::backup::crypto::sha256_hex(
+        format!("{backup_id}/{}", Timestamp::now().as_nanosecond()).as_bytes(),
+    )[..8];
+    let max = 63 - "-rt-".len() - short.len();
+    let base = if ns.len() > max {
+        ns[..max].trim_end_matches('-')
+    } else {
+        ns
+    };
+    format!("{base}-rt-{short}")
+}
+
+/// Restores `backup` into a scratch namespace, compares object by object, and deletes the
+/// namespace; the time it took is the measured RTO.
+async fn restore_test(
+    st: &State,
+    p: &BackupPolicy,
+    backup: &Backup,
+    timeout: Duration,
+) -> RestoreTestSummary {
+    let client = &st.ctx.client;
+    let ns = p.namespace().unwrap_or_default();
+    let at = Timestamp::now();
+    let started = Instant::now();
+    let id = backup
+        .status
+        .as_ref()
+        .and_then(|s| s.backup_id.clone())
+        .unwrap_or_else(|| backup.name_any());
+    let scratch = scratch_namespace(&ns, &id);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut labels = BTreeMap::from([(RESTORE_TEST_LABEL.to_string(), ns.clone())]);
+    if p.name_any().len() <= 63 {
+        labels.insert(POLICY_LABEL.into(), p.name_any());
+    }
+    let ns_obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(scratch.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let work = async {
+        namespaces
+            .create(&PostParams::default(), &ns_obj)
+            .await
+            .map_err(|e| format!("creating scratch namespace {scratch}: {e}"))?;
+        let read = read_backup(st, p, &id, None).await?;
+        // Not restored into a scratch namespace: operator kinds (a policy there would start
+        // backing it up) and objects a SecurityBaseline stamped (the baseline prunes or reverts
+        // them in a namespace it does not select, and recreates them in a real restore).
+        let objs: Vec<serde_json::Value> = read
+            .backup
+            .objects
+            .into_iter()
+            .filter(|o| {
+                !o["apiVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("opsec.x1642.dev/")
+                    && o["metadata"]["labels"][crate::baseline::BASELINE_LABEL].is_null()
+            })
+            .collect();
+        let applied =
+            objects::apply_objects(client, &scratch, &objs, ExistingObjects::Overwrite).await;
+        let (compared, mismatches, messages) = objects::compare(client, &scratch, &objs).await;
+        let mut msgs = applied.errors;
+        msgs.extend(messages);
+        Ok::<_, String>((compared, mismatches + applied.failed.min(compared), msgs))
+    };
+    let outcome = tokio::time::timeout(timeout, work).await;
+    let duration = started.elapsed();
+    if let Err(e) = namespaces.delete(&scratch, &DeleteParams::default()).await
+        && !matches!(&e, kube::Error::Api(a) if a.code == 404)
+    {
+        tracing::warn!(namespace = %scratch, error = %e, "could not delete a restore test's scratch namespace");
+    }
+    let (result, compared, mismatches, message) = match outcome {
+        Err(_) => (
+            "TimedOut",
+            0,
+            0,
+            Some(format!(
+                "the restore test took longer than {}",
+                format_duration(timeout)
+            )),
+        ),
+        Ok(Err(e)) => ("Failed", 0, 0, Some(e)),
+        Ok(Ok((c, m, msgs))) if m == 0 => (
+            "Passed",
+            c,
+            m,
+            msgs.first().cloned().map(|_| msgs.join("; ")),
+        ),
+        Ok(Ok((c, m, msgs))) => ("Failed", c, m, Some(msgs.join("; "))),
+    };
+    RestoreTestSummary {
+        time: time(at),
+        duration: format_duration(duration),
+        result: result.into(),
+        objects_compared: compared,
+        mismatches,
+        message: message.map(|m| m.chars().take(1024).collect()),
+    }
+}
+
+fn rto_condition(p: &BackupPolicy, status: &mut BackupPolicyStatus, summary: &RestoreTestSummary) {
+    let now = Timestamp::now();
+    let generation = p.metadata.generation;
+    if summary.result != "Passed" {
+        set_condition(
+            &mut status.conditions,
+            "RTOMet",
+            ConditionStatus::False,
+            "RestoreTestFailed",
+            format!(
+                "restore test {}: {}",
+                summary.result,
+                summary.message.clone().unwrap_or_default()
+            ),
+            generation,
+            now,
+        );
+        return;
+    }
+    let Some(rto) = &p.spec.rto else {
+        set_condition(
+            &mut status.conditions,
+            "RTOMet",
+            ConditionStatus::Unknown,
+            "NoRTO",
+            format!("restore took {}; no rto is set", summary.duration),
+            generation,
+            now,
+        );
+        return;
+    };
+    let measured = crate::api::common::parse_duration(&summary.duration).unwrap_or_default();
+    let limit = rto.to_std().unwrap_or_default();
+    if measured <= limit {
+        set_condition(
+            &mut status.conditions,
+            "RTOMet",
+            ConditionStatus::True,
+            "WithinRTO",
+            format!(
+                "restore test took {}, within the rto {rto}",
+                summary.duration
+            ),
+            generation,
+            now,
+        );
+    } else {
+        set_condition(
+            &mut status.conditions,
+            "RTOMet",
+            ConditionStatus::False,
+            "RTOExceeded",
+            format!(
+                "restore test took {}, longer than the rto {rto}",
+                summary.duration
+            ),
+            generation,
+            now,
+        );
+    }
+}
+
+async fn remove_annotation(st: &State, p: &BackupPolicy, key: &str) {
+    let api: Api<BackupPolicy> =
+        Api::namespaced(st.ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"annotations": {key: null}}});
+    if let Err(e) = api
+        .patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        tracing::warn!(error = %e, annotation = key, "could not remove an annotation");
+    }
+}
+
+/// Deletes what retention no longer keeps: the stored copies, then the Backup object.
+async fn apply_retention(st: &State, p: &BackupPolicy, stores: &Stores, backups: &mut Vec<Backup>) {
+    let r = &p.spec.retention;
+    let Ok(settings) = RetentionSettings::new(
+        r.copies,
+        r.max_age.as_ref().and_then(|d| d.to_std().ok()),
+        r.keep_failed,
+    ) else {
+        return;
+    };
+    let records: Vec<BackupRecord> = backups
+        .iter()
+        .filter(|b| is_terminal(b))
+        .map(|b| BackupRecord {
+            id: b.name_any(),
+            created: created(b),
+            verified: b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Verified),
+            failed: b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Failed),
+        })
+        .collect();
+    let Ok(deletions) = retention::plan(&records, &settings, Timestamp::now()) else {
+        return;
+    };
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let api: Api<Backup> = Api::namespaced(st.ctx.client.clone(), &ns);
+    for d in deletions {
+        let Some(b) = backups.iter().find(|b| b.name_any() == d.id) else {
+            continue;
+        };
+        let id = b
+            .status
+            .as_ref()
+            .and_then(|s| s.backup_id.clone())
+            .unwrap_or_else(|| d.id.clone());
+        let mut ok = true;
+        if let Ok(loc) = BackupLocation::new(&ns, &name, &id) {
+            for store in &stores.ready {
+                if let Err(e) = store.delete_backup(&loc).await {
+                    tracing::warn!(backup = %id, store = store.name(), error = %e, "retention could not delete a copy");
+                    ok = false;
+                }
+            }
+        }
+        if ok && stores.failed.is_empty() {
+            match api.delete(&d.id, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(backup = %d.id, reason = ?d.reason, "retention deleted a backup")
+                }
+                Err(e) => {
+                    tracing::warn!(backup = %d.id, error = %e, "retention could not delete a Backup")
+                }
+            }
+        }
+    }
+    let kept: HashSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.into_iter().map(|b| b.name_any()).collect())
+        .unwrap_or_else(|_| backups.iter().map(|b| b.name_any()).collect());
+    backups.retain(|b| kept.contains(&b.name_any()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(phase: BackupPhase, locations: &[(&str, &str)]) -> Backup {
+        let mut b = backup_object("ns", "p", "p-1", BackupTrigger::Scheduled);
+        b.status = Some(BackupStatus {
+            phase: Some(phase),
+            locations: locations
+                .iter()
+                .map(|(n, s)| BackupLocationStatus {
+                    name: (*n).into(),
+                    state: (*s).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        b
+    }
+
+    #[test]
+    fn a_corrupt_backup_is_good_while_another_copy_verified() {
+        assert!(is_good(&backup(
+            BackupPhase::Completed,
+            &[("a", "Written")]
+        )));
+        assert!(is_good(&backup(
+            BackupPhase::Corrupt,
+            &[("a", "Corrupt"), ("b", "Verified")]
+        )));
+        assert!(!is_good(&backup(
+            BackupPhase::Corrupt,
+            &[("a", "Corrupt"), ("b", "Written")]
+        )));
+        assert!(!is_good(&backup(BackupPhase::Failed, &[])));
+        assert!(!is_good(&backup(BackupPhase::Running, &[])));
+    }
+
+    #[test]
+    fn scratch_namespaces_are_valid_names() {
+        let long = "a".repeat(63);
+        for ns in ["team-a", long.as_str()] {
+            let n = scratch_namespace(ns, "p-20260101000000");
+            assert!(n.len() <= 63 && n.contains("-rt-"), "{n}");
+        }
+    }
+
+    #[test]
+    fn operator_backups_carry_the_policy_label() {
+        let b = backup_object("ns", "p", "p-1", BackupTrigger::Catalogue);
+        assert_eq!(b.labels()[POLICY_LABEL], "p");
+        assert_eq!(b.spec.trigger, BackupTrigger::Catalogue);
+        let long = "p".repeat(100);
+        assert!(
+            backup_object("ns", &long, "x", BackupTrigger::Scheduled)
+                .labels()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! The Restore controller: finds the backup (a Backup object or a store id), checks that the
+//! target namespace accepts it, reads a fully verified copy (another location's copy when one
+//! is corrupt or unreadable; never a partial restore), and creates the objects in restore order:
+//! server-side apply for `Overwrite`, create-if-absent for `Skip`.
+
+use std::time::Instant;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::objects;
+use super::resolve::{self, error_chain};
+use super::{Error, State, time, write_status};
+use crate::api::backup::{RestorePhase, RestoreStatus};
+use crate::api::common::{ConditionStatus, format_duration, set_condition};
+use crate::api::{Backup, BackupPolicy, Restore};
+use crate::backup::{BackupLocation, RestoredBackup};
+
+/// A backup read back, and where from.
+pub struct ReadBack {
+    pub backup: RestoredBackup,
+    pub store: String,
+    /// Locations tried first that failed: (location, reason, category).
+    pub failures: Vec<(String, String, &'static str)>,
+}
+
+/// Reads backup `backup_id` of `policy` from its first good copy (`only` restricts to one
+/// location). Fails only when no copy checks out, naming every location's reason.
+pub async fn read_backup(
+    st: &State,
+    policy: &BackupPolicy,
+    backup_id: &str,
+    only: Option<&str>,
+) -> Result<ReadBack, String> {
+    let client = &st.ctx.client;
+    let ns = policy.namespace().unwrap_or_default();
+    let keys = resolve::keys(client, policy).await?;
+    let options = keys.restore_options();
+    let loc =
+        BackupLocation::new(&ns, policy.name_any(), backup_id).map_err(|e| error_chain(&e))?;
+    let stores = resolve::stores(client, policy).await;
+    let mut failures: Vec<(String, String, &'static str)> = stores
+        .failed
+        .iter()
+        .filter(|(n, _)| only.is_none_or(|o| o == n))
+        .map(|(n, e)| (n.clone(), e.clone(), "StorageUnreachable"))
+        .collect();
+    for store in stores
+        .ready
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name()))
+    {
+        match crate::backup::restore(store, &loc, &options).await {
+            Ok(backup) => {
+                return Ok(ReadBack {
+                    backup,
+                    store: store.name().into(),
+                    failures,
+                });
+            }
+            Err(e) => failures.push((store.name().into(), error_chain(&e), e.category())),
+        }
+    }
+    if failures.is_empty() {
+        return Err(match only {
+            Some(o) => format!("the policy has no storage location {o:?}"),
+            None => "the policy has no storage location".into(),
+        });
+    }
+    Err(format!(
+        "no good copy of backup {backup_id}: {}",
+        failures
+            .iter()
+            .map(|(n, e, _)| format!("{n}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
+}
+
+/// Whether an object's kind is named by a Restore's `kinds` filter.
+pub fn kind_selected(kinds: &[String], obj: &serde_json::Value) -> bool {
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    kinds.is_empty()
+        || kinds.iter().any(|k| {
+            k == kind
+                || *k == format!("{api_version}/{kind}")
+                || (!group.is_empty() && *k == format!("{group}/{kind}"))
+        })
+}
+
+/// Reconciles one Restore: runs it once.
+pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
+    let previous = r.status.clone();
+    let status = previous.clone().unwrap_or_default();
+    if matches!(
+        status.phase,
+        Some(RestorePhase::Completed | RestorePhase::Failed)
+    ) || r.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let start_time = Timestamp::now();
+    let mut running = status.clone();
+    running.phase = Some(RestorePhase::Running);
+    running.start_time = Some(time(start_time));
+    running.observed_generation = r.metadata.generation;
+    write_status(st, r, previous.as_ref(), &running).await?;
+
+    let mut done = running.clone();
+    let outcome = run(st, r, &mut done).await;
+    done.completion_time = Some(time(Timestamp::now()));
+    done.duration = Some(format_duration(started.elapsed()));
+    let now = Timestamp::now();
+    match outcome {
+        Ok(()) if done.failed == 0 => {
+            done.phase = Some(RestorePhase::Completed);
+            let msg = format!(
+                "{} restored, {} skipped from {}",
+                done.restored,
+                done.skipped,
+                done.storage.as_deref().unwrap_or_default()
+            );
+            set_condition(
+                &mut done.conditions,
+                "Ready",
+                ConditionStatus::True,
+                "Completed",
+                msg.clone(),
+                r.metadata.generation,
+                now,
+            );
+            write_status(st, r, Some(&running), &done).await?;
+            st.publish(
+                r,
+                EventType::Normal,
+                "RestoreCompleted",
+                "Restore",
+                msg,
+                None,
+            )
+            .await;
+        }
+        Ok(()) => {
+            done.phase = Some(RestorePhase::Failed);
+            let msg = format!(
+                "{} objects failed: {}",
+                done.failed,
+                done.errors.first().cloned().unwrap_or_default()
+            );
+            set_condition(
+                &mut done.conditions,
+                "Ready",
+                ConditionStatus::False,
+                "ObjectsFailed",
+                msg.clone(),
+                r.metadata.generation,
+                now,
+            );
+            write_status(st, r, Some(&running), &done).await?;
+            st.publish(r, EventType::Warning, "RestoreFailed", "Restore", msg, None)
+                .await;
+        }
+        Err((reason, msg)) => {
+            done.phase = Some(RestorePhase::Failed);
+            done.errors = vec![msg.clone()];
+            set_condition(
+                &mut done.conditions,
+                "Ready",
+                ConditionStatus::False,
+                reason,
+                msg.clone(),
+                r.metadata.generation,
+                now,
+            );
+            write_status(st, r, Some(&running), &done).await?;
+            st.publish(r, EventType::Warning, reason, "Restore", msg, None)
+                .await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+async fn run(
+    st: &State,
+    r: &Restore,
+    status: &mut RestoreStatus,
+) -> Result<(), (&'static str, String)> {
+    let client = &st.ctx.client;
+    let ns = r.namespace().unwrap_or_default();
+    let target = r
+        .spec
+        .target_namespace
+        .clone()
+        .unwrap_or_else(|| ns.clone());
+    let (policy_name, backup_id, only) = match (&r.spec.backup_ref, &r.spec.source) {
+        (Some(b), _) => {
+            let api: Api<Backup> = Api::namespaced(client.clone(), &ns);
+            let backup = api
+                .get_opt(&b.name)
+                .await
+                .map_err(|e| ("ApiError", error_chain(&e)))?
+                .ok_or_else(|| {
+                    (
+                        "BackupNotFound",
+                        format!("Backup {ns}/{} not found", b.name),
+                    )
+                })?;
+            let id = backup
+                .status
+                .as_ref()
+                .and_then(|s| s.backup_id.clone())
+                .unwrap_or_else(|| backup.name_any());
+            (backup.spec.policy_ref.name.clone(), id, None)
+        }
+        (None, Some(src)) => (
+            src.policy_ref.name.clone(),
+            src.backup_id.clone(),
+            src.storage.clone(),
+        ),
+        (None, None) => {
+            return Err((
+                "InvalidSpec",
+                "set exactly one of backupRef or source".into(),
+            ));
+        }
+    };
+    let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy = policies
+        .get_opt(&policy_name)
+        .await
+        .map_err(|e| ("ApiError", error_chain(&e)))?
+        .ok_or_else(|| {
+            (
+                "PolicyNotFound",
+                format!("BackupPolicy {ns}/{policy_name} not found"),
+            )
+        })?;
+    if target != ns {
+        let targets: Api<BackupPolicy> = Api::namespaced(client.clone(), &target);
+        let accepted = targets
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| ("ApiError", error_chain(&e)))?
+            .items
+            .iter()
+            .any(|p| p.spec.accept_restores_from.contains(&ns));
+        if !accepted {
+            return Err((
+                "RestoreNotAccepted",
+                format!(
+                    "namespace {target} does not accept restores from {ns}: it needs a BackupPolicy whose acceptRestoresFrom lists {ns}"
+                ),
+            ));
+        }
+    }
+    let read = read_backup(st, &policy, &backup_id, only.as_deref())
+        .await
+        .map_err(|e| ("NoGoodCopy", e))?;
+    for (loc, reason, category) in &read.failures {
+        st.publish(
+            r,
+            EventType::Warning,
+            if *category == "Corrupt" {
+                "CorruptCopy"
+            } else {
+                "CopyUnreadable"
+            },
+            "Restore",
+            format!("location {loc} skipped: {reason}; read from {}", read.store),
+            None,
+        )
+        .await;
+    }
+    status.storage = Some(read.store.clone());
+    let selected: Vec<serde_json::Value> = read
+        .backup
+        .objects
+        .into_iter()
+        .filter(|o| kind_selected(&r.spec.kinds, o))
+        .collect();
+    let applied = objects::apply_objects(client, &target, &selected, r.spec.existing_objects).await;
+    status.restored = applied.restored;
+    status.skipped = applied.skipped;
+    status.failed = applied.failed;
+    status.errors = applied.errors;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kinds_filter() {
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment"});
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap"});
+        assert!(kind_selected(&[], &d));
+        let k = vec!["ConfigMap".to_string()];
+        assert!(kind_selected(&k, &cm) && !kind_selected(&k, &d));
+        let k = vec!["apps/Deployment".to_string(), "v1/Secret".to_string()];
+        assert!(kind_selected(&k, &d) && !kind_selected(&k, &cm));
+    }
+}

@@ -1,0 +1,181 @@
+//! When things are due (pure): the backup schedule (cron in a time zone, or every RPO/2
+//! staggered per policy), the verification and restore-test schedules, and the moment the RPO
+//! is breached.
+
+use std::str::FromStr;
+
+use croner::Cron;
+use jiff::{SignedDuration, Timestamp};
+use sha2::{Digest, Sha256};
+
+use crate::api::backup::BackupPolicySpec;
+
+/// Why a schedule cannot be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("invalid cron schedule {schedule:?}: {reason}")]
+    Cron { schedule: String, reason: String },
+    #[error("unknown time zone {0:?}")]
+    TimeZone(String),
+    #[error("invalid duration {0:?}")]
+    Duration(String),
+}
+
+/// The next occurrence of a cron `schedule` in `tz` (UTC when `None`) strictly after `after`.
+pub fn next_cron(
+    schedule: &str,
+    tz: Option<&str>,
+    after: Timestamp,
+) -> Result<Timestamp, ScheduleError> {
+    let cron = Cron::from_str(schedule).map_err(|e| ScheduleError::Cron {
+        schedule: schedule.into(),
+        reason: e.to_string(),
+    })?;
+    let zone = match tz {
+        Some(name) => {
+            jiff::tz::TimeZone::get(name).map_err(|_| ScheduleError::TimeZone(name.into()))?
+        }
+        None => jiff::tz::TimeZone::UTC,
+    };
+    let zoned = after.to_zoned(zone);
+    cron.find_next_occurrence(&zoned, false)
+        .map(|z| z.timestamp())
+        .map_err(|e| ScheduleError::Cron {
+            schedule: schedule.into(),
+            reason: e.to_string(),
+        })
+}
+
+/// Offset of a policy within its period: a stable hash of `namespace/name`, so that policies
+/// with the same RPO do not all start together.
+pub fn stagger(namespace: &str, name: &str, period_secs: u64) -> u64 {
+    if period_secs == 0 {
+        return 0;
+    }
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first) % period_secs
+}
+
+/// The next backup of a policy strictly after `after`: its cron schedule, or every RPO/2 at the
+/// policy's stagger offset.
+pub fn next_backup(
+    spec: &BackupPolicySpec,
+    namespace: &str,
+    name: &str,
+    after: Timestamp,
+) -> Result<Timestamp, ScheduleError> {
+    if let Some(schedule) = &spec.schedule {
+        return next_cron(
+            &schedule.0,
+            spec.time_zone.as_ref().map(|t| t.0.as_str()),
+            after,
+        );
+    }
+    let rpo = rpo(spec)?;
+    let period = (rpo.as_secs() / 2).max(1);
+    let offset = stagger(namespace, name, period) as i64;
+    let now = after.as_second();
+    let period = period as i64;
+    // Smallest k*period + offset strictly after `after`.
+    let mut k = (now - offset).div_euclid(period);
+    let mut next = k * period + offset;
+    while next <= now {
+        k += 1;
+        next = k * period + offset;
+    }
+    Timestamp::from_second(next).map_err(|_| ScheduleError::Duration(spec.rpo.0.clone()))
+}
+
+/// The policy's RPO.
+pub fn rpo(spec: &BackupPolicySpec) -> Result<std::time::Duration, ScheduleError> {
+    spec.rpo
+        .to_std()
+        .map_err(|_| ScheduleError::Duration(spec.rpo.0.clone()))
+}
+
+/// The moment the newest good backup (completed at `last_good`) becomes older than the RPO.
+pub fn rpo_deadline(last_good: Timestamp, rpo: std::time::Duration) -> Timestamp {
+    let span = SignedDuration::try_from(rpo).unwrap_or(SignedDuration::MAX);
+    last_good.checked_add(span).unwrap_or(Timestamp::MAX)
+}
+
+/// Name of a backup run: `<policy>-<yyyymmddhhmmss>` (UTC).
+pub fn backup_name(policy: &str, at: Timestamp) -> String {
+    let stamp = at.strftime("%Y%m%d%H%M%S").to_string();
+    let max = 253 - stamp.len() - 1;
+    let policy = if policy.len() > max {
+        &policy[..max]
+    } else {
+        policy
+    };
+    format!("{policy}-{stamp}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> BackupPolicySpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cron_in_a_time_zone() {
+        let s = spec(
+            "schedule: '0 2 * * *'\ntimeZone: Europe/Berlin\nrpo: 24h\nstorage: [{name: a, local: {path: /x}}]",
+        );
+        let next = next_backup(&s, "ns", "p", ts("2026-01-10T12:00:00Z")).unwrap();
+        // 02:00 in Berlin (UTC+1 in winter) is 01:00 UTC.
+        assert_eq!(next, ts("2026-01-11T01:00:00Z"));
+    }
+
+    #[test]
+    fn macros_are_accepted() {
+        let next = next_cron("@daily", None, ts("2026-01-10T12:00:00Z")).unwrap();
+        assert_eq!(next, ts("2026-01-11T00:00:00Z"));
+    }
+
+    #[test]
+    fn derived_schedule_is_every_half_rpo_and_staggered() {
+        let s = spec("rpo: 1h\nstorage: [{name: a, local: {path: /x}}]");
+        let t0 = ts("2026-01-10T12:00:00Z");
+        let a = next_backup(&s, "ns", "p", t0).unwrap();
+        let b = next_backup(&s, "ns", "p", a).unwrap();
+        assert_eq!(b.as_second() - a.as_second(), 1800);
+        assert!(a > t0 && a.as_second() - t0.as_second() <= 1800);
+        let offsets: std::collections::BTreeSet<u64> = (0..20)
+            .map(|i| stagger("ns", &format!("p{i}"), 1800))
+            .collect();
+        assert!(offsets.len() > 10, "policies are spread: {offsets:?}");
+        assert_eq!(stagger("ns", "p", 1800), stagger("ns", "p", 1800));
+    }
+
+    #[test]
+    fn bad_time_zone_is_an_error() {
+        assert!(matches!(
+            next_cron("@daily", Some("Mars/Olympus"), Timestamp::now()),
+            Err(ScheduleError::TimeZone(_))
+        ));
+    }
+
+    #[test]
+    fn names_and_deadlines() {
+        assert_eq!(
+            backup_name("db", ts("2026-03-04T05:06:07Z")),
+            "db-20260304050607"
+        );
+        assert_eq!(
+            rpo_deadline(
+                ts("2026-01-01T00:00:00Z"),
+                std::time::Duration::from_secs(60)
+            ),
+            ts("2026-01-01T00:01:00Z")
+        );
+    }
+}

@@ -1,0 +1,642 @@
+//! Backups end to end against a real API server and a real S3 server (SeaweedFS): the
+//! BackupPolicy, Backup and Restore controllers run in one operator for this test binary
+//! (`common::operator("backup")`), each test in namespaces of its own, local storage in a temp
+//! dir. Needs KUBECONFIG, OPSEC_S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+//! (`hack/with-controlplane.sh cargo test --test backup`).
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use object_store::ClientOptions;
+use object_store::aws::{AwsAuthorizer, AwsCredential};
+use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
+use opsec_operator::api::backup::{BackupPhase, RestorePhase};
+use opsec_operator::api::{Backup, BackupPolicy, Restore};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: run with hack/with-controlplane.sh, which starts the S3 server"
+        ),
+    }
+}
+
+/// A bucket of the test's own, created with one SigV4-signed `PUT /<bucket>`.
+async fn bucket(tag: &str) -> String {
+    let endpoint = env("OPSEC_S3_ENDPOINT").trim_end_matches('/').to_string();
+    let bucket = common::unique(&format!("opsec-{tag}"));
+    let credential = AwsCredential {
+        key_id: env("AWS_ACCESS_KEY_ID"),
+        secret_key: env("AWS_SECRET_ACCESS_KEY"),
+        token: None,
+    };
+    let client = ReqwestConnector {}
+        .connect(&ClientOptions::new().with_allow_http(true))
+        .unwrap();
+    let mut request = http::Request::builder()
+        .method(http::Method::PUT)
+        .uri(format!("{endpoint}/{bucket}"))
+        .body(HttpRequestBody::from(Vec::<u8>::new()))
+        .unwrap();
+    AwsAuthorizer::new(&credential, "s3", "us-east-1")
+        .try_authorize(&mut request, None)
+        .unwrap();
+    let response = client.execute(request).await.expect("create bucket");
+    assert!(
+        response.status().is_success(),
+        "create bucket: {}",
+        response.status()
+    );
+    bucket
+}
+
+struct Env {
+    client: Client,
+    ns: String,
+    dir: tempfile::TempDir,
+}
+
+/// A namespace with the keys Secret, S3 credentials, and the objects to back up.
+async fn setup(prefix: &str) -> Env {
+    let client = common::client().await;
+    common::install_crds();
+    common::operator("backup");
+    let ns = common::namespace(&client, prefix, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let enc: [u8; 32] =
+        std::array::from_fn(|i| (i as u8).wrapping_mul(7).wrapping_add(prefix.len() as u8));
+    let seed: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(13).wrapping_add(1));
+    create(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "backup-keys"},
+            "stringData": {"enc": B64.encode(enc), "sign": B64.encode(seed)}
+        }),
+    )
+    .await;
+    create(&client, &ns, json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": env("AWS_ACCESS_KEY_ID"), "AWS_SECRET_ACCESS_KEY": env("AWS_SECRET_ACCESS_KEY")}
+    })).await;
+    seed_objects(&client, &ns).await;
+    Env { client, ns, dir }
+}
+
+async fn seed_objects(client: &Client, ns: &str) {
+    for (name, v) in [("app-config", "one"), ("feature-flags", "two")] {
+        create(client, ns, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"app": "web"}}, "data": {"value": v}})).await;
+    }
+    create(client, ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db-password"}, "stringData": {"password": "s3cr3t"}})).await;
+    create(
+        client,
+        ns,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "web"}}),
+    )
+    .await;
+    create(client, ns, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"serviceAccountName": "web",
+                "containers": [{"name": "web", "image": "nginx:1.27"}]}}}})).await;
+}
+
+async fn create(client: &Client, ns: &str, obj: Value) {
+    let (ok, out, err) = {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), serde_json::to_vec(&obj).unwrap()).unwrap();
+        common::kubectl(&["create", "-n", ns, "-f", file.path().to_str().unwrap()])
+    };
+    let _ = client;
+    assert!(ok, "kubectl create {obj}: {out} {err}");
+}
+
+fn local(env: &Env) -> Value {
+    json!({"name": "onsite", "local": {"path": env.dir.path().to_str().unwrap()}})
+}
+
+fn s3(bucket: &str, secret: &str) -> Value {
+    json!({"name": "offsite", "s3": {"bucket": bucket, "endpoint": env("OPSEC_S3_ENDPOINT"),
+        "prefix": "backups", "credentialsSecretRef": {"name": secret}}})
+}
+
+fn keys() -> Value {
+    json!({"encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}},
+           "signing": {"keySecretRef": {"name": "backup-keys", "key": "sign"}}})
+}
+
+async fn policy(client: &Client, ns: &str, name: &str, mut spec: Value) -> BackupPolicy {
+    if spec.get("encryption").is_none() {
+        let k = keys();
+        spec["encryption"] = k["encryption"].clone();
+        spec["signing"] = k["signing"].clone();
+    }
+    let p: BackupPolicy = serde_json::from_value(json!({
+        "apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "BackupPolicy",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec,
+    }))
+    .unwrap();
+    Api::<BackupPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("create BackupPolicy")
+}
+
+async fn restore(client: &Client, ns: &str, spec: Value) -> Restore {
+    let name = common::unique("rst");
+    let r: Restore = serde_json::from_value(json!({
+        "apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "Restore",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec,
+    }))
+    .unwrap();
+    let api = Api::<Restore>::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &r)
+        .await
+        .expect("create Restore");
+    common::eventually(WAIT, "the Restore to finish", || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let r = api.get(&name).await.ok()?;
+            matches!(
+                r.status.as_ref()?.phase,
+                Some(RestorePhase::Completed | RestorePhase::Failed)
+            )
+            .then_some(r)
+        }
+    })
+    .await
+}
+
+/// The first Backup of `policy` that reaches `phase`.
+async fn backup_in(client: &Client, ns: &str, policy: &str, phases: &[BackupPhase]) -> Backup {
+    let api = Api::<Backup>::namespaced(client.clone(), ns);
+    common::eventually(WAIT, &format!("a Backup of {policy} in {phases:?}"), || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|b| {
+                b.spec.policy_ref.name == policy
+                    && b.status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .is_some_and(|p| phases.contains(&p))
+            })
+        }
+    })
+    .await
+}
+
+async fn policy_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+) -> BackupPolicy {
+    let api = Api::<BackupPolicy>::namespaced(client.clone(), ns);
+    common::eventually(
+        Duration::from_secs(90),
+        &format!("{type_}={status} on {name}"),
+        || {
+            let api = api.clone();
+            async move {
+                let p = api.get(name).await.ok()?;
+                p.status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.status == status)
+                    .then_some(p)
+            }
+        },
+    )
+    .await
+}
+
+async fn configmap(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+async fn annotate(client: &Client, ns: &str, policy: &str, key: &str) {
+    let api = Api::<BackupPolicy>::namespaced(client.clone(), ns);
+    api.patch(
+        policy,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {key: "1"}}})),
+    )
+    .await
+    .unwrap();
+}
+
+async fn events(client: &Client, ns: &str, reason: &str) -> bool {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().any(|e| e.reason.as_deref() == Some(reason)))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn backup_to_local_and_s3_then_restore_into_a_fresh_namespace_with_skip_and_overwrite() {
+    let env = setup("bk-main").await;
+    let c = &env.client;
+    let bucket = bucket("main").await;
+    policy(
+        c,
+        &env.ns,
+        "daily",
+        json!({"rpo": "1h", "storage": [local(&env), s3(&bucket, "s3-creds")],
+        "resources": {"excludeKinds": ["BackupPolicy"]}}),
+    )
+    .await;
+    let b = backup_in(
+        c,
+        &env.ns,
+        "daily",
+        &[BackupPhase::Completed, BackupPhase::Failed],
+    )
+    .await;
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.phase, Some(BackupPhase::Completed), "{s:?}");
+    assert_eq!(s.sha256.as_deref().map(str::len), Some(64), "{s:?}");
+    assert!(
+        s.signature_key_id
+            .as_deref()
+            .is_some_and(|k| k.starts_with("ed25519:")),
+        "{s:?}"
+    );
+    assert!(s.objects >= 5 && s.bytes > 0, "{s:?}");
+    assert_eq!(s.locations.len(), 2, "{s:?}");
+    assert!(s.locations.iter().all(|l| l.state == "Written"), "{s:?}");
+    assert!(b.name_any().starts_with("daily-"), "{}", b.name_any());
+    let p = policy_condition(c, &env.ns, "daily", "RPOMet", "True").await;
+    let ps = p.status.unwrap();
+    assert!(
+        ps.last_successful_time.is_some() && ps.next_schedule_time.is_some(),
+        "{ps:?}"
+    );
+    policy_condition(c, &env.ns, "daily", "StorageReachable", "True").await;
+
+    // A fresh namespace that accepts restores from the source, with one object already there.
+    let target = common::namespace(c, "bk-target", &[]).await;
+    policy(c, &target, "accept", json!({"rpo": "1h", "suspend": true, "storage": [{"name": "onsite", "local": {"path": env.dir.path().join("target").to_str().unwrap()}}],
+        "acceptRestoresFrom": [env.ns]})).await;
+    create(c, &target, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"}, "data": {"value": "changed"}})).await;
+    create(c, &target, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "backup-keys"}, "stringData": {"enc": "x"}})).await;
+
+    let r = restore(c, &env.ns, json!({"backupRef": {"name": b.name_any()}, "targetNamespace": target, "existingObjects": "Skip"})).await;
+    let rs = r.status.unwrap();
+    assert_eq!(rs.phase, Some(RestorePhase::Completed), "{rs:?}");
+    assert!(
+        rs.restored >= 4 && rs.skipped >= 1 && rs.failed == 0,
+        "{rs:?}"
+    );
+    assert!(rs.duration.is_some() && rs.storage.is_some(), "{rs:?}");
+    assert_eq!(
+        configmap(c, &target, "app-config")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["value"],
+        "changed"
+    );
+    assert_eq!(
+        configmap(c, &target, "feature-flags")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["value"],
+        "two"
+    );
+    let secret = Api::<Secret>::namespaced(c.clone(), &target)
+        .get("db-password")
+        .await
+        .unwrap();
+    assert_eq!(secret.data.unwrap()["password"].0, b"s3cr3t");
+    let (ok, _, _) =
+        common::kubectl(&["get", "-n", &target, "serviceaccount/web", "deployment/web"]);
+    assert!(ok, "ServiceAccount and Deployment restored");
+
+    let r = restore(c, &env.ns, json!({"backupRef": {"name": b.name_any()}, "targetNamespace": target, "existingObjects": "Overwrite"})).await;
+    let rs = r.status.unwrap();
+    assert_eq!(rs.phase, Some(RestorePhase::Completed), "{rs:?}");
+    assert_eq!(
+        configmap(c, &target, "app-config")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["value"],
+        "one"
+    );
+
+    // A user's Backup runs now.
+    let manual: Backup = serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "manual-now", "namespace": env.ns}, "spec": {"policyRef": {"name": "daily"}, "trigger": "Manual"}})).unwrap();
+    let api = Api::<Backup>::namespaced(c.clone(), &env.ns);
+    api.create(&PostParams::default(), &manual).await.unwrap();
+    common::eventually(WAIT, "the manual Backup to complete", || {
+        let api = api.clone();
+        async move {
+            let b = api.get("manual-now").await.ok()?;
+            (b.status?.phase == Some(BackupPhase::Completed)).then_some(())
+        }
+    })
+    .await;
+    common::delete_namespace(c, &target).await;
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn flipped_byte_marks_the_backup_corrupt_and_the_restore_uses_the_s3_copy() {
+    let env = setup("bk-corrupt").await;
+    let c = &env.client;
+    let bucket = bucket("corrupt").await;
+    policy(
+        c,
+        &env.ns,
+        "p",
+        json!({"rpo": "1h", "storage": [local(&env), s3(&bucket, "s3-creds")],
+        "resources": {"excludeKinds": ["BackupPolicy"]}, "verification": {"schedule": "@daily"}}),
+    )
+    .await;
+    let b = backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
+    let data = env
+        .dir
+        .path()
+        .join(&env.ns)
+        .join("p")
+        .join(b.name_any())
+        .join("data.tar.zst.enc");
+    let mut bytes = std::fs::read(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    annotate(c, &env.ns, "p", "opsec.x1642.dev/verify-now").await;
+    let b = backup_in(c, &env.ns, "p", &[BackupPhase::Corrupt]).await;
+    let s = b.status.unwrap();
+    let state = |n: &str| {
+        s.locations
+            .iter()
+            .find(|l| l.name == n)
+            .map(|l| l.state.clone())
+    };
+    assert_eq!(state("onsite").as_deref(), Some("Corrupt"), "{s:?}");
+    assert_eq!(state("offsite").as_deref(), Some("Verified"), "{s:?}");
+    common::eventually(WAIT, "a BackupCorrupt Event", || async {
+        events(c, &env.ns, "BackupCorrupt").await.then_some(())
+    })
+    .await;
+    policy_condition(c, &env.ns, "p", "Verified", "False").await;
+
+    Api::<ConfigMap>::namespaced(c.clone(), &env.ns)
+        .delete("app-config", &DeleteParams::default())
+        .await
+        .unwrap();
+    let r = restore(
+        c,
+        &env.ns,
+        json!({"backupRef": {"name": b.metadata.name}, "kinds": ["ConfigMap"]}),
+    )
+    .await;
+    let rs = r.status.unwrap();
+    assert_eq!(rs.phase, Some(RestorePhase::Completed), "{rs:?}");
+    assert_eq!(rs.storage.as_deref(), Some("offsite"), "{rs:?}");
+    assert!(configmap(c, &env.ns, "app-config").await.is_some());
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_fails_clearly_and_restores_nothing() {
+    let env = setup("bk-key").await;
+    let c = &env.client;
+    policy(c, &env.ns, "p", json!({"rpo": "1h", "storage": [local(&env)], "resources": {"excludeKinds": ["BackupPolicy"]}})).await;
+    let b = backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
+    Api::<ConfigMap>::namespaced(c.clone(), &env.ns)
+        .delete("app-config", &DeleteParams::default())
+        .await
+        .unwrap();
+    let other: [u8; 32] = [42; 32];
+    Api::<Secret>::namespaced(c.clone(), &env.ns)
+        .patch(
+            "backup-keys",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"enc": B64.encode(other)}})),
+        )
+        .await
+        .unwrap();
+    let r = restore(c, &env.ns, json!({"backupRef": {"name": b.metadata.name}})).await;
+    let rs = r.status.unwrap();
+    assert_eq!(rs.phase, Some(RestorePhase::Failed), "{rs:?}");
+    assert_eq!(rs.restored, 0, "{rs:?}");
+    assert!(
+        rs.errors.iter().any(|e| e.contains("encrypted with key")),
+        "{rs:?}"
+    );
+    assert!(
+        configmap(c, &env.ns, "app-config").await.is_none(),
+        "nothing restored"
+    );
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn a_missing_s3_secret_marks_storage_unreachable_while_the_local_copy_is_written() {
+    let env = setup("bk-nos3").await;
+    let c = &env.client;
+    let bucket = bucket("nos3").await;
+    policy(
+        c,
+        &env.ns,
+        "p",
+        json!({"rpo": "1h", "storage": [local(&env), s3(&bucket, "no-such-secret")]}),
+    )
+    .await;
+    let b = backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
+    let s = b.status.unwrap();
+    let loc = |n: &str| s.locations.iter().find(|l| l.name == n).cloned().unwrap();
+    assert_eq!(loc("onsite").state, "Written", "{s:?}");
+    assert_eq!(loc("offsite").state, "Failed", "{s:?}");
+    let p = policy_condition(c, &env.ns, "p", "StorageReachable", "False").await;
+    let cond = p
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "StorageReachable")
+        .unwrap();
+    assert!(
+        cond.message.contains("no-such-secret") && cond.message.contains("not found"),
+        "{cond:?}"
+    );
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn a_restore_into_another_namespace_is_refused_without_accept_restores_from() {
+    let env = setup("bk-refuse").await;
+    let c = &env.client;
+    policy(
+        c,
+        &env.ns,
+        "p",
+        json!({"rpo": "1h", "storage": [local(&env)]}),
+    )
+    .await;
+    let b = backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
+    let target = common::namespace(c, "bk-refuse-t", &[]).await;
+    let r = restore(
+        c,
+        &env.ns,
+        json!({"backupRef": {"name": b.metadata.name}, "targetNamespace": target}),
+    )
+    .await;
+    let rs = r.status.unwrap();
+    assert_eq!(rs.phase, Some(RestorePhase::Failed), "{rs:?}");
+    assert!(
+        rs.errors
+            .iter()
+            .any(|e| e.contains("does not accept restores")),
+        "{rs:?}"
+    );
+    assert!(configmap(c, &target, "app-config").await.is_none());
+    common::delete_namespace(c, &target).await;
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn the_catalogue_is_rebuilt_from_the_store_after_the_backup_objects_are_gone() {
+    let env = setup("bk-cat").await;
+    let c = &env.client;
+    policy(
+        c,
+        &env.ns,
+        "p",
+        json!({"rpo": "1h", "storage": [local(&env)]}),
+    )
+    .await;
+    let b = backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
+    let id = b.name_any();
+    let pol = Api::<BackupPolicy>::namespaced(c.clone(), &env.ns);
+    pol.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
+    let api = Api::<Backup>::namespaced(c.clone(), &env.ns);
+    api.delete(&id, &DeleteParams::default()).await.unwrap();
+    let rebuilt = common::eventually(WAIT, "the Backup to come back from the catalogue", || {
+        let api = api.clone();
+        let id = id.clone();
+        async move {
+            let b = api.get_opt(&id).await.ok()??;
+            (b.metadata.uid.is_some()
+                && b.status.as_ref()?.phase == Some(BackupPhase::Completed)
+                && format!("{:?}", b.spec.trigger) == "Catalogue")
+                .then_some(b)
+        }
+    })
+    .await;
+    let s = rebuilt.status.unwrap();
+    assert_eq!(s.sha256, b.status.as_ref().unwrap().sha256, "{s:?}");
+    assert_eq!(s.objects, b.status.as_ref().unwrap().objects, "{s:?}");
+
+    // A backup is restorable by its store id alone.
+    Api::<ConfigMap>::namespaced(c.clone(), &env.ns)
+        .delete("feature-flags", &DeleteParams::default())
+        .await
+        .unwrap();
+    let r = restore(
+        c,
+        &env.ns,
+        json!({"source": {"policyRef": {"name": "p"}, "backupId": id, "storage": "onsite"}, "kinds": ["ConfigMap"]}),
+    )
+    .await;
+    let rs = r.status.unwrap();
+    assert_eq!(rs.phase, Some(RestorePhase::Completed), "{rs:?}");
+    assert_eq!(
+        configmap(c, &env.ns, "feature-flags")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["value"],
+        "two"
+    );
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn a_restore_test_records_its_duration_and_deletes_its_scratch_namespace() {
+    let env = setup("bk-rt").await;
+    let c = &env.client;
+    policy(c, &env.ns, "p", json!({"rpo": "1h", "rto": "5m", "storage": [local(&env)],
+        "verification": {"schedule": "@daily", "restoreTest": {"schedule": "@weekly", "timeout": "10m"}}})).await;
+    backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
+    annotate(c, &env.ns, "p", "opsec.x1642.dev/restore-test-now").await;
+    let p = policy_condition(c, &env.ns, "p", "RTOMet", "True").await;
+    let t = p.status.unwrap().last_restore_test.unwrap();
+    assert_eq!(t.result, "Passed", "{t:?}");
+    assert!(t.objects_compared >= 5 && t.mismatches == 0, "{t:?}");
+    assert!(!t.duration.is_empty(), "{t:?}");
+    let namespaces = Api::<Namespace>::all(c.clone());
+    let scratch = namespaces
+        .list(&ListParams::default().labels(&format!("opsec.x1642.dev/restore-test-of={}", env.ns)))
+        .await
+        .unwrap();
+    assert!(
+        scratch
+            .items
+            .iter()
+            .all(|n| n.metadata.deletion_timestamp.is_some()),
+        "scratch namespaces are deleted: {:?}",
+        scratch
+            .items
+            .iter()
+            .map(|n| n.name_any())
+            .collect::<Vec<_>>()
+    );
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn rpo_met_turns_false_when_the_newest_backup_is_older_than_the_rpo() {
+    let env = setup("bk-rpo").await;
+    let c = &env.client;
+    policy(
+        c,
+        &env.ns,
+        "p",
+        json!({"rpo": "1m", "storage": [local(&env)]}),
+    )
+    .await;
+    backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
+    let pol = Api::<BackupPolicy>::namespaced(c.clone(), &env.ns);
+    pol.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
+    policy_condition(c, &env.ns, "p", "RPOMet", "True").await;
+    policy_condition(c, &env.ns, "p", "RPOMet", "False").await;
+    common::eventually(WAIT, "an RPOBreached Event", || async {
+        events(c, &env.ns, "RPOBreached").await.then_some(())
+    })
+    .await;
+    common::delete_namespace(c, &env.ns).await;
+}
