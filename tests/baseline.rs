@@ -981,3 +981,24 @@ async fn a_namespace_that_stops_matching_loses_its_policy_report() {
     common::delete_namespace(&client, &stays).await;
     common::delete_namespace(&client, &leaves).await;
 }
+
+#[tokio::test]
+async fn the_leading_operator_is_ready_once_its_controller_caches_are_synced() {
+    let _client = setup().await;
+    let port = common::operator("baseline");
+    let body = common::eventually(WAIT, "/readyz to answer 200", || async move {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                " %{http_code}",
+                &format!("http://127.0.0.1:{port}/readyz"),
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.ends_with(" 200").then_some(text)
+    })
+    .await;
+    assert!(body.starts_with("leading"), "{body}");
+}

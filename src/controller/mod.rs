@@ -49,6 +49,7 @@ impl Synced {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(controller);
+        tracing::info!(controller, "caches synced");
     }
 
     /// The controllers whose caches are not synced yet.
@@ -59,6 +60,25 @@ impl Synced {
             .iter()
             .copied()
             .collect()
+    }
+}
+
+/// Waits until `store` holds its first complete list. kube's readiness signal wakes only the
+/// last task that waited on it, and the controller's own runner waits on it too, so this polls
+/// again every 250 ms instead of waiting once (a later poll sees the memoized readiness).
+pub async fn store_synced<K>(store: &kube::runtime::reflector::Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_millis(250),
+            store.wait_until_ready(),
+        );
+        if wait.await.is_ok() {
+            return;
+        }
     }
 }
 

@@ -295,9 +295,9 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
 
         let synced = st.ctx.synced.clone();
         tokio::spawn(async move {
-            let _ = policy_store.wait_until_ready().await;
-            let _ = backup_store.wait_until_ready().await;
-            let _ = restore_store.wait_until_ready().await;
+            crate::controller::store_synced(&policy_store).await;
+            crate::controller::store_synced(&backup_store).await;
+            crate::controller::store_synced(&restore_store).await;
             synced.done("backup");
         });
         futures::join!(policies, backups, restores);

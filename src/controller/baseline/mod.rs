@@ -110,9 +110,10 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             _ = cache.wait_until_ready() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        tracing::debug!("baseline controller: cluster caches ready");
         let synced = ctx.synced.clone();
         tokio::spawn(async move {
-            let _ = baselines.wait_until_ready().await;
+            super::store_synced(&baselines).await;
             synced.done(CONTROLLER);
         });
         let state = Arc::new(State {
