@@ -18,6 +18,9 @@ pub mod telemetry;
 
 pub use error::Error;
 
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "opsec-operator";
+
 /// Selects rustls's ring provider for the whole process. Two providers are compiled in (kube
 /// uses ring, the S3 client aws-lc-rs), and rustls refuses to guess between them, so every
 /// entry point calls this before making a client. Calling it again does nothing.

@@ -39,8 +39,7 @@ pub use select::{
     Selection, SelectorError, label_selector_matches, select_namespace, workload_matches,
 };
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "opsec-operator";
+pub use crate::FIELD_MANAGER;
 
 /// Label on every rendered object: who manages it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

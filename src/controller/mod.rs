@@ -16,8 +16,24 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "opsec-operator";
+pub use crate::FIELD_MANAGER;
+
+/// Server-side applies `status` to the status subresource of `name` under [`FIELD_MANAGER`]
+/// (forced: the operator owns its kinds' status). Fields it no longer sets are removed.
+pub async fn apply_status<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &kube::api::Patch::Apply(body))
+        .await
+        .map(|_| ())
+}
 
 /// What every controller shares.
 #[derive(Clone)]

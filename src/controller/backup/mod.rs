@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -30,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
-use super::{Context, FIELD_MANAGER};
+use super::Context;
 use crate::api::{Backup, BackupPolicy, Restore};
 
 /// Backups running at once across all policies.
@@ -168,23 +168,13 @@ where
     let name = obj.meta().name.clone().unwrap_or_default();
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(st.ctx.client.clone(), &ns);
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| Error::Status {
-        kind: "object",
-        name: format!("{ns}/{name}"),
-        source,
-    })
+    crate::controller::apply_status(&api, &name, status)
+        .await
+        .map_err(|source| Error::Status {
+            kind: "object",
+            name: format!("{ns}/{name}"),
+            source,
+        })
 }
 
 fn key<K: Resource>(obj: &K) -> String {

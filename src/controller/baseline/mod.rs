@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -35,8 +35,8 @@ use crate::api::baseline::{BaselineMode, ConflictRecord, SecurityBaselineStatus}
 use crate::api::common::{ConditionStatus, set_condition};
 use crate::api::policy_report::{POLICY_REPORT_API_VERSION, POLICY_REPORT_KIND, PolicyReport};
 use crate::baseline::{
-    APPROVE_REVISION_ANNOTATION, BASELINE_LABEL, DEFAULT_SERVICE_ACCOUNT, FIELD_MANAGER, ObjectKey,
-    ObjectState, RenderedObject, applicable_ignores, classify, revision,
+    APPROVE_REVISION_ANNOTATION, BASELINE_LABEL, DEFAULT_SERVICE_ACCOUNT, ObjectKey, ObjectState,
+    RenderedObject, applicable_ignores, classify, revision,
 };
 
 /// Finalizer that lets the controller remove what a deleted baseline stamped.
@@ -1048,21 +1048,12 @@ async fn write_status(
     ));
     let name = sb.name_any();
     let api: Api<SecurityBaseline> = Api::all(st.ctx.client.clone());
-    let body = serde_json::json!({
-        "apiVersion": SecurityBaseline::api_version(&()),
-        "kind": SecurityBaseline::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        name: name.clone(),
-        source,
-    })?;
+    super::apply_status(&api, &name, &status)
+        .await
+        .map_err(|source| Error::Status {
+            name: name.clone(),
+            source,
+        })?;
     st.written
         .lock()
         .unwrap_or_else(|p| p.into_inner())
