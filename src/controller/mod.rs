@@ -98,6 +98,57 @@ where
     }
 }
 
+/// A controller's reconcile bookkeeping: the reconcile metrics and a per-object exponential
+/// backoff (1s, 2s, 4s ... up to 5 minutes), reset by the object's next success.
+pub struct Reconciles {
+    controller: &'static str,
+    metrics: Arc<Metrics>,
+    attempts: Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Reconciles {
+    pub fn new(controller: &'static str, metrics: Arc<Metrics>) -> Self {
+        Self {
+            controller,
+            metrics,
+            attempts: Default::default(),
+        }
+    }
+
+    /// Records a finished reconcile of `key`; a success resets its backoff.
+    pub fn finished(&self, key: &str, started: std::time::Instant, ok: bool) {
+        let labels = crate::metrics::ControllerLabels {
+            controller: self.controller.into(),
+        };
+        self.metrics.reconciles.get_or_create(&labels).inc();
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if ok {
+            self.attempts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+        }
+    }
+
+    /// Records a failure of `key` in the stable `category`; returns when to retry.
+    pub fn failed(&self, key: &str, category: &str) -> std::time::Duration {
+        self.metrics
+            .reconcile_errors
+            .get_or_create(&crate::metrics::ErrorLabels {
+                controller: self.controller.into(),
+                category: category.into(),
+            })
+            .inc();
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let attempt = attempts.entry(key.to_string()).or_insert(0);
+        *attempt = (*attempt + 1).min(9);
+        std::time::Duration::from_secs(1 << (*attempt - 1)).min(std::time::Duration::from_secs(300))
+    }
+}
+
 /// The running controllers.
 pub struct Controllers {
     tasks: Vec<(&'static str, JoinHandle<()>)>,

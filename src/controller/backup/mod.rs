@@ -14,9 +14,8 @@ pub mod resolve;
 pub mod restore;
 pub mod schedule;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -85,42 +84,20 @@ pub struct State {
     pub ctx: Context,
     pub recorder: Recorder,
     pub backups: Semaphore,
-    backoff: std::sync::Mutex<HashMap<String, u32>>,
+    reconciles: crate::controller::Reconciles,
 }
 
 impl State {
     fn record(&self, kind: &str, key: &str, started: Instant, ok: bool) {
-        let labels = crate::metrics::ControllerLabels {
-            controller: CONTROLLER.into(),
-        };
-        self.ctx.metrics.reconciles.get_or_create(&labels).inc();
-        self.ctx
-            .metrics
-            .reconcile_duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
-        if ok {
-            self.backoff
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&format!("{kind}/{key}"));
-        }
+        self.reconciles
+            .finished(&format!("{kind}/{key}"), started, ok);
     }
 
-    /// Per-object exponential backoff: 1s, 2s, 4s ... up to 5 minutes.
+    /// Per-object exponential backoff (see [`crate::controller::Reconciles`]).
     fn backoff(&self, kind: &str, key: &str, err: &Error) -> Action {
-        self.ctx
-            .metrics
-            .reconcile_errors
-            .get_or_create(&crate::metrics::ErrorLabels {
-                controller: CONTROLLER.into(),
-                category: err.category().into(),
-            })
-            .inc();
-        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        let attempt = backoff.entry(format!("{kind}/{key}")).or_insert(0);
-        *attempt = (*attempt + 1).min(9);
-        let delay = Duration::from_secs(1 << (*attempt - 1)).min(Duration::from_secs(300));
+        let delay = self
+            .reconciles
+            .failed(&format!("{kind}/{key}"), err.category());
         warn!(kind, object = key, error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)
     }
@@ -192,9 +169,9 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
         let client = ctx.client.clone();
         let st = Arc::new(State {
             recorder: Recorder::new(client.clone(), ctx.reporter.clone()),
+            reconciles: crate::controller::Reconciles::new(CONTROLLER, ctx.metrics.clone()),
             ctx,
             backups: Semaphore::new(MAX_CONCURRENT_BACKUPS),
-            backoff: Default::default(),
         });
         let stopper = |mut stop: watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|s| *s).await;

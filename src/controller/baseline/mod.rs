@@ -85,7 +85,7 @@ struct State {
     ctx: Context,
     cache: Arc<ClusterCache>,
     recorder: Recorder,
-    backoff: std::sync::Mutex<HashMap<String, u32>>,
+    reconciles: super::Reconciles,
     /// The last status this process wrote per baseline (by name, with the baseline's uid). The
     /// controller's cache can lag behind our own status write; a check that started from the
     /// stale copy would take an applied revision for a new one, report a recreated object as a
@@ -118,9 +118,9 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
         });
         let state = Arc::new(State {
             recorder: Recorder::new(client, ctx.reporter.clone()),
+            reconciles: super::Reconciles::new(CONTROLLER, ctx.metrics.clone()),
             ctx,
             cache,
-            backoff: Default::default(),
             written: Default::default(),
             reports_missing: Default::default(),
         });
@@ -169,21 +169,7 @@ async fn reconcile(sb: Arc<SecurityBaseline>, st: Arc<State>) -> Result<Action, 
             result = Ok(Action::await_change());
         }
     }
-    let labels = crate::metrics::ControllerLabels {
-        controller: CONTROLLER.into(),
-    };
-    st.ctx.metrics.reconciles.get_or_create(&labels).inc();
-    st.ctx
-        .metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        st.backoff
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&name);
-    }
+    st.reconciles.finished(&name, started, result.is_ok());
     result
 }
 
@@ -197,18 +183,7 @@ fn error_policy(sb: Arc<SecurityBaseline>, err: &Error, st: Arc<State>) -> Actio
         },
         _ => err.category(),
     };
-    st.ctx
-        .metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER.into(),
-            category: category.into(),
-        })
-        .inc();
-    let mut backoff = st.backoff.lock().unwrap_or_else(|p| p.into_inner());
-    let attempt = backoff.entry(sb.name_any()).or_insert(0);
-    *attempt = (*attempt + 1).min(9);
-    let delay = Duration::from_secs(1 << (*attempt - 1)).min(Duration::from_secs(300));
+    let delay = st.reconciles.failed(&sb.name_any(), category);
     warn!(baseline = %sb.name_any(), error = %err, category, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
