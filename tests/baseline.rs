@@ -701,6 +701,103 @@ async fn a_kind_the_cluster_does_not_serve_is_reported_and_the_rest_still_applie
     common::delete_namespace(&client, &ns).await;
 }
 
+/// Between periodic checks a change re-checks only its own namespace; the status must still
+/// account for every namespace: what was found elsewhere stays reported until it is fixed.
+#[tokio::test]
+async fn findings_in_other_namespaces_stay_reported_while_one_namespace_changes() {
+    let client = setup().await;
+    let class = common::unique("scoped");
+    let mut namespaces = Vec::new();
+    for tenant in ["t-one", "t-two", "t-three"] {
+        namespaces.push(tenant_ns(&client, &class, tenant).await);
+    }
+    let name = common::unique("sbl");
+    let template = "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: tenant-info}, data: {tenant: \"${tenant}\"}}\n";
+    // No periodic check during the test: only changes trigger checks.
+    create_baseline(
+        &client,
+        &name,
+        &spec(&class, &format!("checkInterval: 1h\n{template}")),
+    )
+    .await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 3).await;
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"mode": "Audit"}})),
+        )
+        .await
+        .unwrap();
+    status_until(&client, &name, "audit observed", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "Audited")
+    })
+    .await;
+    let edit = |ns: String, tenant: &'static str| {
+        let client = client.clone();
+        async move {
+            Api::<ConfigMap>::namespaced(client, &ns)
+                .patch(
+                    "tenant-info",
+                    &PatchParams {
+                        field_manager: Some("kubectl-edit".into()),
+                        ..Default::default()
+                    },
+                    &Patch::Merge(serde_json::json!({"data": {"tenant": tenant}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let reported = |s: &SecurityBaselineStatus| -> Vec<String> {
+        let mut v: Vec<String> = s
+            .non_compliant
+            .iter()
+            .map(|n| n.namespace.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let (one, two) = (namespaces[0].clone(), namespaces[1].clone());
+    edit(one.clone(), "mallory").await;
+    status_until(&client, &name, "drift in the first namespace", |s| {
+        reported(s) == vec![one.clone()]
+    })
+    .await;
+    edit(two.clone(), "mallory").await;
+    let s = status_until(&client, &name, "drift in two namespaces", |s| {
+        s.namespaces.compliant == 1
+    })
+    .await;
+    assert_eq!(reported(&s), vec![one.clone(), two.clone()]);
+    assert_eq!(s.namespaces.selected, 3);
+    // The first namespace is put right by hand: only the second stays reported.
+    edit(one.clone(), "t-one").await;
+    let s = status_until(&client, &name, "first namespace fixed", |s| {
+        s.namespaces.compliant == 2
+    })
+    .await;
+    assert_eq!(reported(&s), vec![two.clone()]);
+    // A new namespace joins (Audit: its template is missing); the second stays reported.
+    let four = tenant_ns(&client, &class, "t-four").await;
+    let s = status_until(&client, &name, "a fourth namespace selected", |s| {
+        s.namespaces.selected == 4
+    })
+    .await;
+    assert_eq!(s.namespaces.compliant, 2, "{s:?}");
+    let mut want = vec![four.clone(), two.clone()];
+    want.sort();
+    assert_eq!(reported(&s), want);
+
+    delete_baseline(&client, &name).await;
+    for ns in namespaces.iter().chain([&four]) {
+        common::delete_namespace(&client, ns).await;
+    }
+}
+
 #[tokio::test]
 async fn an_idle_periodic_check_makes_no_writes() {
     let client = setup().await;

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+use kube::api::DynamicObject;
 use serde_json::Value;
 
 use super::FIELD_MANAGER;
@@ -438,9 +439,70 @@ pub fn classify(desired: &Value, live: Option<&Value>, ignores: &[String]) -> Ob
         .pointer("/metadata/managedFields")
         .and_then(|m| serde_json::from_value(m.clone()).ok())
         .unwrap_or_default();
+    drifted(diffs, &entries)
+}
+
+/// [`classify`] against a live object as a cache holds it, compared in place: only its
+/// metadata (without managedFields) is turned into JSON, and managedFields are read only when a
+/// field differs. A check compares thousands of cached objects.
+pub fn classify_cached(
+    desired: &Value,
+    live: Option<&DynamicObject>,
+    ignores: &[String],
+) -> ObjectState {
+    let Some(live) = live else {
+        return ObjectState::Missing;
+    };
+    let Some(fields) = desired.as_object() else {
+        return classify(desired, serde_json::to_value(live).ok().as_ref(), ignores);
+    };
+    let mut diffs = Vec::new();
+    for (k, dv) in fields {
+        let owned: Option<Value>;
+        let lv = match k.as_str() {
+            "apiVersion" | "kind" => {
+                owned = live.types.as_ref().map(|t| {
+                    Value::String(if k == "kind" {
+                        t.kind.clone()
+                    } else {
+                        t.api_version.clone()
+                    })
+                });
+                owned.as_ref()
+            }
+            "metadata" => {
+                let meta = ObjectMeta {
+                    managed_fields: None,
+                    ..live.metadata.clone()
+                };
+                owned = serde_json::to_value(meta).ok();
+                owned.as_ref()
+            }
+            _ => live.data.get(k),
+        };
+        walk(
+            dv,
+            lv,
+            &format!("/{}", escape(k)),
+            ignores,
+            !is_verbatim_root(k),
+            &mut diffs,
+        );
+    }
+    if diffs.is_empty() {
+        return ObjectState::Compliant;
+    }
+    drifted(
+        diffs,
+        live.metadata.managed_fields.as_deref().unwrap_or_default(),
+    )
+}
+
+/// Differences, with the other field managers that own any of them.
+fn drifted(diffs: Vec<FieldDiff>, entries: &[ManagedFieldsEntry]) -> ObjectState {
     let managers: BTreeSet<String> = diffs
         .iter()
-        .flat_map(|d| field_managers(&entries, &d.pointer))
+        .flat_map(|d| field_managers(entries, &d.pointer))
         .collect();
     ObjectState::Drifted {
         diffs,
@@ -742,6 +804,46 @@ spec:
 
     fn entries(live: &Value) -> Vec<ManagedFieldsEntry> {
         serde_json::from_value(live["metadata"]["managedFields"].clone()).expect("fixture")
+    }
+
+    #[test]
+    fn a_cached_object_classifies_as_its_json() {
+        let desired = yaml(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: opsec-isolation
+  namespace: acme
+  labels: {app.kubernetes.io/managed-by: opsec-operator, opsec.x1642.dev/baseline: base}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+  ingress: [{from: [{podSelector: {}}]}]
+"#,
+        );
+        let edited = edited_network_policy();
+        let mut fixed = edited.clone();
+        fixed["spec"]["ingress"] = desired["spec"]["ingress"].clone();
+        let mut renamed = fixed.clone();
+        renamed["kind"] = json!("Other");
+        let mut relabelled = fixed.clone();
+        relabelled["metadata"]["labels"]["opsec.x1642.dev/baseline"] = json!("else");
+        for live in [&edited, &fixed, &renamed, &relabelled] {
+            let cached: DynamicObject = serde_json::from_value(live.clone()).expect("fixture");
+            for ignores in [vec![], vec!["/spec/ingress".to_string()]] {
+                assert_eq!(
+                    classify_cached(&desired, Some(&cached), &ignores),
+                    classify(&desired, Some(live), &ignores),
+                    "{live}"
+                );
+            }
+        }
+        assert!(matches!(
+            classify_cached(&desired, Some(&serde_json::from_value(edited).unwrap()), &[]),
+            ObjectState::Drifted { managers, .. } if managers == ["kubectl-edit"]
+        ));
+        assert_eq!(classify_cached(&desired, None, &[]), ObjectState::Missing);
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub mod select;
 
 pub use conflict::{Claim, Conflict, ConflictError, ObjectKey, Overridden, Resolution, resolve};
 pub use drift::{
-    DriftError, FieldDiff, ObjectState, ParsedQuantity, applicable_ignores, classify, diff,
-    field_managers, quantities_equal,
+    DriftError, FieldDiff, ObjectState, ParsedQuantity, applicable_ignores, classify,
+    classify_cached, diff, field_managers, quantities_equal,
 };
 pub use render::{
     RenderError, Rendered, RenderedObject, ensure_unique, render_namespace, render_workload,

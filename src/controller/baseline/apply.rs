@@ -3,8 +3,8 @@
 //! stamped. Each write is idempotent.
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::{Client, Resource};
 
 use crate::baseline::FIELD_MANAGER;
 
@@ -61,29 +61,59 @@ pub async fn apply_object(
     object: &serde_json::Value,
     dry_run: bool,
 ) -> Result<(), ApplyError> {
-    let ns = object
-        .pointer("/metadata/namespace")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+    let text = serde_json::to_string(object).unwrap_or_default();
+    apply_text(client, resource, &text, dry_run).await
+}
+
+/// [`apply_object`] of an object already in JSON text (how a check keeps what it rendered).
+pub async fn apply_text(
+    client: &Client,
+    resource: &ApiResource,
+    text: &str,
+    dry_run: bool,
+) -> Result<(), ApplyError> {
+    #[derive(serde::Deserialize, Default)]
+    struct Meta {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        namespace: String,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Head {
+        #[serde(default)]
+        metadata: Meta,
+    }
+    let head: Head = serde_json::from_str(text).unwrap_or_default();
+    let (ns, name) = (
+        head.metadata.namespace.as_str(),
+        head.metadata.name.as_str(),
+    );
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     params.dry_run = dry_run;
-    api.patch(name, &params, &Patch::Apply(object))
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            ApplyError::new(
-                if dry_run { "dry-run" } else { "apply" },
-                &resource.kind,
-                name,
-                ns,
-                e,
-            )
+    // The response (the whole object) is not read: the watch brings it to the cache anyway, and
+    // a check writes thousands of objects.
+    let url = DynamicObject::url_path(resource, Some(ns));
+    let request = kube::core::Request::new(url)
+        .patch(name, &params, &Patch::Apply(()))
+        .map(|mut r| {
+            *r.body_mut() = text.as_bytes().to_vec();
+            r
         })
+        .map_err(kube::Error::BuildRequest);
+    let sent = match request {
+        Ok(r) => client.request_text(r).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    sent.map_err(|e| {
+        ApplyError::new(
+            if dry_run { "dry-run" } else { "apply" },
+            &resource.kind,
+            name,
+            ns,
+            e,
+        )
+    })
 }
 
 /// Server-side applies the Pod Security labels (a bare Namespace body) of one namespace.

@@ -4,13 +4,15 @@
 //! concerned. Reconciles read these caches, never list the API server, so a check of a thousand
 //! namespaces costs no API calls.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc::UnboundedSender;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -20,6 +22,7 @@ use tokio::task::JoinSet;
 use tracing::warn;
 
 use super::plan::{NamespaceInfo, WorkloadInfo};
+use super::scope::Dirty;
 use crate::api::SecurityBaseline;
 use crate::baseline::{BASELINE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -37,23 +40,147 @@ pub enum CacheError {
     ClusterScoped { kind: String },
 }
 
-/// Requests a reconcile of a baseline by name.
+/// Requests a reconcile of a baseline, saying which namespaces changed: the reconcile then
+/// checks only those (see [`super::scope`]), unless it is due for a full check anyway.
 #[derive(Clone)]
-pub struct Trigger(UnboundedSender<ObjectRef<SecurityBaseline>>);
+pub struct Trigger {
+    tx: UnboundedSender<ObjectRef<SecurityBaseline>>,
+    dirty: Arc<Mutex<HashMap<String, Dirty>>>,
+}
 
 impl Trigger {
     pub fn new(tx: UnboundedSender<ObjectRef<SecurityBaseline>>) -> Self {
-        Self(tx)
+        Self {
+            tx,
+            dirty: Default::default(),
+        }
     }
+
+    /// A change that may concern every namespace of the baseline.
     pub fn baseline(&self, name: &str) {
-        let _ = self.0.unbounded_send(ObjectRef::new(name));
+        self.mark(name, |d| *d = Dirty::All);
+    }
+
+    /// A change in one namespace (of a namespace, a workload or a stamped object).
+    pub fn namespace(&self, name: &str, namespace: &str) {
+        self.mark(name, |d| d.add(namespace));
+    }
+
+    /// What changed for `name` since the last call (nothing: an empty set).
+    pub fn take(&self, name: &str) -> Dirty {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .unwrap_or_default()
+    }
+
+    fn mark(&self, name: &str, f: impl FnOnce(&mut Dirty)) {
+        f(self
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default());
+        let _ = self.tx.unbounded_send(ObjectRef::new(name));
     }
 }
 
 /// A stamped kind: its API resource and a cache of the objects carrying the managed-by label.
 pub struct StampedKind {
     pub resource: ApiResource,
-    pub store: Store<DynamicObject>,
+    pub store: Store<CachedObject>,
+}
+
+impl StampedKind {
+    /// The cached object `name` in `namespace`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<CachedObject>> {
+        self.store.get(
+            &ObjectRef::<CachedObject>::new_with(name, self.resource.clone()).within(namespace),
+        )
+    }
+}
+
+/// A stamped object as the cache keeps it: its metadata (slimmed, see [`slim_stamped`]) and
+/// the rest of its fields as compact JSON text, parsed only when a check compares it. As a JSON
+/// value tree an object takes about ten times its text, and thousands are cached.
+#[derive(Clone, Debug)]
+pub struct CachedObject {
+    pub types: Option<kube::api::TypeMeta>,
+    pub metadata: ObjectMeta,
+    /// Every top-level field but `apiVersion`, `kind` and `metadata`.
+    body: Box<str>,
+}
+
+impl CachedObject {
+    /// The whole object again, for comparison.
+    pub fn to_dynamic(&self) -> DynamicObject {
+        DynamicObject {
+            types: self.types.clone(),
+            metadata: self.metadata.clone(),
+            data: serde_json::from_str(&self.body).unwrap_or_default(),
+        }
+    }
+
+    /// The object as `K` (None when it does not parse as one).
+    pub fn parse<K: serde::de::DeserializeOwned>(&self) -> Option<K> {
+        serde_json::to_value(self.to_dynamic())
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+    }
+}
+
+impl From<DynamicObject> for CachedObject {
+    fn from(mut o: DynamicObject) -> Self {
+        slim_stamped(&mut o);
+        let body = serde_json::to_string(&o.data)
+            .unwrap_or_else(|_| "{}".into())
+            .into_boxed_str();
+        Self {
+            types: o.types,
+            metadata: o.metadata,
+            body,
+        }
+    }
+}
+
+impl Resource for CachedObject {
+    type DynamicType = ApiResource;
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A watch event of stamped objects, in the cache's form.
+fn compact(event: watcher::Event<DynamicObject>) -> watcher::Event<CachedObject> {
+    use watcher::Event as E;
+    match event {
+        E::Apply(o) => E::Apply(o.into()),
+        E::Delete(o) => E::Delete(o.into()),
+        E::Init => E::Init,
+        E::InitApply(o) => E::InitApply(o.into()),
+        E::InitDone => E::InitDone,
+    }
 }
 
 /// The caches.
@@ -83,24 +210,26 @@ impl ClusterCache {
             &mut tasks,
             Api::all(client.clone()),
             watcher::Config::default(),
+            slim_namespace,
             {
                 let (baselines, trigger) = (baselines.clone(), trigger.clone());
-                move |_ns: &Namespace| {
+                move |ns: &Namespace| {
                     for b in baselines.state() {
-                        trigger.baseline(&b.name_any());
+                        trigger.namespace(&b.name_any(), &ns.name_any());
                     }
                 }
             },
         );
         let on_workload = {
             let (baselines, trigger) = (baselines.clone(), trigger.clone());
-            move || {
+            move |namespace: Option<String>| {
+                let Some(namespace) = namespace else { return };
                 for b in baselines
                     .state()
                     .iter()
                     .filter(|b| !b.spec.workload_templates.is_empty())
                 {
-                    trigger.baseline(&b.name_any());
+                    trigger.namespace(&b.name_any(), &namespace);
                 }
             }
         };
@@ -109,21 +238,24 @@ impl ClusterCache {
             &mut tasks,
             Api::all(client.clone()),
             watcher::Config::default(),
-            move |_: &Deployment| w(),
+            slim_deployment,
+            move |o: &Deployment| w(o.namespace()),
         );
         let w = on_workload.clone();
         let statefulsets = spawn_reflector::<StatefulSet>(
             &mut tasks,
             Api::all(client.clone()),
             watcher::Config::default(),
-            move |_: &StatefulSet| w(),
+            slim_statefulset,
+            move |o: &StatefulSet| w(o.namespace()),
         );
         let w = on_workload;
         let daemonsets = spawn_reflector::<DaemonSet>(
             &mut tasks,
             Api::all(client.clone()),
             watcher::Config::default(),
-            move |_: &DaemonSet| w(),
+            slim_daemonset,
+            move |o: &DaemonSet| w(o.namespace()),
         );
         Arc::new(Self {
             client,
@@ -250,9 +382,10 @@ impl ClusterCache {
         let cfg =
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let trigger = self.trigger.clone();
-        let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+        let writer = reflector::store::Writer::<CachedObject>::new(resource.clone());
         let store = writer.as_reader();
-        let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
+        let stream =
+            reflector::reflector(writer, watcher(api, cfg).default_backoff().map_ok(compact));
         self.tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -265,8 +398,11 @@ impl ClusterCache {
                             | watcher::Event::Delete(o)
                             | watcher::Event::InitApply(o),
                         ) => {
-                            if let Some(b) = o.labels().get(BASELINE_LABEL) {
-                                trigger.baseline(b);
+                            if let (Some(b), Some(ns)) = (
+                                o.labels().get(BASELINE_LABEL),
+                                o.metadata.namespace.as_deref(),
+                            ) {
+                                trigger.namespace(b, ns);
                             }
                         }
                         Ok(_) => {}
@@ -283,6 +419,11 @@ impl ClusterCache {
     /// Every stamped kind watched so far.
     pub async fn stamped_kinds(&self) -> Vec<Arc<StampedKind>> {
         self.stamped.read().await.values().cloned().collect()
+    }
+
+    /// The trigger the caches' changes go through.
+    pub fn trigger(&self) -> &Trigger {
+        &self.trigger
     }
 
     /// Every baseline, from the controller's own cache.
@@ -305,6 +446,7 @@ fn spawn_reflector<K>(
     tasks: &mut JoinSet<()>,
     api: Api<K>,
     cfg: watcher::Config,
+    slim: fn(&mut K),
     on_change: impl Fn(&K) + Send + 'static,
 ) -> Store<K>
 where
@@ -317,7 +459,7 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
+    let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff().modify(slim));
     tasks.spawn(async move {
         let mut events =
             std::pin::pin!(stream.map_err(|e| warn!(error = %e, "watch failed; retrying")));
@@ -331,4 +473,160 @@ where
         }
     });
     store
+}
+
+/// Annotation `kubectl apply` keeps a whole copy of the object in; never compared.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the caches keep of a stamped object: everything but its status, the last-applied copy,
+/// and the managedFields entries that can never name another writer of a field the baseline
+/// sets (the operator's own, and those of subresources). Thousands of stamped objects are
+/// cached, and managedFields are most of their size.
+fn slim_stamped(o: &mut DynamicObject) {
+    if let Some(entries) = o.metadata.managed_fields.as_mut() {
+        entries.retain(|e| {
+            e.manager.as_deref() != Some(crate::FIELD_MANAGER)
+                && e.subresource.as_deref().is_none_or(str::is_empty)
+        });
+    }
+    if let Some(a) = o.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+    if let Some(data) = o.data.as_object_mut() {
+        data.remove("status");
+    }
+}
+
+/// What the plan reads of a namespace: its name, labels and deletion.
+fn slim_namespace(n: &mut Namespace) {
+    n.metadata.managed_fields = None;
+    n.metadata.annotations = None;
+}
+
+/// What the plan reads of a workload: its metadata and its pod template's labels.
+fn slim_workload_meta(meta: &mut ObjectMeta, template: Option<&mut PodTemplateSpec>) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+    if let Some(t) = template {
+        t.spec = None;
+        t.metadata = t.metadata.take().map(|m| ObjectMeta {
+            labels: m.labels,
+            ..Default::default()
+        });
+    }
+}
+
+fn slim_deployment(d: &mut Deployment) {
+    d.status = None;
+    slim_workload_meta(&mut d.metadata, d.spec.as_mut().map(|s| &mut s.template));
+}
+
+fn slim_statefulset(s: &mut StatefulSet) {
+    s.status = None;
+    if let Some(spec) = s.spec.as_mut() {
+        spec.volume_claim_templates = None;
+    }
+    slim_workload_meta(&mut s.metadata, s.spec.as_mut().map(|s| &mut s.template));
+}
+
+fn slim_daemonset(d: &mut DaemonSet) {
+    d.status = None;
+    slim_workload_meta(&mut d.metadata, d.spec.as_mut().map(|s| &mut s.template));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use serde_json::json;
+
+    fn entry(manager: &str, subresource: Option<&str>) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            subresource: subresource.map(Into::into),
+            fields_v1: Some(FieldsV1(json!({"f:spec": {}}))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_slim_stamped_object_keeps_what_drift_checks_read() {
+        let mut o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {
+                "name": "q", "namespace": "t1",
+                "labels": {"app.kubernetes.io/managed-by": "opsec-operator"},
+                "annotations": {"keep": "me", LAST_APPLIED: "{...}"},
+            },
+            "spec": {"hard": {"pods": "10"}},
+            "status": {"used": {"pods": "1"}},
+        }))
+        .unwrap();
+        o.metadata.managed_fields = Some(vec![
+            entry(crate::FIELD_MANAGER, None),
+            entry("kubectl-edit", None),
+            entry("kube-controller-manager", Some("status")),
+        ]);
+        slim_stamped(&mut o);
+        let managers: Vec<_> = o
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|e| e.manager.clone())
+            .collect();
+        assert_eq!(managers, ["kubectl-edit"]);
+        assert_eq!(o.data["spec"], json!({"hard": {"pods": "10"}}));
+        assert!(o.data.get("status").is_none());
+        let annotations = o.metadata.annotations.unwrap();
+        assert_eq!(annotations.get("keep").map(String::as_str), Some("me"));
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(o.metadata.labels.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_cached_object_gives_back_the_slim_object_and_parses_as_its_type() {
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "t1", "annotations": {LAST_APPLIED: "{}"}},
+            "data": {"tenant": "acme"},
+        }))
+        .unwrap();
+        let cached = CachedObject::from(o.clone());
+        let mut slim = o;
+        slim_stamped(&mut slim);
+        assert_eq!(
+            serde_json::to_value(cached.to_dynamic()).unwrap(),
+            serde_json::to_value(&slim).unwrap()
+        );
+        let cm: k8s_openapi::api::core::v1::ConfigMap = cached.parse().unwrap();
+        assert_eq!(cm.data.unwrap()["tenant"], "acme");
+        assert_eq!(cached.name_any(), "c");
+    }
+
+    #[test]
+    fn a_slim_workload_keeps_its_pod_labels_and_creation() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "t1", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {"a": "b"}},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}, "annotations": {"x": "y"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+                },
+            },
+            "status": {"replicas": 1},
+        }))
+        .unwrap();
+        slim_deployment(&mut d);
+        let t = &d.spec.as_ref().unwrap().template;
+        assert!(t.spec.is_none());
+        let m = t.metadata.as_ref().unwrap();
+        assert_eq!(m.labels.as_ref().unwrap()["app"], "web");
+        assert!(m.annotations.is_none());
+        assert!(d.status.is_none());
+        assert!(d.metadata.creation_timestamp.is_some());
+        assert_eq!(d.metadata.name.as_deref(), Some("web"));
+    }
 }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod plan;
 pub mod policy_report;
 pub mod report;
+pub mod scope;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -36,12 +37,14 @@ use crate::api::common::{ConditionStatus, set_condition};
 use crate::api::policy_report::{POLICY_REPORT_API_VERSION, POLICY_REPORT_KIND, PolicyReport};
 use crate::baseline::{
     APPROVE_REVISION_ANNOTATION, BASELINE_LABEL, DEFAULT_SERVICE_ACCOUNT, ObjectKey, ObjectState,
-    RenderedObject, applicable_ignores, classify, revision,
+    RenderedObject, applicable_ignores, classify_cached, revision,
 };
 
 /// Finalizer that lets the controller remove what a deleted baseline stamped.
 pub const FINALIZER: &str = "opsec.x1642.dev/baseline-cleanup";
 const CONTROLLER: &str = "baseline";
+/// Namespaces planned at once (their rendered objects are then kept as text).
+const PLAN_CHUNK: usize = 64;
 /// Writes in flight at once during a check.
 const WRITE_CONCURRENCY: usize = 32;
 /// How long the controller waits before it looks again for a PolicyReport CRD it did not find.
@@ -91,6 +94,9 @@ struct State {
     /// stale copy would take an applied revision for a new one, report a recreated object as a
     /// rollout and drop the newest history entry.
     written: std::sync::Mutex<HashMap<String, (Option<String>, SecurityBaselineStatus)>>,
+    /// What the checks of each baseline found per namespace (by name): a change in one namespace
+    /// re-checks that namespace only, and the status is rebuilt from this for the others.
+    memory: std::sync::Mutex<HashMap<String, scope::Memory>>,
     /// When the PolicyReport CRD was last found missing (reports are skipped until
     /// [`REPORT_CRD_RETRY`] later).
     reports_missing: std::sync::Mutex<Option<Instant>>,
@@ -122,6 +128,7 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             ctx,
             cache,
             written: Default::default(),
+            memory: Default::default(),
             reports_missing: Default::default(),
         });
         let mut stop = shutdown;
@@ -193,13 +200,15 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     let name = sb.name_any();
     let spec = &sb.spec;
     let now = Timestamp::now();
+    // Taken first: changes arriving from here on trigger another check.
+    let dirty = st.cache.trigger().take(&name);
     let previous = last_written(st, sb).unwrap_or_else(|| sb.status.clone().unwrap_or_default());
     let generation = sb.metadata.generation;
-    let requeue = Action::requeue(
-        spec.check_interval
-            .to_std()
-            .unwrap_or(Duration::from_secs(600)),
-    );
+    let interval = spec
+        .check_interval
+        .to_std()
+        .unwrap_or(Duration::from_secs(600));
+    let requeue = Action::requeue(interval);
     let rev = match revision(spec) {
         Ok(r) => r,
         Err(e) => {
@@ -272,19 +281,69 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         })
         .collect();
     let me = BaselineRef { name: &name, spec };
+    let basis = scope::Basis {
+        uid: sb.metadata.uid.clone(),
+        revision: rev.clone(),
+        generation,
+        others: scope::others_digest(
+            baselines
+                .iter()
+                .filter(|b| b.metadata.deletion_timestamp.is_none() && b.name_any() != name)
+                .map(|b| {
+                    (
+                        b.metadata.name.as_deref().unwrap_or_default(),
+                        b.metadata.generation,
+                    )
+                }),
+        ),
+    };
+    let started = Instant::now();
+    let (scope, others_changed) = {
+        let memory = st.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let m = memory.get(&name);
+        let scope = if new_revision {
+            scope::Scope::All
+        } else {
+            scope::decide(m, &basis, dirty, started, interval)
+        };
+        (scope, m.is_some_and(|m| m.basis.others != basis.others))
+    };
+    if others_changed {
+        // Another baseline changed: the claims between us may have too; let them all look again.
+        for other in refs.iter() {
+            st.cache.trigger().baseline(other.name);
+        }
+    }
     refs.push(me);
-    let mut plan = plan::plan(
-        me,
-        &refs,
-        &st.cache.namespace_infos(),
-        &st.cache.workload_infos(),
-    );
-    for obj in plan
-        .namespaces
-        .iter_mut()
-        .flat_map(|n| n.objects.iter_mut())
-    {
-        report::stamp_hash(&mut obj.object);
+    let mut namespaces = st.cache.namespace_infos();
+    namespaces.retain(|n| scope.covers(&n.name));
+    let mut workloads = st.cache.workload_infos();
+    workloads.retain(|w| scope.covers(&w.namespace));
+    // Planned a chunk of namespaces at a time, and from there on the rendered objects are kept
+    // as JSON text (`bodies[namespace][object]`, with their hash annotation): a JSON value tree
+    // takes about ten times the memory, and a first check of a thousand namespaces renders
+    // thousands of objects.
+    let mut plan = Plan::default();
+    let mut bodies: Vec<Vec<Box<str>>> = Vec::new();
+    let mut rendered_hashes: Vec<(String, String)> = Vec::new();
+    for chunk in namespaces.chunks(PLAN_CHUNK) {
+        let mut part = plan::plan(me, &refs, chunk, &workloads);
+        for n in part.namespaces.iter_mut() {
+            let texts = n.objects.iter_mut().map(|o| {
+                report::stamp_hash(&mut o.object);
+                if new_revision {
+                    rendered_hashes.push((
+                        o.display_name(),
+                        report::hash_of(&o.object).unwrap_or_default(),
+                    ));
+                }
+                let text = serde_json::to_string(&o.object).unwrap_or_default();
+                o.object = serde_json::Value::Null;
+                text.into_boxed_str()
+            });
+            bodies.push(texts.collect());
+        }
+        plan.absorb(part);
     }
 
     let mut kinds: BTreeMap<(String, String), Result<Arc<StampedKind>, String>> = BTreeMap::new();
@@ -299,7 +358,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
 
     // 8.5.2 technical validation: a new revision is dry-run in every target first.
     if new_revision && spec.rollout.validate {
-        let refused = dry_run(st, &plan, &kinds).await;
+        let refused = dry_run(st, &plan, &bodies, &kinds).await;
         if !refused.is_empty() {
             let mut status = previous.clone();
             status.pending_revision = Some(rev.clone());
@@ -357,8 +416,8 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
             message: format!("{reason}: {message}"),
         });
     }
-    for nsp in &plan.namespaces {
-        for obj in &nsp.objects {
+    for (i, nsp) in plan.namespaces.iter().enumerate() {
+        for (j, obj) in nsp.objects.iter().enumerate() {
             let kind = match &kinds[&(obj.api_version.clone(), obj.kind.clone())] {
                 Ok(k) => k,
                 Err(msg) => {
@@ -366,25 +425,21 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
                     continue;
                 }
             };
-            let live = kind
-                .store
-                .get(
-                    &ObjectRef::<DynamicObject>::new_with(&obj.name, kind.resource.clone())
-                        .within(&obj.namespace),
-                )
-                .and_then(|o| serde_json::to_value(o.as_ref()).ok());
+            let live = kind.get(&obj.namespace, &obj.name).map(|o| o.to_dynamic());
             let ignores = applicable_ignores(
                 &spec.ignore_differences,
                 &obj.api_version,
                 &obj.kind,
                 &obj.name,
             );
-            match classify(&obj.object, live.as_ref(), &ignores) {
+            let desired: serde_json::Value =
+                serde_json::from_str(&bodies[i][j]).unwrap_or_default();
+            match classify_cached(&desired, live.as_ref(), &ignores) {
                 ObjectState::Compliant => {
                     findings.push(finding(obj, FindingState::Compliant, String::new()))
                 }
                 ObjectState::Missing if enforce => writes.push(Write::Object {
-                    obj: Box::new(obj.clone()),
+                    at: (i, j),
                     resource: kind.resource.clone(),
                     was: "Missing".into(),
                     managers: vec![],
@@ -404,7 +459,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
                     let was = format!("fields {} changed{who}", fields.join(", "));
                     if enforce {
                         writes.push(Write::Object {
-                            obj: Box::new(obj.clone()),
+                            at: (i, j),
                             resource: kind.resource.clone(),
                             was,
                             managers,
@@ -432,7 +487,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
             } else if enforce {
                 writes.push(Write::Namespace {
                     namespace: nsp.namespace.clone(),
-                    body: body.clone(),
+                    at: i,
                 });
             } else {
                 findings.push(Finding {
@@ -456,15 +511,16 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     let client = &st.ctx.client;
     let results: Vec<(Write, Result<(), apply::ApplyError>)> = futures::stream::iter(writes)
         .map(|w| {
-            let client = client.clone();
+            let (plan, bodies) = (&plan, &bodies);
             async move {
                 let r = match &w {
-                    Write::Object { obj, resource, .. } => {
-                        apply::apply_object(&client, resource, &obj.object, false).await
+                    Write::Object { at, resource, .. } => {
+                        apply::apply_text(client, resource, &bodies[at.0][at.1], false).await
                     }
-                    Write::Namespace { body, .. } => {
-                        apply::apply_namespace(&client, body, false).await
-                    }
+                    Write::Namespace { at, .. } => match &plan.namespaces[*at].namespace_labels {
+                        Some(body) => apply::apply_namespace(client, body, false).await,
+                        None => Ok(()),
+                    },
                 };
                 (w, r)
             }
@@ -479,11 +535,12 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         match (w, r) {
             (
                 Write::Object {
-                    obj, was, managers, ..
+                    at, was, managers, ..
                 },
                 Ok(()),
             ) => {
-                findings.push(finding(&obj, FindingState::Compliant, String::new()));
+                let obj = &plan.namespaces[at.0].objects[at.1];
+                findings.push(finding(obj, FindingState::Compliant, String::new()));
                 if was == "Missing" {
                     created_keys.insert((obj.namespace.clone(), obj.display_name()));
                 }
@@ -496,7 +553,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
                             obj.display_name(),
                             obj.namespace
                         ),
-                        reference(&obj),
+                        reference(obj),
                     ));
                 } else {
                     let from = if managers.is_empty() {
@@ -510,12 +567,12 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
                             obj.display_name(),
                             obj.namespace
                         ),
-                        reference(&obj),
+                        reference(obj),
                     ));
                 }
             }
-            (Write::Object { obj, .. }, Err(e)) => findings.push(finding(
-                &obj,
+            (Write::Object { at, .. }, Err(e)) => findings.push(finding(
+                &plan.namespaces[at.0].objects[at.1],
                 FindingState::Failed,
                 format!("ApplyFailed: {}", e.message()),
             )),
@@ -544,7 +601,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     // Prune what this baseline stamped and no longer renders (Enforce only: Audit never writes).
     let mut pruned = Vec::new();
     if spec.prune && enforce {
-        for (kind, key) in stale(st, &name, &plan)
+        for (kind, key) in stale(st, &name, &plan, &scope)
             .await
             .into_iter()
             .filter(|(_, key)| !is_report(&key.api_version, &key.kind))
@@ -736,22 +793,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         .get_or_create(&labels)
         .inc_by(reverted.len() as u64);
 
-    let applied_change = if let Some(before) = hashes_before {
-        let after: Vec<(String, String)> = plan
-            .namespaces
-            .iter()
-            .flat_map(|n| n.objects.iter())
-            .map(|o| {
-                (
-                    o.display_name(),
-                    report::hash_of(&o.object).unwrap_or_default(),
-                )
-            })
-            .collect();
-        Some(report::summarize(&before, &after))
-    } else {
-        None
-    };
+    let applied_change = hashes_before.map(|before| report::summarize(&before, &rendered_hashes));
     if let Some(summary) = &applied_change {
         publish(
             st,
@@ -763,21 +805,36 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         )
         .await;
     }
-    write_reports(st, &name, spec.mode, &plan, &findings, now).await;
+    write_reports(st, &name, spec.mode, &plan, &findings, &scope, now).await;
     let mut selected: Vec<String> = plan
         .namespaces
         .iter()
         .map(|n| n.namespace.clone())
         .collect();
     selected.extend(plan.failed.iter().map(|f| f.0.clone()));
+    let (merged, next_check) = {
+        let mut memory = st.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let (m, merged) = scope::merge(
+            memory.remove(&name),
+            basis,
+            &scope,
+            started,
+            selected,
+            findings,
+            conflicts,
+        );
+        let next = scope::next_full(&m, Instant::now(), interval);
+        memory.insert(name.clone(), m);
+        (merged, next)
+    };
     let status = report::build(report::Inputs {
         previous: &previous,
         generation,
         mode: spec.mode,
         revision: &rev,
-        selected,
-        findings,
-        conflicts,
+        selected: merged.selected,
+        findings: merged.findings,
+        conflicts: merged.conflicts,
         applied_change,
         now,
     });
@@ -795,20 +852,23 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         m.baseline_namespaces.get_or_create(&labels).set(n as i64);
     }
     write_status(sb, st, &previous, status).await?;
-    Ok(requeue)
+    tracing::debug!(baseline = %name, full = scope.is_full(), namespaces = plan.namespaces.len(), took = ?started.elapsed(), "checked");
+    Ok(Action::requeue(next_check))
 }
 
 /// A write a check decided to make.
 enum Write {
     Object {
-        obj: Box<RenderedObject>,
+        /// Namespace and object index in the plan.
+        at: (usize, usize),
         resource: kube::api::ApiResource,
         was: String,
         managers: Vec<String>,
     },
     Namespace {
         namespace: String,
-        body: serde_json::Value,
+        /// Namespace index in the plan.
+        at: usize,
     },
 }
 
@@ -848,25 +908,23 @@ fn namespace_labels_match(st: &State, namespace: &str, body: &serde_json::Value)
 async fn dry_run(
     st: &State,
     plan: &Plan,
+    bodies: &[Vec<Box<str>>],
     kinds: &BTreeMap<(String, String), Result<Arc<StampedKind>, String>>,
 ) -> Vec<String> {
-    let jobs: Vec<(RenderedObject, kube::api::ApiResource)> = plan
-        .namespaces
-        .iter()
-        .flat_map(|n| n.objects.iter())
-        .filter_map(|o| {
-            let k = kinds
-                .get(&(o.api_version.clone(), o.kind.clone()))?
-                .as_ref()
-                .ok()?;
-            Some((o.clone(), k.resource.clone()))
-        })
-        .collect();
+    let mut jobs: Vec<(usize, usize, kube::api::ApiResource)> = Vec::new();
+    for (i, n) in plan.namespaces.iter().enumerate() {
+        for (j, o) in n.objects.iter().enumerate() {
+            if let Some(Ok(k)) = kinds.get(&(o.api_version.clone(), o.kind.clone())) {
+                jobs.push((i, j, k.resource.clone()));
+            }
+        }
+    }
     futures::stream::iter(jobs)
-        .map(|(o, resource)| {
-            let client = st.ctx.client.clone();
+        .map(|(i, j, resource)| {
+            let client = &st.ctx.client;
             async move {
-                apply::apply_object(&client, &resource, &o.object, true)
+                let o = &plan.namespaces[i].objects[j];
+                apply::apply_text(client, &resource, &bodies[i][j], true)
                     .await
                     .err()
                     .map(|e| format!("{} in {}: {}", o.display_name(), o.namespace, e.message()))
@@ -899,13 +957,20 @@ async fn stamped_hashes(st: &State, name: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Objects labelled as stamped by `name` that the plan no longer has and no other baseline owns.
-async fn stale(st: &State, name: &str, plan: &Plan) -> Vec<(Arc<StampedKind>, ObjectKey)> {
+/// Objects labelled as stamped by `name`, in the namespaces `scope` covers, that the plan no
+/// longer has and no other baseline owns.
+async fn stale(
+    st: &State,
+    name: &str,
+    plan: &Plan,
+    scope: &scope::Scope,
+) -> Vec<(Arc<StampedKind>, ObjectKey)> {
     let mut out = Vec::new();
     for kind in st.cache.stamped_kinds().await {
         for o in kind.store.state() {
             if o.labels().get(BASELINE_LABEL).map(String::as_str) != Some(name)
                 || o.metadata.deletion_timestamp.is_some()
+                || !scope.covers(o.metadata.namespace.as_deref().unwrap_or_default())
             {
                 continue;
             }
@@ -980,12 +1045,16 @@ async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&name);
+    st.memory
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&name);
     // Reports are removed with the rest, even when no check watched their kind since a restart.
     let _ = report_kind(st).await;
     let empty = Plan::default();
     let mut failures = Vec::new();
     let mut count = 0;
-    for (kind, key) in stale(st, &name, &empty).await {
+    for (kind, key) in stale(st, &name, &empty, &scope::Scope::All).await {
         let r = if key.kind == "ServiceAccount" && key.name == DEFAULT_SERVICE_ACCOUNT {
             let bare = serde_json::json!({"apiVersion": key.api_version, "kind": key.kind, "metadata": {"name": key.name, "namespace": key.namespace}});
             apply::apply_object(&st.ctx.client, &kind.resource, &bare, false).await
@@ -1130,21 +1199,15 @@ async fn write_reports(
     mode: BaselineMode,
     plan: &Plan,
     findings: &[Finding],
+    scope: &scope::Scope,
     now: Timestamp,
 ) {
     let Some(kind) = report_kind(st).await else {
         return;
     };
     let report_name = policy_report::report_name(name);
-    let live_of = |namespace: &str| -> Option<PolicyReport> {
-        let o = kind.store.get(
-            &ObjectRef::<DynamicObject>::new_with(&report_name, kind.resource.clone())
-                .within(namespace),
-        )?;
-        serde_json::to_value(o.as_ref())
-            .ok()
-            .and_then(|v| serde_json::from_value(v).ok())
-    };
+    let live_of =
+        |namespace: &str| -> Option<PolicyReport> { kind.get(namespace, &report_name)?.parse() };
     let contested_with = |key: &crate::baseline::ObjectKey| {
         plan.contested.iter().find(|c| &c.key == key).map(|c| {
             if c.tie {
@@ -1172,7 +1235,8 @@ async fn write_reports(
             now,
         });
         if policy_report::needs_write(&desired, live.as_ref()) {
-            writes.push(policy_report::body(&desired));
+            // As text: a thousand reports as JSON value trees would take tens of MiB.
+            writes.push(serde_json::to_string(&desired).unwrap_or_default());
         }
     };
     for nsp in &plan.namespaces {
@@ -1221,7 +1285,7 @@ async fn write_reports(
         .map(|body| {
             let (client, resource) = (client.clone(), kind.resource.clone());
             async move {
-                apply::apply_object(&client, &resource, &body, false)
+                apply::apply_text(&client, &resource, &body, false)
                     .await
                     .err()
                     .map(|e| e.to_string())
@@ -1240,6 +1304,7 @@ async fn write_reports(
         let namespace = o.namespace().unwrap_or_default();
         if o.labels().get(BASELINE_LABEL).map(String::as_str) != Some(name)
             || o.metadata.deletion_timestamp.is_some()
+            || !scope.covers(&namespace)
             || (o.name_any() == report_name && wanted.contains(&namespace))
         {
             continue;

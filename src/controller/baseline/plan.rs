@@ -90,6 +90,16 @@ impl Plan {
             .collect()
     }
 
+    /// Adds the plan of other namespaces (plans are per namespace, so a plan of all namespaces
+    /// is the plans of its parts put together).
+    pub fn absorb(&mut self, other: Plan) {
+        self.namespaces.extend(other.namespaces);
+        self.failed.extend(other.failed);
+        self.contested.extend(other.contested);
+        self.claimed.extend(other.claimed);
+        self.others_own.extend(other.others_own);
+    }
+
     /// Number of objects to apply.
     pub fn object_count(&self) -> usize {
         self.namespaces.iter().map(|n| n.objects.len()).sum()
@@ -306,6 +316,49 @@ controls: {resourceQuota: {hard: {pods: "10"}}}
             (p.failed[0].0.as_str(), p.failed[0].1),
             ("t2", "MissingTenant")
         );
+    }
+
+    #[test]
+    fn plans_of_parts_absorbed_equal_the_plan_of_the_whole() {
+        let low = spec(QUOTA);
+        let mut high = spec(QUOTA);
+        high.priority = 10;
+        let a = BaselineRef {
+            name: "a",
+            spec: &low,
+        };
+        let b = BaselineRef {
+            name: "b",
+            spec: &high,
+        };
+        let namespaces: Vec<NamespaceInfo> = (0..7)
+            .map(|i| {
+                let tenant = format!("t{i}");
+                if i == 3 {
+                    ns(&format!("n{i}"), &[("class", "standard")])
+                } else {
+                    ns(
+                        &format!("n{i}"),
+                        &[("class", "standard"), ("opsec.x1642.dev/tenant", &tenant)],
+                    )
+                }
+            })
+            .collect();
+        let whole = plan(a, &[a, b], &namespaces, &[]);
+        let mut parts = Plan::default();
+        for chunk in namespaces.chunks(3) {
+            parts.absorb(plan(a, &[a, b], chunk, &[]));
+        }
+        let names = |p: &Plan| -> Vec<String> {
+            p.namespaces.iter().map(|n| n.namespace.clone()).collect()
+        };
+        assert_eq!(names(&parts), names(&whole));
+        assert_eq!(parts.failed, whole.failed);
+        assert_eq!(parts.contested, whole.contested);
+        assert_eq!(parts.claimed, whole.claimed);
+        assert_eq!(parts.others_own, whole.others_own);
+        assert_eq!(whole.others_own.len(), 6, "b wins every quota");
+        assert_eq!(whole.failed.len(), 1);
     }
 
     #[test]
