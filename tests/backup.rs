@@ -17,6 +17,7 @@ use object_store::aws::{AwsAuthorizer, AwsCredential};
 use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
 use opsec_operator::api::backup::{BackupPhase, RestorePhase};
 use opsec_operator::api::{Backup, BackupPolicy, Restore};
+use opsec_operator::backup::{BackupLocation, RestoreOptions, S3Config, Store, verify};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -636,6 +637,307 @@ async fn rpo_met_turns_false_when_the_newest_backup_is_older_than_the_rpo() {
     policy_condition(c, &env.ns, "p", "RPOMet", "False").await;
     common::eventually(WAIT, "an RPOBreached Event", || async {
         events(c, &env.ns, "RPOBreached").await.then_some(())
+    })
+    .await;
+    common::delete_namespace(c, &env.ns).await;
+}
+
+/// Relays 127.0.0.1:`port` to the real S3 server: the endpoint the policy names comes up.
+async fn bring_up_s3_on(port: u16) -> tokio::task::JoinHandle<()> {
+    let upstream = env("OPSEC_S3_ENDPOINT")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("listen on the S3 endpoint's port");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    })
+}
+
+fn s3_store(bucket: &str) -> Store {
+    Store::s3(
+        "offsite",
+        &S3Config {
+            bucket: bucket.into(),
+            endpoint: Some(env("OPSEC_S3_ENDPOINT")),
+            region: "us-east-1".into(),
+            prefix: Some("backups".into()),
+            access_key_id: env("AWS_ACCESS_KEY_ID"),
+            secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+            force_path_style: true,
+        },
+    )
+    .unwrap()
+}
+
+fn location_state(b: &Backup, name: &str) -> Option<String> {
+    b.status
+        .as_ref()?
+        .locations
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.state.clone())
+}
+
+#[tokio::test]
+async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_lands_once_it_is_back()
+ {
+    let env = setup("bk-down").await;
+    let c = &env.client;
+    let bucket = bucket("down").await;
+    // A loopback port nothing listens on: the off-site endpoint is down.
+    let port = common::free_port();
+    let mut offsite = s3(&bucket, "s3-creds");
+    offsite["s3"]["endpoint"] = json!(format!("http://127.0.0.1:{port}"));
+    policy(
+        c,
+        &env.ns,
+        "p",
+        json!({"rpo": "1h", "storage": [local(&env), offsite]}),
+    )
+    .await;
+    let b = backup_in(
+        c,
+        &env.ns,
+        "p",
+        &[BackupPhase::Completed, BackupPhase::Failed],
+    )
+    .await;
+    let id = b.name_any();
+    let s = b.status.clone().unwrap();
+    assert_eq!(s.phase, Some(BackupPhase::Completed), "{s:?}");
+    assert_eq!(
+        location_state(&b, "onsite").as_deref(),
+        Some("Written"),
+        "{s:?}"
+    );
+    assert_eq!(
+        location_state(&b, "offsite").as_deref(),
+        Some("Failed"),
+        "{s:?}"
+    );
+    let onsite = Store::local("onsite", env.dir.path()).unwrap();
+    let listed = onsite.list_backups(&env.ns, "p").await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|e| e.backup_id == id && e.manifest.is_ok()),
+        "the on-site copy is complete: {listed:?}"
+    );
+
+    let p = policy_condition(c, &env.ns, "p", "StorageReachable", "False").await;
+    let cond = p
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "StorageReachable")
+        .unwrap();
+    assert_eq!(cond.reason, "StorageUnreachable", "{cond:?}");
+    assert!(
+        cond.message.contains("offsite") && cond.message.contains(&port.to_string()),
+        "{cond:?}"
+    );
+    for reason in ["StorageUnreachable", "StorageFailed", "CopyRetryFailed"] {
+        common::eventually(WAIT, &format!("a {reason} Event"), || async {
+            events(c, &env.ns, reason).await.then_some(())
+        })
+        .await;
+    }
+    let api = Api::<Backup>::namespaced(c.clone(), &env.ns);
+    assert_eq!(
+        location_state(&api.get(&id).await.unwrap(), "offsite").as_deref(),
+        Some("Failed")
+    );
+
+    // The endpoint comes back: the retry copies the stored on-site copy there.
+    let relay = bring_up_s3_on(port).await;
+    let b = common::eventually(
+        Duration::from_secs(180),
+        "the off-site copy to be written",
+        || {
+            let api = api.clone();
+            let id = id.clone();
+            async move {
+                let b = api.get(&id).await.ok()?;
+                (location_state(&b, "offsite").as_deref() == Some("Written")).then_some(b)
+            }
+        },
+    )
+    .await;
+    let s2 = b.status.unwrap();
+    assert_eq!(s2.sha256, s.sha256, "not re-exported: {s2:?}");
+    let ready = s2.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "Completed", "{ready:?}");
+    let s3 = s3_store(&bucket);
+    let in_s3 = s3.list_backups(&env.ns, "p").await.unwrap();
+    let entry = in_s3
+        .iter()
+        .find(|e| e.backup_id == id)
+        .unwrap_or_else(|| panic!("{id} in the bucket: {in_s3:?}"));
+    assert!(entry.signed && entry.manifest.is_ok(), "{entry:?}");
+    let loc = BackupLocation::new(&env.ns, "p", &id).unwrap();
+    let report = verify(&s3, &loc, &RestoreOptions::default()).await.unwrap();
+    assert_eq!(Some(report.archive_sha256), s.sha256);
+    policy_condition(c, &env.ns, "p", "StorageReachable", "True").await;
+    common::eventually(WAIT, "a CopyReplicated Event", || async {
+        events(c, &env.ns, "CopyReplicated").await.then_some(())
+    })
+    .await;
+    relay.abort();
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn verification_runs_on_its_schedule_without_being_asked() {
+    let env = setup("bk-vsched").await;
+    let c = &env.client;
+    // Every minute: the shortest a five-field cron schedule allows.
+    policy(
+        c,
+        &env.ns,
+        "p",
+        json!({"rpo": "1h", "storage": [local(&env)], "verification": {"schedule": "* * * * *"}}),
+    )
+    .await;
+    let b = backup_in(
+        c,
+        &env.ns,
+        "p",
+        &[BackupPhase::Completed, BackupPhase::Verified],
+    )
+    .await;
+    let api = Api::<Backup>::namespaced(c.clone(), &env.ns);
+    let verified = common::eventually(
+        Duration::from_secs(150),
+        "the backup to be verified on schedule",
+        || {
+            let api = api.clone();
+            let name = b.name_any();
+            async move {
+                let b = api.get(&name).await.ok()?;
+                (b.status.as_ref()?.phase == Some(BackupPhase::Verified)).then_some(b)
+            }
+        },
+    )
+    .await;
+    let s = verified.status.unwrap();
+    assert_eq!(
+        s.verification.as_ref().map(|v| v.result.as_str()),
+        Some("Verified"),
+        "{s:?}"
+    );
+    assert_eq!(
+        location_state(&api.get(&b.name_any()).await.unwrap(), "onsite").as_deref(),
+        Some("Verified")
+    );
+    let p = policy_condition(c, &env.ns, "p", "Verified", "True").await;
+    assert!(
+        !p.annotations().contains_key("opsec.x1642.dev/verify-now"),
+        "nobody asked"
+    );
+    let v = p.status.unwrap().last_verification.unwrap();
+    assert!(v.verified >= 1 && v.failed == 0, "{v:?}");
+    common::delete_namespace(c, &env.ns).await;
+}
+
+#[tokio::test]
+async fn retention_deletes_the_oldest_copies_but_never_the_last_verified_one() {
+    let env = setup("bk-ret").await;
+    let c = &env.client;
+    policy(
+        c,
+        &env.ns,
+        "p",
+        json!({"rpo": "1h", "storage": [local(&env)], "retention": {"copies": 2},
+            "verification": {"schedule": "@yearly"}}),
+    )
+    .await;
+    let first = backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
+    let first = first.name_any();
+    annotate(c, &env.ns, "p", "opsec.x1642.dev/verify-now").await;
+    backup_in(c, &env.ns, "p", &[BackupPhase::Verified]).await;
+
+    let api = Api::<Backup>::namespaced(c.clone(), &env.ns);
+    for n in ["m2", "m3", "m4"] {
+        // Distinct start times, so "oldest" is unambiguous.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let b: Backup = serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "Backup",
+            "metadata": {"name": n, "namespace": env.ns}, "spec": {"policyRef": {"name": "p"}, "trigger": "Manual"}})).unwrap();
+        api.create(&PostParams::default(), &b).await.unwrap();
+        common::eventually(WAIT, &format!("{n} to complete"), || {
+            let api = api.clone();
+            async move {
+                let b = api.get_opt(n).await.ok()??;
+                (b.status?.phase == Some(BackupPhase::Completed)).then_some(())
+            }
+        })
+        .await;
+    }
+    // Newest first: m4, m3 are the two copies kept; m2 goes; the first backup is older than
+    // all of them but the only verified one, so it stays.
+    let store = Store::local("onsite", env.dir.path()).unwrap();
+    common::eventually(WAIT, "retention to delete m2", || {
+        let api = api.clone();
+        let store = store.clone();
+        let ns = env.ns.clone();
+        async move {
+            let gone = api.get_opt("m2").await.ok()?.is_none();
+            let ids: Vec<String> = store
+                .list_backups(&ns, "p")
+                .await
+                .ok()?
+                .into_iter()
+                .map(|e| e.backup_id)
+                .collect();
+            (gone && !ids.contains(&"m2".to_string())).then_some(())
+        }
+    })
+    .await;
+    let mut names: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|b| b.name_any())
+        .collect();
+    names.sort();
+    let mut want = vec!["m3".to_string(), "m4".to_string(), first.clone()];
+    want.sort();
+    assert_eq!(names, want);
+    let mut ids: Vec<String> = store
+        .list_backups(&env.ns, "p")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.backup_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, want, "the store holds the same copies");
+    assert!(
+        store
+            .list_incomplete(&env.ns, "p")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is left half-deleted"
+    );
+    assert_eq!(
+        api.get(&first).await.unwrap().status.unwrap().phase,
+        Some(BackupPhase::Verified)
+    );
+    common::eventually(WAIT, "a RetentionDeleted Event", || async {
+        events(c, &env.ns, "RetentionDeleted").await.then_some(())
     })
     .await;
     common::delete_namespace(c, &env.ns).await;

@@ -1,6 +1,7 @@
 //! The backup engine against a real S3-compatible server (SeaweedFS, started by `hack/s3.sh`):
 //! a backup round trip through S3 next to a local store, the catalogue read back from the bucket,
-//! and a byte flipped inside the bucket detected as corruption.
+//! a byte flipped inside the bucket detected as corruption, and a stored copy copied to the
+//! bucket (the retry of a failed off-site copy).
 //!
 //! Needs `OPSEC_S3_ENDPOINT`, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, as written by
 //! `hack/s3.sh up DIR` into `DIR/env`; fails (never skips) without them:
@@ -21,10 +22,10 @@ use object_store::aws::{AwsAuthorizer, AwsCredential};
 use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use opsec_operator::backup::crypto::sha256_hex;
-use opsec_operator::backup::store::DATA_FILE;
+use opsec_operator::backup::store::{CopyOutcome, DATA_FILE};
 use opsec_operator::backup::{
     BackupLocation, BackupMeta, BackupOptions, EncryptionKey, RestoreError, RestoreOptions,
-    S3Config, Store, restore, run_backup, verify,
+    S3Config, Store, StoreError, restore, run_backup, verify,
 };
 use serde_json::{Value, json};
 
@@ -282,4 +283,75 @@ async fn a_byte_flipped_in_s3_is_corrupt() {
         .await
         .expect_err("digest mismatch");
     assert_eq!(err.category(), "Corrupt", "{err}");
+}
+
+#[tokio::test]
+async fn a_stored_copy_is_copied_to_s3_once_and_a_corrupt_source_never_commits() {
+    let s = settings();
+    let bucket = unique_bucket("copy");
+    create_bucket(&s, &bucket).await;
+    let local = tempfile::tempdir().expect("tempdir");
+    let onsite = Store::local("onsite", local.path()).expect("local store");
+    let offsite = Store::s3("offsite", &s3_config(&s, &bucket)).expect("s3 store");
+
+    // Written on-site only (the off-site store was down), over 5 MiB: several parts.
+    let summary = backup(std::slice::from_ref(&onsite), "b1", 3000).await;
+    let loc = BackupLocation::new("team-a", "nightly", "b1").expect("location");
+    let started = Instant::now();
+    let outcome = offsite.copy_backup(&onsite, &loc).await.expect("copy");
+    eprintln!(
+        "copy of a {} byte backup from local to S3 in {:?}",
+        summary.bytes,
+        started.elapsed()
+    );
+    assert_eq!(
+        outcome,
+        CopyOutcome::Copied {
+            bytes: summary.bytes
+        }
+    );
+    let listed = offsite
+        .list_backups("team-a", "nightly")
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].signed, "{:?}", listed[0]);
+    assert_eq!(
+        listed[0].manifest.as_ref().expect("manifest"),
+        &summary.manifest
+    );
+    let report = verify(&offsite, &loc, &restore_options())
+        .await
+        .expect("the copy verifies with the signature and every object");
+    assert_eq!(report.objects_checked, Some(3000));
+    // Again: nothing to do.
+    assert_eq!(
+        offsite
+            .copy_backup(&onsite, &loc)
+            .await
+            .expect("copy again"),
+        CopyOutcome::AlreadyComplete
+    );
+
+    // A source whose data no longer matches its manifest is never committed off-site.
+    backup(std::slice::from_ref(&onsite), "b2", 20).await;
+    let data = local.path().join("team-a/nightly/b2").join(DATA_FILE);
+    let mut bytes = std::fs::read(&data).expect("read data");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&data, bytes).expect("write data");
+    let b2 = BackupLocation::new("team-a", "nightly", "b2").expect("location");
+    let err = offsite
+        .copy_backup(&onsite, &b2)
+        .await
+        .expect_err("a corrupt source");
+    assert!(matches!(err, StoreError::SourceMismatch { .. }), "{err}");
+    let ids: Vec<String> = offsite
+        .list_backups("team-a", "nightly")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.backup_id)
+        .collect();
+    assert_eq!(ids, ["b1"]);
 }

@@ -10,10 +10,16 @@
 //!   deleted.
 //!
 //! Ties in creation time are broken by id, so the decision is deterministic.
+//!
+//! Incomplete copies (a data object without `manifest.json`, left by an interrupted run) are
+//! deleted once untouched for a grace period and not of a running backup
+//! ([`stale_incomplete`]); a complete copy is never among them.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
+
+use super::store::IncompleteBackup;
 
 /// What can go wrong applying retention.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,6 +150,27 @@ pub fn plan(
     Ok(out)
 }
 
+/// The incomplete copies (no `manifest.json`) that are safe to delete: untouched for at least
+/// `grace` (a writer between its data and its manifest is never older than that) and not of a
+/// backup still running (`running`, by backup id), whatever their age.
+pub fn stale_incomplete<'a>(
+    incomplete: &'a [IncompleteBackup],
+    running: &std::collections::HashSet<String>,
+    now: Timestamp,
+    grace: Duration,
+) -> Vec<&'a IncompleteBackup> {
+    let Ok(grace) = jiff::SignedDuration::try_from(grace) else {
+        return Vec::new();
+    };
+    let Ok(cutoff) = now.checked_sub(grace) else {
+        return Vec::new();
+    };
+    incomplete
+        .iter()
+        .filter(|i| !running.contains(&i.backup_id) && i.last_modified <= cutoff)
+        .collect()
+}
+
 /// When a backup created at `created` expires under `maxAge` (for `status.expiresAt`).
 pub fn expires_at(created: Timestamp, settings: &RetentionSettings) -> Option<Timestamp> {
     let age = jiff::SignedDuration::try_from(settings.max_age?).ok()?;
@@ -228,6 +255,20 @@ mod tests {
             d.iter()
                 .all(|d| d.reason == DeleteReason::ExceedsKeepFailed)
         );
+    }
+
+    #[test]
+    fn only_old_incomplete_copies_of_finished_runs_are_stale() {
+        let inc = |id: &str, hours_ago: i64| IncompleteBackup {
+            backup_id: id.into(),
+            files: vec!["data.tar.zst.enc".into()],
+            last_modified: Timestamp::from_second(1_000_000 - hours_ago * HOUR).unwrap(),
+        };
+        let all = vec![inc("old", 2), inc("fresh", 0), inc("old-running", 5)];
+        let running = std::collections::HashSet::from(["old-running".to_string()]);
+        let stale = stale_incomplete(&all, &running, now(), Duration::from_secs(3600));
+        let ids: Vec<&str> = stale.iter().map(|i| i.backup_id.as_str()).collect();
+        assert_eq!(ids, ["old"]);
     }
 
     #[test]

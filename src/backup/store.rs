@@ -8,7 +8,9 @@
 //! point has no `manifest.json`, so [`Store::list_backups`] never lists it as complete, and
 //! [`Store::list_incomplete`] finds it for cleanup. Deletion removes `manifest.json` first, for
 //! the same reason. (An S3 multipart upload interrupted by a crash leaves invisible parts behind;
-//! a bucket lifecycle rule `AbortIncompleteMultipartUpload` removes them.)
+//! a bucket lifecycle rule `AbortIncompleteMultipartUpload` removes them.) A copy from one store
+//! to another ([`Store::copy_backup`]) keeps the same order and commits only data that matches
+//! the manifest.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,6 +104,12 @@ pub enum StoreError {
     },
     #[error("{path} is not UTF-8 text")]
     NotText { path: String },
+    #[error("the copy read from {path} does not match its manifest")]
+    SourceMismatch {
+        path: String,
+        #[source]
+        source: ManifestError,
+    },
 }
 
 impl StoreError {
@@ -226,6 +234,15 @@ pub struct IncompleteBackup {
     pub last_modified: jiff::Timestamp,
 }
 
+/// What [`Store::copy_backup`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyOutcome {
+    /// The target had no complete copy: data, signature and manifest were copied.
+    Copied { bytes: u64 },
+    /// The target already held a complete copy with the same manifest: nothing was written.
+    AlreadyComplete,
+}
+
 /// A data upload in progress ([`Store::start_data`]).
 pub struct DataUpload {
     path: Path,
@@ -326,7 +343,7 @@ impl Store {
             .with_virtual_hosted_style_request(!config.force_path_style)
             // An unreachable endpoint fails a run in about a minute instead of object_store's
             // default three minutes of retries, so the on-site copy and the status are not held
-            // up (the failed location is retried on the next run).
+            // up (the policy retries the failed location's copy from a stored one, on a backoff).
             .with_client_options(
                 object_store::ClientOptions::new()
                     .with_connect_timeout(std::time::Duration::from_secs(10)),
@@ -621,6 +638,106 @@ impl Store {
         Ok(out)
     }
 
+    /// Copies the complete backup at `loc` from `source` to this store, in the writers' order:
+    /// the data (streamed, memory bounded), then `manifest.sig`, then `manifest.json` last, and
+    /// only when the data read matches the manifest's digest and size, so a partial or corrupt
+    /// read never becomes a complete copy. Idempotent: a target that already holds the same
+    /// manifest is left alone; a target with a different manifest, or an incomplete copy, is
+    /// overwritten (the data first, the commit marker last).
+    pub async fn copy_backup(
+        &self,
+        from: &Store,
+        loc: &BackupLocation,
+    ) -> Result<CopyOutcome, StoreError> {
+        let manifest_bytes = from.read_manifest_bytes(loc).await?;
+        let manifest_path = from.file_path(loc, MANIFEST_FILE).to_string();
+        let manifest = Manifest::from_bytes(&manifest_bytes)
+            .and_then(|m| {
+                m.check_location(&loc.namespace, &loc.policy, &loc.backup_id)
+                    .map(|()| m)
+            })
+            .map_err(|source| StoreError::SourceMismatch {
+                path: manifest_path,
+                source,
+            })?;
+        match self.read_manifest_bytes(loc).await {
+            Ok(existing) if existing == manifest_bytes => return Ok(CopyOutcome::AlreadyComplete),
+            Ok(_) => {
+                // A different manifest under the same id: remove the commit marker first so
+                // the target is never complete with mismatched data while it is rewritten.
+                self.delete_file(self.file_path(loc, MANIFEST_FILE)).await?;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let signature = from.read_signature(loc).await?;
+        let (_, mut data) = from.read_data(loc).await?;
+        let mut upload = self.start_data(loc).await?;
+        let mut hash = super::crypto::Sha256Counter::new();
+        while let Some(chunk) = data.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    return Err(e);
+                }
+            };
+            hash.update(&chunk);
+            upload.write(chunk);
+            if let Err(e) = upload.wait().await {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        }
+        let (sha, size) = hash.finish();
+        if let Err(source) = manifest.check_archive(&sha, size) {
+            let _ = upload.abort().await;
+            return Err(StoreError::SourceMismatch {
+                path: from.file_path(loc, DATA_FILE).to_string(),
+                source,
+            });
+        }
+        upload.finish().await?;
+        if let Some(sig) = signature {
+            self.put_signature(loc, &sig).await?;
+        }
+        self.put_manifest(loc, manifest_bytes).await?;
+        Ok(CopyOutcome::Copied { bytes: size })
+    }
+
+    async fn delete_file(&self, path: Path) -> Result<(), StoreError> {
+        match self.backend.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StoreError::Delete {
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Deletes an incomplete backup's files; a backup that has (meanwhile) a `manifest.json` is
+    /// complete and left alone. Returns how many files were deleted.
+    pub async fn delete_incomplete(&self, loc: &BackupLocation) -> Result<usize, StoreError> {
+        let dir = self.backup_dir(loc);
+        let paths: Vec<Path> = self
+            .backend
+            .list(Some(&dir))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|source| StoreError::List {
+                prefix: dir.to_string(),
+                source,
+            })?;
+        if paths.iter().any(|p| p.filename() == Some(MANIFEST_FILE)) {
+            return Ok(0);
+        }
+        for path in &paths {
+            self.delete_file(path.clone()).await?;
+        }
+        Ok(paths.len())
+    }
+
     /// Deletes every file of a backup, `manifest.json` first; returns how many were deleted.
     pub async fn delete_backup(&self, loc: &BackupLocation) -> Result<usize, StoreError> {
         let dir = self.backup_dir(loc);
@@ -695,6 +812,27 @@ mod tests {
             store.file_path(&loc("b1"), MANIFEST_FILE).as_ref(),
             "backups/x/team-a/nightly/b1/manifest.json"
         );
+    }
+
+    #[tokio::test]
+    async fn deleting_an_incomplete_copy_leaves_a_complete_one_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local("onsite", dir.path()).unwrap();
+        for id in ["done", "partial"] {
+            store
+                .put_file(&loc(id), DATA_FILE, Bytes::from_static(b"data"))
+                .await
+                .unwrap();
+        }
+        store
+            .put_manifest(&loc("done"), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(store.delete_incomplete(&loc("done")).await.unwrap(), 0);
+        assert_eq!(store.delete_incomplete(&loc("partial")).await.unwrap(), 1);
+        let left = store.scan("team-a", "nightly").await.unwrap();
+        assert_eq!(left.keys().collect::<Vec<_>>(), ["done"]);
+        assert_eq!(left["done"].len(), 2);
     }
 
     #[tokio::test]

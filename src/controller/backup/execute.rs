@@ -1,7 +1,10 @@
 //! The Backup controller: runs one backup (a Backup created by the policy's schedule or by a
 //! user with `spec.policyRef`): lists every selected kind of the namespace page by page, streams
 //! the objects into the engine's writer, which writes every storage location, and records the
-//! outcome per location. A Backup rebuilt from the catalogue is never run: its copies exist.
+//! outcome per location. A Backup rebuilt from the catalogue is never run: its copies exist. A
+//! Backup found `Running` that this process is not running was interrupted (the operator
+//! stopped mid-run): it is never run again, but marked `Failed` with reason `Interrupted` (or
+//! `Completed` from its stored copy when the run had committed one).
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -33,6 +36,9 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
         || b.metadata.deletion_timestamp.is_some()
     {
         return Ok(Action::await_change());
+    }
+    if status.phase == Some(BackupPhase::Running) {
+        return interrupted(b, st).await;
     }
     let ns = b.namespace().unwrap_or_default();
     let name = b.name_any();
@@ -72,6 +78,8 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
         write_status(st, b, previous.as_ref(), &s).await?;
     }
     let _permit = st.backups.acquire().await;
+    let uid = b.uid().unwrap_or_default();
+    let _running = st.start_running(&uid);
     let started = Timestamp::now();
     let mut running = status.clone();
     running.phase = Some(BackupPhase::Running);
@@ -139,6 +147,156 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
         }
     }
     Ok(Action::await_change())
+}
+
+/// A Backup found `Running` that this process is not running: the process that ran it stopped
+/// (a restart, a lost leadership) and the run is gone with it. It is not run again as if
+/// nothing happened. When a store holds its complete copy (the run committed but could not
+/// record it), it is Completed from that copy, and a location without one is a failed copy
+/// the policy retries; otherwise it is Failed with reason `Interrupted`, and the policy
+/// deletes its partial copies after a grace period.
+async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
+    if st.is_running(&b.uid().unwrap_or_default()) {
+        return Ok(Action::await_change());
+    }
+    let ns = b.namespace().unwrap_or_default();
+    let name = b.name_any();
+    // The cache can lag behind this process's own last write: judge by the object itself.
+    let api: Api<Backup> = Api::namespaced(st.ctx.client.clone(), &ns);
+    let fresh = api.get_opt(&name).await.map_err(|source| Error::Read {
+        what: format!("Backup {ns}/{name}"),
+        source,
+    })?;
+    let Some(fresh) = fresh else {
+        return Ok(Action::await_change());
+    };
+    let previous = fresh.status.clone().unwrap_or_default();
+    if previous.phase != Some(BackupPhase::Running)
+        || st.is_running(&fresh.uid().unwrap_or_default())
+    {
+        return Ok(Action::await_change());
+    }
+    let started = previous
+        .start_time
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(|| "an unknown time".into());
+    let id = previous.backup_id.clone().unwrap_or_else(|| name.clone());
+    let policies: Api<BackupPolicy> = Api::namespaced(st.ctx.client.clone(), &ns);
+    let policy = policies
+        .get_opt(&fresh.spec.policy_ref.name)
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("BackupPolicy {ns}/{}", fresh.spec.policy_ref.name),
+            source,
+        })?;
+    let recovered = match &policy {
+        Some(p) => recover_from_stores(st, p, &id, previous.clone()).await,
+        None => None,
+    };
+    let (status, type_, reason, note) = match recovered {
+        Some(s) => {
+            let note = format!(
+                "the operator stopped while this backup was running (started at {started}); \
+                 its complete copy was found in {}",
+                s.locations
+                    .iter()
+                    .filter(|l| l.state == "Written")
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            (s, EventType::Normal, "BackupRecovered", note)
+        }
+        None => {
+            let msg = format!(
+                "interrupted: the operator stopped while this backup was running (started at \
+                 {started}); it is not resumed, its partial copies are deleted, and the next \
+                 backup runs on the policy's schedule"
+            );
+            let mut s = previous.clone();
+            fail(
+                &mut s,
+                "Interrupted",
+                msg.clone(),
+                fresh.metadata.generation,
+            );
+            (s, EventType::Warning, "BackupInterrupted", msg)
+        }
+    };
+    write_status(st, &fresh, Some(&previous), &status).await?;
+    st.publish(&fresh, type_, reason, "Backup", note, None)
+        .await;
+    Ok(Action::await_change())
+}
+
+/// The status of an interrupted backup completed from its copies, when a store holds one.
+async fn recover_from_stores(
+    st: &State,
+    policy: &BackupPolicy,
+    backup_id: &str,
+    mut status: BackupStatus,
+) -> Option<BackupStatus> {
+    let ns = policy.namespace().unwrap_or_default();
+    let loc = crate::backup::BackupLocation::new(&ns, policy.name_any(), backup_id).ok()?;
+    let stores = resolve::stores(&st.ctx.client, policy).await;
+    let now = Timestamp::now();
+    let mut manifest = None;
+    let mut locations = Vec::new();
+    for store in &stores.ready {
+        let path = Some(store.backup_dir(&loc).to_string());
+        match store.read_manifest(&loc).await {
+            Ok(m) => {
+                manifest.get_or_insert(m);
+                locations.push(BackupLocationStatus {
+                    name: store.name().into(),
+                    state: "Written".into(),
+                    path,
+                    time: Some(time(now)),
+                    error: None,
+                });
+            }
+            Err(e) => locations.push(BackupLocationStatus {
+                name: store.name().into(),
+                state: "Failed".into(),
+                path,
+                time: Some(time(now)),
+                error: Some(format!(
+                    "interrupted before this copy was committed: {}",
+                    error_chain(&e)
+                )),
+            }),
+        }
+    }
+    let m = manifest?;
+    for (name, reason) in &stores.failed {
+        locations.push(BackupLocationStatus {
+            name: name.clone(),
+            state: "Failed".into(),
+            path: None,
+            time: Some(time(now)),
+            error: Some(reason.clone()),
+        });
+    }
+    locations.sort_by(|a, b| a.name.cmp(&b.name));
+    status.phase = Some(BackupPhase::Completed);
+    status.completion_time = Some(time(now));
+    status.objects = m.objects.len() as i64;
+    status.bytes = m.archive.size as i64;
+    status.sha256 = Some(m.archive.sha256.clone());
+    status.signature_key_id = m.signing_key_id.clone();
+    status.locations = locations;
+    status.error = None;
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        ConditionStatus::True,
+        "Recovered",
+        "interrupted after its copy was committed; completed from the stored copy",
+        None,
+        now,
+    );
+    Some(status)
 }
 
 fn fail(s: &mut BackupStatus, reason: &str, message: String, generation: Option<i64>) {

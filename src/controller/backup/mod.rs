@@ -1,7 +1,8 @@
 //! The backup controllers (X.1642 8.10, 8.4, 7.2.2.1): BackupPolicy (schedule, catalogue
-//! rebuild from the stores, retention, verification, restore tests, RPO/RTO conditions), Backup
-//! (runs one backup: API discovery, paged lists streamed into the engine's [`BackupWriter`],
-//! every storage location) and Restore (reads a verified copy, falling back to another location,
+//! rebuild from the stores, retries of failed copies, cleanup of partial copies, retention,
+//! verification, restore tests, RPO/RTO conditions), Backup (runs one backup: API discovery,
+//! paged lists streamed into the engine's [`BackupWriter`], every storage location; a run left
+//! behind by a stopped operator is marked interrupted, never re-run) and Restore (reads a verified copy, falling back to another location,
 //! and creates the objects in restore order). At most [`MAX_CONCURRENT_BACKUPS`] backups run at
 //! once, so that many policies do not hit the API server together.
 //!
@@ -14,7 +15,8 @@ pub mod resolve;
 pub mod restore;
 pub mod schedule;
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -85,9 +87,81 @@ pub struct State {
     pub recorder: Recorder,
     pub backups: Semaphore,
     reconciles: crate::controller::Reconciles,
+    /// Uids of the Backups this process is running now: a Backup found `Running` that is not
+    /// here was left behind by a process that stopped (see [`execute`]).
+    running: Mutex<HashSet<String>>,
+    /// Failed rounds in a row of copies to a storage location, and when the next may start,
+    /// by `<policy uid>/<location>/<hash of its spec>` (a changed location starts afresh).
+    copy_retries: Mutex<HashMap<String, (u32, jiff::Timestamp)>>,
+}
+
+/// Removes a Backup from [`State::running`] when its run ends, however it ends.
+pub struct RunningGuard<'a> {
+    st: &'a State,
+    uid: String,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.st
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.uid);
+    }
 }
 
 impl State {
+    /// Marks a Backup as run by this process until the guard drops.
+    pub fn start_running(&self, uid: &str) -> RunningGuard<'_> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_string());
+        RunningGuard {
+            st: self,
+            uid: uid.to_string(),
+        }
+    }
+
+    /// Whether this process is running the Backup.
+    pub fn is_running(&self, uid: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uid)
+    }
+
+    /// When copies to `key` may be tried again (`None`: now).
+    pub fn copy_retry_at(&self, key: &str) -> Option<jiff::Timestamp> {
+        self.copy_retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|(_, at)| *at)
+    }
+
+    /// Records a failed round of copies to `key`; returns when the next may start.
+    pub fn copy_failed(&self, key: &str, now: jiff::Timestamp) -> jiff::Timestamp {
+        let mut map = self.copy_retries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(key.to_string()).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let delay = schedule::copy_retry_delay(entry.0);
+        entry.1 = jiff::SignedDuration::try_from(delay)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok())
+            .unwrap_or(now);
+        entry.1
+    }
+
+    /// Forgets the failures of copies to `key` (they succeeded).
+    pub fn copy_succeeded(&self, key: &str) {
+        self.copy_retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
     fn record(&self, kind: &str, key: &str, started: Instant, ok: bool) {
         self.reconciles
             .finished(&format!("{kind}/{key}"), started, ok);
@@ -172,6 +246,8 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             reconciles: crate::controller::Reconciles::new(CONTROLLER, ctx.metrics.clone()),
             ctx,
             backups: Semaphore::new(MAX_CONCURRENT_BACKUPS),
+            running: Mutex::default(),
+            copy_retries: Mutex::default(),
         });
         let stopper = |mut stop: watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -1,8 +1,9 @@
 //! The BackupPolicy controller: on every change of the policy or one of its Backups, and at
 //! the next moment something is due (a scheduled backup, the RPO deadline, a verification, a
-//! restore test), it rebuilds the catalogue from the stores, starts a scheduled backup, verifies
-//! stored copies, runs a restore test, applies retention, and writes the status (only when it
-//! changed).
+//! restore test, a retried copy), it rebuilds the catalogue from the stores, deletes partial
+//! copies of interrupted runs, retries failed copies from a good one, starts a scheduled backup,
+//! verifies stored copies, runs a restore test, applies retention, and writes the status (only
+//! when it changed).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ use crate::api::backup::{
 };
 use crate::api::common::{ConditionStatus, LocalObjectRef, format_duration, set_condition};
 use crate::api::{Backup, BackupPolicy};
+use crate::backup::retention::DeleteReason;
+use crate::backup::store::CopyOutcome;
 use crate::backup::{BackupLocation, BackupRecord, RetentionSettings, retention};
 
 fn is_terminal(b: &Backup) -> bool {
@@ -115,9 +118,13 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
         backups = list_backups(&backups_api, &name).await?;
     }
 
+    // Partial copies of interrupted runs go; failed copies are retried from a good one.
+    cleanup_incomplete(st, p, &stores, &backups, &unreachable).await;
+    let mut wake: Vec<Timestamp> = Vec::new();
+    retry_copies(st, p, &stores, &mut backups, &mut wake).await;
+
     // A: the schedule.
     let now = Timestamp::now();
-    let mut wake: Vec<Timestamp> = Vec::new();
     let mut ready_problem: Option<(&'static str, String)> = None;
     let next = schedule::next_backup(&p.spec, &ns, &name, now);
     match &next {
@@ -384,6 +391,17 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
             generation,
             now,
         );
+        if was_reachable.as_deref() == Some("False") {
+            st.publish(
+                p,
+                EventType::Normal,
+                "StorageReachable",
+                "Backup",
+                "every storage location is reachable again".into(),
+                None,
+            )
+            .await;
+        }
     } else {
         let msg = super::execute::failures_text(&unreachable);
         set_condition(
@@ -961,7 +979,28 @@ async fn apply_retention(st: &State, p: &BackupPolicy, stores: &Stores, backups:
         if ok && stores.failed.is_empty() {
             match api.delete(&d.id, &DeleteParams::default()).await {
                 Ok(_) => {
-                    tracing::info!(backup = %d.id, reason = ?d.reason, "retention deleted a backup")
+                    tracing::info!(backup = %d.id, reason = ?d.reason, "retention deleted a backup");
+                    let why = match d.reason {
+                        DeleteReason::ExceedsCopies => {
+                            format!("beyond the newest {} copies", r.copies)
+                        }
+                        DeleteReason::Expired => format!(
+                            "older than the maxAge {}",
+                            r.max_age.as_ref().map(|a| a.0.as_str()).unwrap_or_default()
+                        ),
+                        DeleteReason::ExceedsKeepFailed => {
+                            format!("beyond the newest {} failed backups", r.keep_failed)
+                        }
+                    };
+                    st.publish(
+                        p,
+                        EventType::Normal,
+                        "RetentionDeleted",
+                        "Retention",
+                        format!("backup {id} and its stored copies deleted: {why}"),
+                        None,
+                    )
+                    .await;
                 }
                 Err(e) => {
                     tracing::warn!(backup = %d.id, error = %e, "retention could not delete a Backup")
@@ -975,6 +1014,245 @@ async fn apply_retention(st: &State, p: &BackupPolicy, stores: &Stores, backups:
         .map(|l| l.items.into_iter().map(|b| b.name_any()).collect())
         .unwrap_or_else(|_| backups.iter().map(|b| b.name_any()).collect());
     backups.retain(|b| kept.contains(&b.name_any()));
+}
+
+/// How long an incomplete copy (no `manifest.json`) must sit untouched before it is deleted: a
+/// writer between its data and its manifest takes seconds, never this long.
+pub const INCOMPLETE_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// Deletes partial copies left by interrupted runs: directories without `manifest.json`,
+/// untouched for [`INCOMPLETE_GRACE`], of no Backup still running. A complete copy is never
+/// deleted here. A store the catalogue could not list (`unreachable`) is skipped.
+async fn cleanup_incomplete(
+    st: &State,
+    p: &BackupPolicy,
+    stores: &Stores,
+    backups: &[Backup],
+    unreachable: &[(String, String)],
+) {
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let running: HashSet<String> = backups
+        .iter()
+        .filter(|b| !is_terminal(b))
+        .map(|b| {
+            b.status
+                .as_ref()
+                .and_then(|s| s.backup_id.clone())
+                .unwrap_or_else(|| b.name_any())
+        })
+        .collect();
+    for store in &stores.ready {
+        if unreachable.iter().any(|(n, _)| n == store.name()) {
+            continue;
+        }
+        let Ok(incomplete) = store.list_incomplete(&ns, &name).await else {
+            continue;
+        };
+        let stale =
+            retention::stale_incomplete(&incomplete, &running, Timestamp::now(), INCOMPLETE_GRACE);
+        for i in stale {
+            let Ok(loc) = BackupLocation::new(&ns, &name, &i.backup_id) else {
+                continue;
+            };
+            match store.delete_incomplete(&loc).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(backup = %i.backup_id, store = store.name(), files = n, "deleted an incomplete copy");
+                    st.publish(
+                        p,
+                        EventType::Normal,
+                        "IncompleteCopyDeleted",
+                        "Cleanup",
+                        format!(
+                            "deleted the incomplete copy of backup {} in {} ({} files, no manifest, last written at {})",
+                            i.backup_id,
+                            store.name(),
+                            n,
+                            i.last_modified
+                        ),
+                        None,
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    tracing::warn!(backup = %i.backup_id, store = store.name(), error = %e, "could not delete an incomplete copy")
+                }
+            }
+        }
+    }
+}
+
+/// Key of the retry state of copies to one storage location of a policy: a changed location
+/// (a fixed endpoint, new credentials) is tried at once.
+fn copy_key(p: &BackupPolicy, location: &str) -> String {
+    let spec = p
+        .spec
+        .storage
+        .iter()
+        .find(|s| s.name == location)
+        .and_then(|s| serde_json::to_vec(s).ok())
+        .unwrap_or_default();
+    format!(
+        "{}/{location}/{}",
+        p.uid().unwrap_or_default(),
+        &crate::backup::crypto::sha256_hex(&spec)[..16]
+    )
+}
+
+/// Retries the copies that failed: a good Backup's location in state `Failed` gets the stored
+/// copy of another of its locations (never a re-export), newest Backup first, on a backoff per
+/// location ([`schedule::copy_retry_delay`]); the first failure in a round stops the round for
+/// that location. Idempotent: a location that meanwhile holds the same complete copy is only
+/// marked `Written`.
+async fn retry_copies(
+    st: &State,
+    p: &BackupPolicy,
+    stores: &Stores,
+    backups: &mut [Backup],
+    wake: &mut Vec<Timestamp>,
+) {
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let mut order: Vec<usize> = (0..backups.len())
+        .filter(|i| is_good(&backups[*i]))
+        .collect();
+    order.sort_by_key(|i| std::cmp::Reverse(created(&backups[*i])));
+    let mut stopped: HashSet<String> = HashSet::new();
+    for i in order {
+        let b = &backups[i];
+        let Some(previous) = b.status.clone() else {
+            continue;
+        };
+        let failed: Vec<String> = previous
+            .locations
+            .iter()
+            .filter(|l| l.state == "Failed" && p.spec.storage.iter().any(|s| s.name == l.name))
+            .map(|l| l.name.clone())
+            .collect();
+        if failed.is_empty() {
+            continue;
+        }
+        let id = previous.backup_id.clone().unwrap_or_else(|| b.name_any());
+        let Ok(loc) = BackupLocation::new(&ns, &name, &id) else {
+            continue;
+        };
+        let source = previous
+            .locations
+            .iter()
+            .filter(|l| matches!(l.state.as_str(), "Written" | "Verified"))
+            .find_map(|l| stores.ready.iter().find(|s| s.name() == l.name));
+        let Some(source) = source else {
+            continue;
+        };
+        let mut s = previous.clone();
+        let mut copied = Vec::new();
+        for target_name in failed {
+            let key = copy_key(p, &target_name);
+            if stopped.contains(&key) {
+                continue;
+            }
+            let now = Timestamp::now();
+            if let Some(at) = st.copy_retry_at(&key)
+                && now < at
+            {
+                wake.push(at);
+                stopped.insert(key);
+                continue;
+            }
+            let outcome = match stores.ready.iter().find(|s| s.name() == target_name) {
+                Some(target) => target
+                    .copy_backup(source, &loc)
+                    .await
+                    .map_err(|e| format!("copying from {}: {}", source.name(), error_chain(&e))),
+                None => Err(stores
+                    .failed
+                    .iter()
+                    .find(|(n, _)| *n == target_name)
+                    .map(|(_, e)| e.clone())
+                    .unwrap_or_else(|| "storage location not configured".into())),
+            };
+            let Some(l) = s.locations.iter_mut().find(|l| l.name == target_name) else {
+                continue;
+            };
+            match outcome {
+                Ok(o) => {
+                    st.copy_succeeded(&key);
+                    tracing::info!(backup = %id, from = source.name(), to = %target_name, outcome = ?o, "copy retried");
+                    l.state = "Written".into();
+                    l.error = None;
+                    l.time = Some(time(Timestamp::now()));
+                    l.path = stores
+                        .ready
+                        .iter()
+                        .find(|s| s.name() == target_name)
+                        .map(|s| s.backup_dir(&loc).to_string());
+                    copied.push((target_name.clone(), o));
+                }
+                Err(e) => {
+                    let at = st.copy_failed(&key, now);
+                    wake.push(at);
+                    stopped.insert(key);
+                    tracing::warn!(backup = %id, to = %target_name, error = %e, retry_at = %at, "copy retry failed");
+                    l.error = Some(e.clone());
+                    st.publish(
+                        b,
+                        EventType::Warning,
+                        "CopyRetryFailed",
+                        "Copy",
+                        format!("copy to {target_name} failed again, next try at {at}: {e}"),
+                        None,
+                    )
+                    .await;
+                }
+            }
+        }
+        if !copied.is_empty() && s.locations.iter().all(|l| l.state != "Failed") {
+            let written: Vec<&str> = s.locations.iter().map(|l| l.name.as_str()).collect();
+            set_condition(
+                &mut s.conditions,
+                "Ready",
+                ConditionStatus::True,
+                "Completed",
+                format!("written to {}", written.join(", ")),
+                None,
+                Timestamp::now(),
+            );
+        }
+        if let Err(e) = write_status(st, b, Some(&previous), &s).await {
+            tracing::warn!(backup = %id, error = %e, "could not record a retried copy");
+            continue;
+        }
+        for (target, o) in &copied {
+            let how = match o {
+                CopyOutcome::Copied { bytes } => format!("{bytes} bytes copied"),
+                CopyOutcome::AlreadyComplete => "the copy was already there".into(),
+            };
+            let msg = format!(
+                "backup {id}: the failed copy to {target} is written from {} ({how})",
+                source.name()
+            );
+            st.publish(
+                b,
+                EventType::Normal,
+                "CopyReplicated",
+                "Copy",
+                msg.clone(),
+                None,
+            )
+            .await;
+            st.publish(
+                p,
+                EventType::Normal,
+                "CopyReplicated",
+                "Copy",
+                msg,
+                Some(b.object_ref(&())),
+            )
+            .await;
+        }
+        backups[i].status = Some(s);
+    }
 }
 
 #[cfg(test)]

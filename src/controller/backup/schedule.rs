@@ -1,6 +1,6 @@
 //! When things are due (pure): the backup schedule (cron in a time zone, or every RPO/2
-//! staggered per policy), the verification and restore-test schedules, and the moment the RPO
-//! is breached.
+//! staggered per policy), the verification and restore-test schedules, the moment the RPO
+//! is breached, and the backoff of retried copies.
 
 use std::str::FromStr;
 
@@ -101,6 +101,20 @@ pub fn rpo_deadline(last_good: Timestamp, rpo: std::time::Duration) -> Timestamp
     last_good.checked_add(span).unwrap_or(Timestamp::MAX)
 }
 
+/// First delay before an off-site copy that failed is retried.
+pub const COPY_RETRY_BASE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest delay between retries of a failed copy.
+pub const COPY_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Delay before the next retry of a copy to a storage location after `failures` failed rounds
+/// in a row: 10s, 20s, 40s, ... at most 10m.
+pub fn copy_retry_delay(failures: u32) -> std::time::Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    COPY_RETRY_BASE
+        .saturating_mul(1u32 << exp)
+        .min(COPY_RETRY_MAX)
+}
+
 /// Name of a backup run: `<policy>-<yyyymmddhhmmss>` (UTC).
 pub fn backup_name(policy: &str, at: Timestamp) -> String {
     let stamp = at.strftime("%Y%m%d%H%M%S").to_string();
@@ -162,6 +176,16 @@ mod tests {
             next_cron("@daily", Some("Mars/Olympus"), Timestamp::now()),
             Err(ScheduleError::TimeZone(_))
         ));
+    }
+
+    #[test]
+    fn copy_retries_back_off_up_to_a_cap() {
+        let secs: Vec<u64> = [1, 2, 3, 6, 7, 100]
+            .iter()
+            .map(|n| copy_retry_delay(*n).as_secs())
+            .collect();
+        assert_eq!(secs, [10, 20, 40, 320, 600, 600]);
+        assert_eq!(copy_retry_delay(0).as_secs(), 10);
     }
 
     #[test]
