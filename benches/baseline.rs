@@ -518,33 +518,20 @@ async fn measure(
     )
     .await?;
     let m = env_usize("BENCH_SSA_WRITES", 2000);
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ssa_ns);
-    let started = Instant::now();
-    futures::stream::iter(0..m)
+    let configmaps = kube::api::ApiResource::erase::<ConfigMap>(&());
+    let jobs = (0..m)
         .map(|i| {
-            let cms = cms.clone();
-            let ns = ssa_ns.clone();
-            async move {
-                let body = serde_json::json!({
-                    "apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": format!("cm-{i:05}"), "namespace": ns,
-                                 "labels": {"app.kubernetes.io/managed-by": "bench"}},
-                    "data": {"tenant": format!("t{i}"), "namespace": ns, "baseline": "bench",
-                             "support": format!("https://support.cloud.example/tenants/t{i}")},
-                });
-                cms.patch(
-                    &format!("cm-{i:05}"),
-                    &PatchParams::apply("bench").force(),
-                    &Patch::Apply(body),
-                )
-                .await
-                .map(|_| ())
-            }
+            let body = serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{i:05}"), "namespace": ssa_ns,
+                             "labels": {"app.kubernetes.io/managed-by": "bench"}},
+                "data": {"tenant": format!("t{i}"), "namespace": ssa_ns, "baseline": "bench",
+                         "support": format!("https://support.cloud.example/tenants/t{i}")},
+            });
+            Ok((configmaps.clone(), serde_json::from_value(body)?))
         })
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let elapsed = started.elapsed();
+        .collect::<Res<Vec<_>>>()?;
+    let elapsed = apply_all(client, jobs).await?;
     fig.ssa_writes = m;
     fig.ssa_rate = m as f64 / elapsed.as_secs_f64();
     eprintln!("server-side apply: {:.0} writes/s", fig.ssa_rate);
@@ -569,24 +556,40 @@ async fn measure(
             resources.insert(gvk.clone(), ar);
         }
     }
-    let jobs: Vec<(String, kube::api::DynamicObject, kube::api::ApiResource)> = mix_ns
-        .iter()
-        .flat_map(|ns| {
-            sample.iter().map(|o| {
-                let gvk = kube::api::GroupVersionKind::try_from(o.types.as_ref().unwrap())
-                    .expect("typed");
-                (ns.clone(), o.clone(), resources[&gvk].clone())
-            })
-        })
-        .collect();
+    let mut jobs = Vec::new();
+    for ns in &mix_ns {
+        for o in &sample {
+            let gvk = kube::api::GroupVersionKind::try_from(o.types.as_ref().ok_or("no type")?)?;
+            let mut o = o.clone();
+            o.metadata.namespace = Some(ns.clone());
+            jobs.push((resources[&gvk].clone(), o));
+        }
+    }
+    let elapsed = apply_all(client, jobs).await?;
+    fig.mix_writes = copies * per_ns;
+    fig.mix_rate = fig.mix_writes as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "server-side apply of the convergence's own writes: {:.0} writes/s",
+        fig.mix_rate
+    );
+    probe.stop();
+    Ok(fig)
+}
+
+/// Server-side applies every object (under the field manager `bench`, forcing), at the
+/// operator's concurrency; returns how long it took.
+async fn apply_all(
+    client: &Client,
+    jobs: Vec<(kube::api::ApiResource, kube::api::DynamicObject)>,
+) -> Res<Duration> {
     let started = Instant::now();
     futures::stream::iter(jobs)
-        .map(|(ns, mut o, ar)| {
+        .map(|(ar, o)| {
             let client = client.clone();
             async move {
-                o.metadata.namespace = Some(ns.clone());
-                let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, &ns, &ar);
+                let ns = o.metadata.namespace.clone().unwrap_or_default();
                 let name = o.metadata.name.clone().unwrap_or_default();
+                let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, &ns, &ar);
                 api.patch(
                     &name,
                     &PatchParams::apply("bench").force(),
@@ -599,15 +602,7 @@ async fn measure(
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    let elapsed = started.elapsed();
-    fig.mix_writes = copies * per_ns;
-    fig.mix_rate = fig.mix_writes as f64 / elapsed.as_secs_f64();
-    eprintln!(
-        "server-side apply of the convergence's own writes: {:.0} writes/s",
-        fig.mix_rate
-    );
-    probe.stop();
-    Ok(fig)
+    Ok(started.elapsed())
 }
 
 /// The objects and the PolicyReport `baseline` wrote into `namespace`, as apply bodies for

@@ -93,6 +93,24 @@ async fn events_of(client: &Client, baseline: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Switches a baseline to Audit mode and waits until a check has run in that mode.
+async fn switch_to_audit(client: &Client, name: &str) {
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"mode": "Audit"}})),
+        )
+        .await
+        .unwrap();
+    status_until(client, name, "audit observed", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "Audited")
+    })
+    .await;
+}
+
 fn spec(class: &str, extra: &str) -> String {
     format!("namespaceSelector: {{matchLabels: {{test-class: {class}}}}}\n{extra}")
 }
@@ -251,20 +269,7 @@ async fn audit_mode_reports_drift_and_the_other_field_manager_without_reverting(
     create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
     status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
     // Switch to Audit, then edit a stamped object.
-    let api = Api::<SecurityBaseline>::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"mode": "Audit"}})),
-    )
-    .await
-    .unwrap();
-    status_until(&client, &name, "audit observed", |s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.reason == "Audited")
-    })
-    .await;
+    switch_to_audit(&client, &name).await;
     let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
     nps.patch(
         "opsec-isolation",
@@ -721,20 +726,7 @@ async fn findings_in_other_namespaces_stay_reported_while_one_namespace_changes(
     )
     .await;
     status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 3).await;
-    Api::<SecurityBaseline>::all(client.clone())
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"mode": "Audit"}})),
-        )
-        .await
-        .unwrap();
-    status_until(&client, &name, "audit observed", |s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.reason == "Audited")
-    })
-    .await;
+    switch_to_audit(&client, &name).await;
     let edit = |ns: String, tenant: &'static str| {
         let client = client.clone();
         async move {
@@ -957,20 +949,7 @@ async fn each_selected_namespace_gets_a_policy_report_that_fails_what_audit_find
     );
 
     // Audit mode, then a kubectl edit: the result of that control fails, the others still pass.
-    Api::<SecurityBaseline>::all(client.clone())
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"mode": "Audit"}})),
-        )
-        .await
-        .unwrap();
-    status_until(&client, &name, "audit observed", |s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.reason == "Audited")
-    })
-    .await;
+    switch_to_audit(&client, &name).await;
     Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
         .patch(
             "opsec-isolation",

@@ -715,12 +715,10 @@ impl Store {
         }
     }
 
-    /// Deletes an incomplete backup's files; a backup that has (meanwhile) a `manifest.json` is
-    /// complete and left alone. Returns how many files were deleted.
-    pub async fn delete_incomplete(&self, loc: &BackupLocation) -> Result<usize, StoreError> {
+    /// Every file of a backup.
+    async fn files_of(&self, loc: &BackupLocation) -> Result<Vec<Path>, StoreError> {
         let dir = self.backup_dir(loc);
-        let paths: Vec<Path> = self
-            .backend
+        self.backend
             .list(Some(&dir))
             .map_ok(|m| m.location)
             .try_collect()
@@ -728,7 +726,13 @@ impl Store {
             .map_err(|source| StoreError::List {
                 prefix: dir.to_string(),
                 source,
-            })?;
+            })
+    }
+
+    /// Deletes an incomplete backup's files; a backup that has (meanwhile) a `manifest.json` is
+    /// complete and left alone. Returns how many files were deleted.
+    pub async fn delete_incomplete(&self, loc: &BackupLocation) -> Result<usize, StoreError> {
+        let paths = self.files_of(loc).await?;
         if paths.iter().any(|p| p.filename() == Some(MANIFEST_FILE)) {
             return Ok(0);
         }
@@ -740,17 +744,7 @@ impl Store {
 
     /// Deletes every file of a backup, `manifest.json` first; returns how many were deleted.
     pub async fn delete_backup(&self, loc: &BackupLocation) -> Result<usize, StoreError> {
-        let dir = self.backup_dir(loc);
-        let mut paths: Vec<Path> = self
-            .backend
-            .list(Some(&dir))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(|source| StoreError::List {
-                prefix: dir.to_string(),
-                source,
-            })?;
+        let mut paths = self.files_of(loc).await?;
         paths.sort_by_key(|p| p.filename() != Some(MANIFEST_FILE));
         for path in &paths {
             match self.backend.delete(path).await {

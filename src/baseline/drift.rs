@@ -802,13 +802,9 @@ spec:
         )
     }
 
-    fn entries(live: &Value) -> Vec<ManagedFieldsEntry> {
-        serde_json::from_value(live["metadata"]["managedFields"].clone()).expect("fixture")
-    }
-
-    #[test]
-    fn a_cached_object_classifies_as_its_json() {
-        let desired = yaml(
+    /// The NetworkPolicy the baseline renders (what [`edited_network_policy`] was applied from).
+    fn desired_network_policy() -> Value {
+        yaml(
             r#"
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -821,7 +817,16 @@ spec:
   policyTypes: [Ingress]
   ingress: [{from: [{podSelector: {}}]}]
 "#,
-        );
+        )
+    }
+
+    fn entries(live: &Value) -> Vec<ManagedFieldsEntry> {
+        serde_json::from_value(live["metadata"]["managedFields"].clone()).expect("fixture")
+    }
+
+    #[test]
+    fn a_cached_object_classifies_as_its_json() {
+        let desired = desired_network_policy();
         let edited = edited_network_policy();
         let mut fixed = edited.clone();
         fixed["spec"]["ingress"] = desired["spec"]["ingress"].clone();
@@ -915,20 +920,7 @@ spec:
     #[test]
     fn classify_states() {
         let live = edited_network_policy();
-        let desired = yaml(
-            r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: opsec-isolation
-  namespace: acme
-  labels: {app.kubernetes.io/managed-by: opsec-operator, opsec.x1642.dev/baseline: base}
-spec:
-  podSelector: {}
-  policyTypes: [Ingress]
-  ingress: [{from: [{podSelector: {}}]}]
-"#,
-        );
+        let desired = desired_network_policy();
         assert_eq!(classify(&desired, None, &[]), ObjectState::Missing);
         let state = classify(&desired, Some(&live), &[]);
         let ObjectState::Drifted { diffs, managers } = &state else {

@@ -269,15 +269,7 @@ async fn recover_from_stores(
         }
     }
     let m = manifest?;
-    for (name, reason) in &stores.failed {
-        locations.push(BackupLocationStatus {
-            name: name.clone(),
-            state: "Failed".into(),
-            path: None,
-            time: Some(time(now)),
-            error: Some(reason.clone()),
-        });
-    }
+    locations.extend(unusable_locations(&stores.failed, now));
     locations.sort_by(|a, b| a.name.cmp(&b.name));
     status.phase = Some(BackupPhase::Completed);
     status.completion_time = Some(time(now));
@@ -412,15 +404,7 @@ async fn run(
             },
         });
     }
-    for (name, reason) in &stores.failed {
-        locations.push(BackupLocationStatus {
-            name: name.clone(),
-            state: "Failed".into(),
-            path: None,
-            time: Some(time(now)),
-            error: Some(reason.clone()),
-        });
-    }
+    locations.extend(unusable_locations(&stores.failed, now));
     locations.sort_by(|a, b| a.name.cmp(&b.name));
     let retention = &policy.spec.retention;
     let expires = RetentionSettings::new(
@@ -471,4 +455,20 @@ pub fn failures_text(failed: &[(String, String)]) -> String {
         .map(|(n, e)| format!("{n}: {e}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The locations a backup could not even try: (name, why), e.g. credentials missing.
+fn unusable_locations(
+    failed: &[(String, String)],
+    now: Timestamp,
+) -> impl Iterator<Item = BackupLocationStatus> + '_ {
+    failed
+        .iter()
+        .map(move |(name, reason)| BackupLocationStatus {
+            name: name.clone(),
+            state: "Failed".into(),
+            path: None,
+            time: Some(time(now)),
+            error: Some(reason.clone()),
+        })
 }

@@ -269,6 +269,10 @@ mod tests {
         serde_yaml::from_str(yaml).expect("spec fixture")
     }
 
+    fn baseline<'a>(name: &'a str, spec: &'a SecurityBaselineSpec) -> BaselineRef<'a> {
+        BaselineRef { name, spec }
+    }
+
     fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceInfo {
         NamespaceInfo {
             name: name.into(),
@@ -323,14 +327,7 @@ controls: {resourceQuota: {hard: {pods: "10"}}}
         let low = spec(QUOTA);
         let mut high = spec(QUOTA);
         high.priority = 10;
-        let a = BaselineRef {
-            name: "a",
-            spec: &low,
-        };
-        let b = BaselineRef {
-            name: "b",
-            spec: &high,
-        };
+        let (a, b) = (baseline("a", &low), baseline("b", &high));
         let namespaces: Vec<NamespaceInfo> = (0..7)
             .map(|i| {
                 let tenant = format!("t{i}");
@@ -370,14 +367,7 @@ controls: {resourceQuota: {hard: {pods: "10"}}}
             "t1",
             &[("class", "standard"), ("opsec.x1642.dev/tenant", "acme")],
         )];
-        let a = BaselineRef {
-            name: "a",
-            spec: &low,
-        };
-        let b = BaselineRef {
-            name: "b",
-            spec: &high,
-        };
+        let (a, b) = (baseline("a", &low), baseline("b", &high));
         let pa = plan(a, &[a, b], &namespaces, &[]);
         let pb = plan(b, &[a, b], &namespaces, &[]);
         assert!(
