@@ -198,6 +198,105 @@ fn strip_annotations(meta: &mut Map<String, Value>, keys: &[&str]) {
     }
 }
 
+/// Appends `value` as compact JSON to `out`: the same bytes as `serde_json::to_vec`, faster on
+/// long strings (ConfigMap and Secret data), which are copied in runs between the bytes that need
+/// escaping (found 8 at a time) rather than checked one by one.
+pub fn write_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => write_json_str(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(k, out);
+                out.push(b':');
+                write_json(v, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Whether any of the 8 bytes of `w` is a control character (< 0x20), `"` or `\`.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
+}
+
+/// A JSON string literal, escaped exactly as serde_json does (short escapes for `\b \t \n \f \r`,
+/// `\u00xx` for the other control characters, nothing above them but `"` and `\`).
+fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            if !needs_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
+        // Somewhere in the next 8 bytes (or the tail): one at a time.
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let b = bytes[i];
+            let short = match b {
+                b'"' => Some(b'"'),
+                b'\\' => Some(b'\\'),
+                b'\n' => Some(b'n'),
+                b'\r' => Some(b'r'),
+                b'\t' => Some(b't'),
+                0x08 => Some(b'b'),
+                0x0c => Some(b'f'),
+                0..=0x1f => None,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            out.extend_from_slice(&bytes[start..i]);
+            match short {
+                Some(c) => out.extend_from_slice(&[b'\\', c]),
+                None => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ]),
+            }
+            i += 1;
+            start = i;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
 /// Kinds restored first, in this order: what workloads refer to, then workloads.
 const RESTORE_ORDER: &[&str] = &[
     "ServiceAccount",
@@ -367,6 +466,51 @@ mod tests {
             export_object(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})),
             Err(ExportError::MissingField("metadata.name"))
         );
+    }
+
+    #[test]
+    fn write_json_matches_serde_json() {
+        let mut every_byte = String::new();
+        for c in (0u8..=0x7f).map(char::from) {
+            every_byte.push(c);
+        }
+        let cases = [
+            json!(null),
+            json!({}),
+            json!([]),
+            json!(""),
+            json!({"a": [1, -2, 3.5, 1e300, true, false, null], "b": {"c": "d"}}),
+            json!({"data": every_byte.repeat(3), "k\"ey\\": "v\u{7f}\u{e9}\u{1F600}"}),
+            json!([
+                "ab\"cdefghij\\klmnop\nqrstuvw\u{1}xyz",
+                "12345678",
+                "1234567",
+                "123456789"
+            ]),
+            json!({"x": u64::MAX, "y": i64::MIN, "z": 0.1}),
+        ];
+        for v in cases {
+            let mut out = Vec::new();
+            write_json(&v, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&v).unwrap()
+            );
+        }
+        // Every position of every special byte within a word, and runs around it.
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '~', 'é'] {
+            for len in 0..20 {
+                for at in 0..len {
+                    let s: String = (0..len)
+                        .map(|i| if i == at { special } else { 'a' })
+                        .collect();
+                    let v = Value::String(s);
+                    let mut out = Vec::new();
+                    write_json(&v, &mut out);
+                    assert_eq!(out, serde_json::to_vec(&v).unwrap(), "{v}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! lists the objects and hands them to [`run_backup`] (or a [`BackupWriter`]), reads them back
 //! with [`restore::restore`] / [`restore::verify`], and prunes with [`retention::plan`].
 //!
-//! A backup run streams: each object is exported ([`export`]), serialized, appended to a
-//! zstd-compressed tar ([`archive`]), encrypted in 64 KiB AES-256-GCM frames ([`crypto`]), hashed
-//! and fanned out to every store's multipart upload ([`store`]), so memory stays bounded however
-//! many objects there are. Then the [`manifest`] (every object's digest, the archive's digest,
-//! key ids) is signed and written to each store whose data upload succeeded: `manifest.sig`, then
-//! `manifest.json` last as the commit marker. A store that fails is dropped from the run and
-//! reported; the others carry on.
+//! A backup run streams: each object is exported ([`export`]), serialized and hashed by the
+//! caller's task, then, on a thread of its own, appended to a zstd-compressed tar ([`archive`]),
+//! encrypted in 64 KiB AES-256-GCM frames ([`crypto`]) and hashed again, and a task fans the
+//! result out to every store's multipart upload ([`store`]). Bounded queues join the three (8 MiB
+//! of objects, 8 MiB of archive), so memory stays bounded however many objects there are, and
+//! the caller lists its next page while the last one is compressed. Then the [`manifest`] (every
+//! object's digest, the archive's digest, key ids) is signed and written to each store whose data
+//! upload succeeded: `manifest.sig`, then `manifest.json` last as the commit marker. A store that
+//! fails is dropped from the run and reported; the others carry on.
 
 pub mod archive;
 pub mod cli;
@@ -22,11 +24,13 @@ pub mod store;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use archive::{ArchiveError, ArchiveLimits, ObjectKey};
 pub use crypto::{CryptoError, EncryptionKey, parse_signing_key, parse_verifying_key};
@@ -38,6 +42,15 @@ pub use store::{BackupLocation, CatalogueEntry, IncompleteBackup, S3Config, Stor
 
 /// Bytes buffered below the encryptor before they are handed to the stores.
 const FLUSH_BYTES: usize = 256 * 1024;
+/// Serialized objects queued for the archiving thread, in bytes at most: the queue's memory
+/// bound, and enough to keep that thread busy between two list pages.
+const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Chunks of about [`FLUSH_BYTES`] queued between the archiving thread and the uploads (8 MiB):
+/// enough for the thread to keep compressing while an S3 part is in flight.
+const CHUNKS_QUEUED: usize = 32;
+/// Object buffers up to this capacity go back from the archiving thread for the next objects
+/// (no allocation per object, no freeing across threads); larger ones are freed.
+const RECYCLE_MAX: usize = 256 * 1024;
 
 /// Why a backup run failed as a whole (a single store's failure is in [`StoreResult`]).
 #[derive(Debug, thiserror::Error)]
@@ -255,21 +268,173 @@ struct Target {
     slot: Slot,
 }
 
+/// One serialized object for the archiving thread; its permit holds its buffer's share of
+/// [`QUEUE_BYTES`] (by capacity) until the thread has written it.
+struct Entry {
+    key: ObjectKey,
+    path: String,
+    data: Vec<u8>,
+    /// Hex SHA-256 of `data`, computed by the caller's task (which has `data` in cache and less
+    /// to do than the archiving thread).
+    sha256: String,
+    permit: OwnedSemaphorePermit,
+}
+
+enum Job {
+    Entry(Entry),
+    /// End the archive: no more entries.
+    Finish,
+}
+
+/// What the archiving thread hands back once the archive is complete.
+struct Archived {
+    objects: Vec<ManifestObject>,
+    sha256: String,
+    bytes: u64,
+}
+
+/// Why the archiving thread stopped without completing the archive.
+enum Stop {
+    Failed(BackupError),
+    /// The upload task ended (every store failed, or it panicked).
+    UploadsGone,
+    /// The writer was aborted or dropped.
+    Abandoned,
+}
+
+/// The CPU-bound stages on a thread of their own: tar, zstd, AES-GCM and the stored bytes'
+/// SHA-256. Objects come in order over `jobs`; stored bytes go out in chunks
+/// over `chunks`, so the async side keeps listing and exporting meanwhile.
+fn archive_thread(
+    mut archive: archive::ArchiveWriter<Sink>,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
+    spare: std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<Archived, Stop> {
+    let mut hash = crypto::Sha256Counter::new();
+    let mut send = |chunk: Vec<u8>| {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        hash.update(&chunk);
+        chunks.blocking_send(chunk).map_err(|_| Stop::UploadsGone)
+    };
+    let mut objects = Vec::new();
+    loop {
+        let entry = match jobs.recv() {
+            Ok(Job::Entry(entry)) => entry,
+            Ok(Job::Finish) => break,
+            Err(_) => return Err(Stop::Abandoned),
+        };
+        archive
+            .append_checked(&entry.path, &entry.data)
+            .map_err(|e| Stop::Failed(BackupError::Archive(e)))?;
+        let Entry {
+            key,
+            data,
+            sha256,
+            permit,
+            ..
+        } = entry;
+        objects.push(ManifestObject {
+            api_version: key.api_version,
+            kind: key.kind,
+            name: key.name,
+            sha256,
+            size: data.len() as u64,
+        });
+        if data.capacity() <= RECYCLE_MAX {
+            // The writer may be gone already; the buffer is then freed.
+            let _ = spare.send(data);
+        }
+        drop(permit);
+        if archive.sink_mut().buffer().len() >= FLUSH_BYTES {
+            // A buffer that holds a whole chunk (and the frame that crosses its end) from the
+            // start, rather than one grown by doubling.
+            let next = Vec::with_capacity(FLUSH_BYTES + crypto::FRAME_SIZE + crypto::TAG_LEN);
+            send(std::mem::replace(archive.sink_mut().buffer(), next))?;
+        }
+    }
+    let rest = archive
+        .finish()
+        .map_err(|e| Stop::Failed(BackupError::Archive(e)))?
+        .finish()
+        .map_err(|e| Stop::Failed(BackupError::Encrypt(e)))?;
+    send(rest)?;
+    let (sha256, bytes) = hash.finish();
+    Ok(Archived {
+        objects,
+        sha256,
+        bytes,
+    })
+}
+
+fn some_store_alive(targets: &[Target]) -> bool {
+    targets
+        .iter()
+        .any(|t| matches!(t.slot, Slot::Writing(_) | Slot::Written))
+}
+
+/// Hands the stored bytes to every live store, waiting while too many parts are in flight.
+/// Ends when the chunks end or when no store is left (which stops the archiving thread).
+async fn upload_task(
+    mut targets: Vec<Target>,
+    mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> Vec<Target> {
+    while let Some(chunk) = chunks.recv().await {
+        let bytes = Bytes::from(chunk);
+        for target in &mut targets {
+            let result = match &mut target.slot {
+                Slot::Writing(upload) => {
+                    upload.write(bytes.clone());
+                    upload.wait().await
+                }
+                _ => continue,
+            };
+            if let Err(e) = result {
+                Run::fail(target, e).await;
+            }
+        }
+        if !some_store_alive(&targets) {
+            break;
+        }
+    }
+    targets
+}
+
+/// An error of the pipeline itself (a thread or task that panicked).
+fn pipeline_error(what: &str, e: tokio::task::JoinError) -> BackupError {
+    BackupError::Archive(ArchiveError::Finish(io::Error::other(format!(
+        "the backup {what} failed: {e}"
+    ))))
+}
+
 /// Writes one backup to every store, one object at a time. Call [`BackupWriter::finish`] to
 /// commit, or [`BackupWriter::abort`] to abandon it.
+///
+/// [`BackupWriter::add`] exports, serializes, checks and hashes an object, then queues it (at
+/// most [`QUEUE_BYTES`] of them) for a thread of its own that archives, compresses, encrypts and
+/// hashes the result; a task hands the result to the stores. So the caller's next list page is
+/// fetched and decoded while the previous one is compressed, on another core. A failure of that
+/// thread or of every store is returned by the next `add` or by `finish`.
 pub struct BackupWriter {
-    archive: archive::ArchiveWriter<Sink>,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    /// Buffers the archiving thread is done with.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    budget: Arc<Semaphore>,
+    checker: archive::EntryChecker,
+    archiver: Option<tokio::task::JoinHandle<Result<Archived, Stop>>>,
+    uploader: Option<tokio::task::JoinHandle<Vec<Target>>>,
     run: Run,
 }
 
-/// Everything of a run but the archive writer (which `finish` consumes).
+/// What a run keeps on the async side.
 struct Run {
     meta: BackupMeta,
     location: BackupLocation,
     options: BackupOptions,
-    hash: crypto::Sha256Counter,
-    objects: Vec<ManifestObject>,
     skipped: BTreeMap<&'static str, usize>,
+    /// The stores, once the upload task has handed them back.
     targets: Vec<Target>,
 }
 
@@ -277,7 +442,7 @@ impl std::fmt::Debug for BackupWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackupWriter")
             .field("location", &self.run.location)
-            .field("objects", &self.run.objects.len())
+            .field("objects", &self.checker.entries())
             .finish()
     }
 }
@@ -323,13 +488,25 @@ impl BackupWriter {
             meta,
             location,
             options,
-            hash: crypto::Sha256Counter::new(),
-            objects: Vec::new(),
             skipped: BTreeMap::new(),
             targets,
         };
         run.check_some_store_alive()?;
-        Ok(Self { archive, run })
+        let (jobs, jobs_rx) = std::sync::mpsc::channel();
+        let (chunks, chunks_rx) = tokio::sync::mpsc::channel(CHUNKS_QUEUED);
+        let (spare_tx, spare) = std::sync::mpsc::channel();
+        let uploader = tokio::spawn(upload_task(std::mem::take(&mut run.targets), chunks_rx));
+        let archiver =
+            tokio::task::spawn_blocking(move || archive_thread(archive, jobs_rx, chunks, spare_tx));
+        Ok(Self {
+            jobs: Some(jobs),
+            spare,
+            budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            checker: archive::EntryChecker::new(&run.options.limits),
+            archiver: Some(archiver),
+            uploader: Some(uploader),
+            run,
+        })
     }
 
     /// Where the backup is written.
@@ -337,7 +514,7 @@ impl BackupWriter {
         &self.run.location
     }
 
-    /// Exports and archives one object (or counts it as skipped).
+    /// Exports and queues one object for the archive (or counts it as skipped).
     pub async fn add(&mut self, object: Value) -> Result<Added, BackupError> {
         let object = match export::export_object(object).map_err(BackupError::Export)? {
             Exported::Keep(v) => v,
@@ -347,58 +524,115 @@ impl BackupWriter {
             }
         };
         let key = ObjectKey::from_object(&object).map_err(BackupError::Archive)?;
-        let data = serde_json::to_vec(&object).map_err(|source| BackupError::Serialize {
-            object: format!("{}/{} {}", key.api_version, key.kind, key.name),
-            source,
-        })?;
-        self.archive
-            .append(&key, &data)
+        let mut data = self.spare.try_recv().unwrap_or_default();
+        data.clear();
+        export::write_json(&object, &mut data);
+        drop(object);
+        let path = self
+            .checker
+            .check(&key, data.len() as u64)
             .map_err(BackupError::Archive)?;
-        self.run.objects.push(ManifestObject {
-            api_version: key.api_version.clone(),
-            kind: key.kind.clone(),
-            name: key.name.clone(),
+        let Some(jobs) = &self.jobs else {
+            return Err(self.stopped().await);
+        };
+        // Every permit is returned when the archiving thread drops its entry, even unwritten.
+        let Ok(permit) = self
+            .budget
+            .clone()
+            .acquire_many_owned(queue_permits(data.capacity()))
+            .await
+        else {
+            return Err(self.stopped().await);
+        };
+        let job = Job::Entry(Entry {
+            key: key.clone(),
+            path,
             sha256: crypto::sha256_hex(&data),
-            size: data.len() as u64,
+            data,
+            permit,
         });
-        if self.archive.sink_mut().buffer().len() >= FLUSH_BYTES {
-            let chunk = std::mem::take(self.archive.sink_mut().buffer());
-            self.run.push(chunk).await?;
+        if jobs.send(job).is_err() {
+            return Err(self.stopped().await);
         }
         Ok(Added::Archived(key))
     }
 
+    /// Waits for the archiving thread and the upload task, and takes the stores back.
+    async fn join(&mut self) -> Result<Archived, BackupError> {
+        self.jobs = None;
+        let archived = match self.archiver.take() {
+            Some(handle) => match handle.await {
+                Ok(result) => result,
+                Err(e) => Err(Stop::Failed(pipeline_error("archiving thread", e))),
+            },
+            None => Err(Stop::Abandoned),
+        };
+        let mut upload_failure = None;
+        if let Some(handle) = self.uploader.take() {
+            match handle.await {
+                Ok(targets) => self.run.targets = targets,
+                Err(e) => upload_failure = Some(pipeline_error("upload task", e)),
+            }
+        }
+        match archived {
+            Ok(a) => match upload_failure {
+                Some(e) => Err(e),
+                None => Ok(a),
+            },
+            Err(Stop::Failed(e)) => Err(e),
+            Err(Stop::UploadsGone | Stop::Abandoned) => Err(upload_failure
+                .or_else(|| self.run.check_some_store_alive().err())
+                .unwrap_or_else(|| {
+                    BackupError::Archive(ArchiveError::Finish(io::Error::other(
+                        "the backup was abandoned",
+                    )))
+                })),
+        }
+    }
+
+    /// The error that stopped the pipeline early.
+    async fn stopped(&mut self) -> BackupError {
+        match self.join().await {
+            Err(e) => e,
+            Ok(_) => BackupError::Archive(ArchiveError::Finish(io::Error::other(
+                "the archive ended early",
+            ))),
+        }
+    }
+
     /// Abandons the backup: aborts every upload (no store gets a `manifest.json`).
     pub async fn abort(mut self) {
+        let _ = self.join().await;
         self.run.abort().await;
     }
 
     /// Ends the archive, completes the data uploads, then writes `manifest.sig` and
     /// `manifest.json` to each store whose data is complete.
-    pub async fn finish(self) -> Result<BackupSummary, BackupError> {
-        let Self { archive, mut run } = self;
-        let rest = archive
-            .finish()
-            .map_err(BackupError::Archive)
-            .and_then(|sink| sink.finish().map_err(BackupError::Encrypt));
-        let result = match rest {
-            Ok(rest) => run.commit(rest).await,
+    pub async fn finish(mut self) -> Result<BackupSummary, BackupError> {
+        if let Some(jobs) = self.jobs.take() {
+            // If the thread is gone, `join` says why.
+            let _ = jobs.send(Job::Finish);
+        }
+        let result = match self.join().await {
+            Ok(archived) => self.run.commit(archived).await,
             Err(e) => Err(e),
         };
         if result.is_err() {
-            run.abort().await;
+            self.run.abort().await;
         }
         result
     }
 }
 
+/// Permits of [`QUEUE_BYTES`] an object of `len` bytes takes (an object larger than the whole
+/// queue takes all of it, so it waits until the queue is empty).
+fn queue_permits(len: usize) -> u32 {
+    len.clamp(1, QUEUE_BYTES) as u32
+}
+
 impl Run {
     fn check_some_store_alive(&mut self) -> Result<(), BackupError> {
-        let alive = self
-            .targets
-            .iter()
-            .any(|t| matches!(t.slot, Slot::Writing(_) | Slot::Written));
-        if alive {
+        if some_store_alive(&self.targets) {
             return Ok(());
         }
         let failures = self
@@ -420,28 +654,6 @@ impl Run {
         }
     }
 
-    /// Hands stored bytes to every live store, waiting while too many parts are in flight.
-    async fn push(&mut self, chunk: Vec<u8>) -> Result<(), BackupError> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        self.hash.update(&chunk);
-        let bytes = Bytes::from(chunk);
-        for target in &mut self.targets {
-            let result = match &mut target.slot {
-                Slot::Writing(upload) => {
-                    upload.write(bytes.clone());
-                    upload.wait().await
-                }
-                _ => continue,
-            };
-            if let Err(e) = result {
-                Self::fail(target, e).await;
-            }
-        }
-        self.check_some_store_alive()
-    }
-
     async fn abort(&mut self) {
         for target in &mut self.targets {
             if let Slot::Writing(upload) = std::mem::replace(&mut target.slot, Slot::Written) {
@@ -450,8 +662,7 @@ impl Run {
         }
     }
 
-    async fn commit(&mut self, rest: Vec<u8>) -> Result<BackupSummary, BackupError> {
-        self.push(rest).await?;
+    async fn commit(&mut self, archived: Archived) -> Result<BackupSummary, BackupError> {
         for target in &mut self.targets {
             if let Slot::Writing(upload) = std::mem::replace(&mut target.slot, Slot::Written)
                 && let Err(e) = upload.finish().await
@@ -462,14 +673,18 @@ impl Run {
         }
         self.check_some_store_alive()?;
 
-        let (archive_sha256, bytes) = std::mem::take(&mut self.hash).finish();
+        let Archived {
+            objects,
+            sha256: archive_sha256,
+            bytes,
+        } = archived;
         let manifest = Manifest {
             format_version: manifest::MANIFEST_FORMAT_VERSION,
             namespace: self.meta.namespace.clone(),
             policy: self.meta.policy.clone(),
             backup_id: self.meta.backup_id.clone(),
             created_at: self.meta.created_at,
-            objects: std::mem::take(&mut self.objects),
+            objects,
             archive: manifest::ArchiveInfo {
                 sha256: archive_sha256.clone(),
                 size: bytes,

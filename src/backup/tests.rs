@@ -383,6 +383,40 @@ async fn delete_backup_removes_it_from_the_catalogue() {
 }
 
 #[test]
+fn queue_permits_stay_within_the_queue() {
+    assert_eq!(super::queue_permits(0), 1);
+    assert_eq!(super::queue_permits(5_000), 5_000);
+    assert_eq!(
+        super::queue_permits(super::QUEUE_BYTES * 3) as usize,
+        super::QUEUE_BYTES
+    );
+}
+
+#[tokio::test]
+async fn add_refuses_a_duplicate_at_once_and_abort_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    let mut writer = BackupWriter::begin(meta("b1"), options(), std::slice::from_ref(&store))
+        .await
+        .unwrap();
+    let obj = objects(1).remove(0);
+    assert!(matches!(
+        writer.add(obj.clone()).await.unwrap(),
+        Added::Archived(_)
+    ));
+    let err = writer.add(obj).await.unwrap_err();
+    assert_eq!(err.category(), "ArchiveFailed", "{err}");
+    writer.abort().await;
+    assert!(
+        store
+            .list_incomplete("team-a", "nightly")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
 fn categories_are_stable() {
     assert_eq!(BackupError::NoStores.category(), "NoStorage");
     let e: Error = RestoreError::MissingManifest {
