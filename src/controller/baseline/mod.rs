@@ -698,29 +698,23 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         )
         .await;
     }
-    for (note, related) in &reverted {
-        publish_about(
-            st,
-            sb,
-            EventType::Normal,
-            "DriftReverted",
-            "Revert",
-            note.clone(),
-            Some(related.clone()),
-        )
-        .await;
-    }
-    for (note, related) in &pruned {
-        publish_about(
-            st,
-            sb,
-            EventType::Normal,
-            "Pruned",
-            "Delete",
-            note.clone(),
-            Some(related.clone()),
-        )
-        .await;
+    for (done, reason, action) in [
+        (&reverted, "DriftReverted", "Revert"),
+        (&pruned, "Pruned", "Delete"),
+    ] {
+        for (note, related) in done {
+            let related = Some(related.clone());
+            publish_about(
+                st,
+                sb,
+                EventType::Normal,
+                reason,
+                action,
+                note.clone(),
+                related,
+            )
+            .await;
+        }
     }
     for f in findings.iter().filter(|f| {
         matches!(
