@@ -12,54 +12,13 @@ use base64::Engine as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use object_store::ClientOptions;
-use object_store::aws::{AwsAuthorizer, AwsCredential};
-use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
 use opsec_operator::api::backup::{BackupPhase, RestorePhase};
 use opsec_operator::api::{Backup, BackupPolicy, Restore};
-use opsec_operator::backup::{BackupLocation, RestoreOptions, S3Config, Store, verify};
+use opsec_operator::backup::{BackupLocation, RestoreOptions, Store, verify};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{name} is not set: run with hack/with-controlplane.sh, which starts the S3 server"
-        ),
-    }
-}
-
-/// A bucket of the test's own, created with one SigV4-signed `PUT /<bucket>`.
-async fn bucket(tag: &str) -> String {
-    let endpoint = env("OPSEC_S3_ENDPOINT").trim_end_matches('/').to_string();
-    let bucket = common::unique(&format!("opsec-{tag}"));
-    let credential = AwsCredential {
-        key_id: env("AWS_ACCESS_KEY_ID"),
-        secret_key: env("AWS_SECRET_ACCESS_KEY"),
-        token: None,
-    };
-    let client = ReqwestConnector {}
-        .connect(&ClientOptions::new().with_allow_http(true))
-        .unwrap();
-    let mut request = http::Request::builder()
-        .method(http::Method::PUT)
-        .uri(format!("{endpoint}/{bucket}"))
-        .body(HttpRequestBody::from(Vec::<u8>::new()))
-        .unwrap();
-    AwsAuthorizer::new(&credential, "s3", "us-east-1")
-        .try_authorize(&mut request, None)
-        .unwrap();
-    let response = client.execute(request).await.expect("create bucket");
-    assert!(
-        response.status().is_success(),
-        "create bucket: {}",
-        response.status()
-    );
-    bucket
-}
 
 struct Env {
     client: Client,
@@ -88,7 +47,7 @@ async fn setup(prefix: &str) -> Env {
     .await;
     create(&client, &ns, json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": env("AWS_ACCESS_KEY_ID"), "AWS_SECRET_ACCESS_KEY": env("AWS_SECRET_ACCESS_KEY")}
+        "stringData": {"AWS_ACCESS_KEY_ID": common::s3::env("AWS_ACCESS_KEY_ID"), "AWS_SECRET_ACCESS_KEY": common::s3::env("AWS_SECRET_ACCESS_KEY")}
     })).await;
     seed_objects(&client, &ns).await;
     Env { client, ns, dir }
@@ -126,7 +85,7 @@ fn local(env: &Env) -> Value {
 }
 
 fn s3(bucket: &str, secret: &str) -> Value {
-    json!({"name": "offsite", "s3": {"bucket": bucket, "endpoint": env("OPSEC_S3_ENDPOINT"),
+    json!({"name": "offsite", "s3": {"bucket": bucket, "endpoint": common::s3::env("OPSEC_S3_ENDPOINT"),
         "prefix": "backups", "credentialsSecretRef": {"name": secret}}})
 }
 
@@ -254,7 +213,7 @@ async fn events(client: &Client, ns: &str, reason: &str) -> bool {
 async fn backup_to_local_and_s3_then_restore_into_a_fresh_namespace_with_skip_and_overwrite() {
     let env = setup("bk-main").await;
     let c = &env.client;
-    let bucket = bucket("main").await;
+    let bucket = common::s3::bucket("main").await;
     policy(
         c,
         &env.ns,
@@ -364,7 +323,7 @@ async fn backup_to_local_and_s3_then_restore_into_a_fresh_namespace_with_skip_an
 async fn flipped_byte_marks_the_backup_corrupt_and_the_restore_uses_the_s3_copy() {
     let env = setup("bk-corrupt").await;
     let c = &env.client;
-    let bucket = bucket("corrupt").await;
+    let bucket = common::s3::bucket("corrupt").await;
     policy(
         c,
         &env.ns,
@@ -457,7 +416,7 @@ async fn a_wrong_key_fails_clearly_and_restores_nothing() {
 async fn a_missing_s3_secret_marks_storage_unreachable_while_the_local_copy_is_written() {
     let env = setup("bk-nos3").await;
     let c = &env.client;
-    let bucket = bucket("nos3").await;
+    let bucket = common::s3::bucket("nos3").await;
     policy(
         c,
         &env.ns,
@@ -644,7 +603,7 @@ async fn rpo_met_turns_false_when_the_newest_backup_is_older_than_the_rpo() {
 
 /// Relays 127.0.0.1:`port` to the real S3 server: the endpoint the policy names comes up.
 async fn bring_up_s3_on(port: u16) -> tokio::task::JoinHandle<()> {
-    let upstream = env("OPSEC_S3_ENDPOINT")
+    let upstream = common::s3::env("OPSEC_S3_ENDPOINT")
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
@@ -664,19 +623,7 @@ async fn bring_up_s3_on(port: u16) -> tokio::task::JoinHandle<()> {
 }
 
 fn s3_store(bucket: &str) -> Store {
-    Store::s3(
-        "offsite",
-        &S3Config {
-            bucket: bucket.into(),
-            endpoint: Some(env("OPSEC_S3_ENDPOINT")),
-            region: "us-east-1".into(),
-            prefix: Some("backups".into()),
-            access_key_id: env("AWS_ACCESS_KEY_ID"),
-            secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
-            force_path_style: true,
-        },
-    )
-    .unwrap()
+    Store::s3("offsite", &common::s3::config(bucket)).unwrap()
 }
 
 fn location_state(b: &Backup, name: &str) -> Option<String> {
@@ -693,7 +640,7 @@ async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_l
  {
     let env = setup("bk-down").await;
     let c = &env.client;
-    let bucket = bucket("down").await;
+    let bucket = common::s3::bucket("down").await;
     // A loopback port nothing listens on: the off-site endpoint is down.
     let port = common::free_port();
     let mut offsite = s3(&bucket, "s3-creds");

@@ -12,100 +12,22 @@
 //! hack/s3.sh down .run/s3
 //! ```
 
+mod common;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
-use object_store::aws::{AwsAuthorizer, AwsCredential};
-use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use opsec_operator::backup::crypto::sha256_hex;
 use opsec_operator::backup::store::{CopyOutcome, DATA_FILE};
 use opsec_operator::backup::{
-    BackupLocation, BackupMeta, BackupOptions, EncryptionKey, RestoreError, RestoreOptions,
-    S3Config, Store, StoreError, restore, run_backup, verify,
+    BackupLocation, BackupMeta, BackupOptions, EncryptionKey, RestoreError, RestoreOptions, Store,
+    StoreError, restore, run_backup, verify,
 };
 use serde_json::{Value, json};
-
-const REGION: &str = "us-east-1";
-
-fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{name} is not set: this test needs a real S3 server. Start one with \
-             `hack/s3.sh up .run/s3` and load its settings with `set -a; . .run/s3/env; set +a`"
-        ),
-    }
-}
-
-struct Settings {
-    endpoint: String,
-    key_id: String,
-    secret: String,
-}
-
-fn settings() -> Settings {
-    Settings {
-        endpoint: env("OPSEC_S3_ENDPOINT").trim_end_matches('/').to_string(),
-        key_id: env("AWS_ACCESS_KEY_ID"),
-        secret: env("AWS_SECRET_ACCESS_KEY"),
-    }
-}
-
-/// A bucket of this test's own (object_store cannot create buckets): one SigV4-signed
-/// `PUT /<bucket>`, signed and sent with object_store's own client.
-async fn create_bucket(s: &Settings, bucket: &str) {
-    let credential = AwsCredential {
-        key_id: s.key_id.clone(),
-        secret_key: s.secret.clone(),
-        token: None,
-    };
-    let client = ReqwestConnector {}
-        .connect(&ClientOptions::new().with_allow_http(true))
-        .expect("HTTP client");
-    let mut request = http::Request::builder()
-        .method(http::Method::PUT)
-        .uri(format!("{}/{bucket}", s.endpoint))
-        .body(HttpRequestBody::from(Vec::<u8>::new()))
-        .expect("request");
-    AwsAuthorizer::new(&credential, "s3", REGION)
-        .try_authorize(&mut request, None)
-        .expect("signing");
-    let response = client.execute(request).await.unwrap_or_else(|e| {
-        panic!(
-            "creating bucket {bucket} at {} failed: {e}; is the S3 server running?",
-            s.endpoint
-        )
-    });
-    let status = response.status();
-    assert!(
-        status.is_success() || status == http::StatusCode::CONFLICT,
-        "creating bucket {bucket} answered {status}"
-    );
-}
-
-fn unique_bucket(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("opsec-{tag}-{}-{nanos:x}", std::process::id())
-}
-
-fn s3_config(s: &Settings, bucket: &str) -> S3Config {
-    S3Config {
-        bucket: bucket.into(),
-        endpoint: Some(s.endpoint.clone()),
-        region: REGION.into(),
-        prefix: Some("backups".into()),
-        access_key_id: s.key_id.clone(),
-        secret_access_key: s.secret.clone(),
-        force_path_style: true,
-    }
-}
 
 fn objects(n: usize) -> Vec<Value> {
     (0..n)
@@ -155,13 +77,11 @@ async fn backup(stores: &[Store], id: &str, n: usize) -> opsec_operator::backup:
 
 #[tokio::test]
 async fn backup_round_trips_through_s3_and_a_local_store() {
-    let s = settings();
-    let bucket = unique_bucket("rt");
-    create_bucket(&s, &bucket).await;
+    let bucket = common::s3::bucket("rt").await;
     let local = tempfile::tempdir().expect("tempdir");
     let stores = [
         Store::local("onsite", local.path()).expect("local store"),
-        Store::s3("offsite", &s3_config(&s, &bucket)).expect("s3 store"),
+        Store::s3("offsite", &common::s3::config(&bucket)).expect("s3 store"),
     ];
 
     // 3,000 objects of 4 KiB make an archive over 5 MiB: a multipart upload of several parts.
@@ -237,10 +157,9 @@ async fn backup_round_trips_through_s3_and_a_local_store() {
 
 #[tokio::test]
 async fn a_byte_flipped_in_s3_is_corrupt() {
-    let s = settings();
-    let bucket = unique_bucket("flip");
-    create_bucket(&s, &bucket).await;
-    let cfg = s3_config(&s, &bucket);
+    let s = common::s3::settings();
+    let bucket = common::s3::bucket("flip").await;
+    let cfg = common::s3::config(&bucket);
     let store = Store::s3("offsite", &cfg).expect("s3 store");
     backup(std::slice::from_ref(&store), "b1", 50).await;
 
@@ -248,7 +167,7 @@ async fn a_byte_flipped_in_s3_is_corrupt() {
     let raw: Arc<dyn ObjectStore> = Arc::new(
         object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(&bucket)
-            .with_region(REGION)
+            .with_region(common::s3::REGION)
             .with_endpoint(&s.endpoint)
             .with_allow_http(true)
             .with_access_key_id(&s.key_id)
@@ -287,12 +206,10 @@ async fn a_byte_flipped_in_s3_is_corrupt() {
 
 #[tokio::test]
 async fn a_stored_copy_is_copied_to_s3_once_and_a_corrupt_source_never_commits() {
-    let s = settings();
-    let bucket = unique_bucket("copy");
-    create_bucket(&s, &bucket).await;
+    let bucket = common::s3::bucket("copy").await;
     let local = tempfile::tempdir().expect("tempdir");
     let onsite = Store::local("onsite", local.path()).expect("local store");
-    let offsite = Store::s3("offsite", &s3_config(&s, &bucket)).expect("s3 store");
+    let offsite = Store::s3("offsite", &common::s3::config(&bucket)).expect("s3 store");
 
     // Written on-site only (the off-site store was down), over 5 MiB: several parts.
     let summary = backup(std::slice::from_ref(&onsite), "b1", 3000).await;

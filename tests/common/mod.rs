@@ -3,6 +3,8 @@
 //! of each test's own so tests run in parallel without touching each other.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -233,27 +233,21 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         && spec.rollout.require_approval
         && sb.annotations().get(APPROVE_REVISION_ANNOTATION) != Some(&rev)
     {
-        let mut status = previous.clone();
-        status.pending_revision = Some(rev.clone());
-        status.observed_generation = generation;
         let msg =
             format!("revision {rev} waits for the annotation {APPROVE_REVISION_ANNOTATION}={rev}");
-        set_condition(
-            &mut status.conditions,
-            "AwaitingApproval",
-            ConditionStatus::True,
-            "AwaitingApproval",
-            msg.clone(),
+        let status = report::held(
+            &previous,
+            &rev,
             generation,
-            now,
-        );
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            ConditionStatus::False,
-            "AwaitingApproval",
-            msg.clone(),
-            generation,
+            &[
+                (
+                    "AwaitingApproval",
+                    ConditionStatus::True,
+                    "AwaitingApproval",
+                ),
+                ("Ready", ConditionStatus::False, "AwaitingApproval"),
+            ],
+            &msg,
             now,
         );
         if previous.pending_revision.as_deref() != Some(rev.as_str()) {
@@ -360,30 +354,20 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     if new_revision && spec.rollout.validate {
         let refused = dry_run(st, &plan, &bodies, &kinds).await;
         if !refused.is_empty() {
-            let mut status = previous.clone();
-            status.pending_revision = Some(rev.clone());
-            status.observed_generation = generation;
             let msg = format!(
                 "revision {rev} not rolled out: the API server refused {} object(s); first: {}",
                 refused.len(),
                 refused[0]
             );
-            set_condition(
-                &mut status.conditions,
-                "Validated",
-                ConditionStatus::False,
-                "DryRunRefused",
-                msg.clone(),
+            let status = report::held(
+                &previous,
+                &rev,
                 generation,
-                now,
-            );
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                ConditionStatus::False,
-                "ValidationFailed",
-                msg.clone(),
-                generation,
+                &[
+                    ("Validated", ConditionStatus::False, "DryRunRefused"),
+                    ("Ready", ConditionStatus::False, "ValidationFailed"),
+                ],
+                &msg,
                 now,
             );
             if previous.pending_revision.as_deref() != Some(rev.as_str())

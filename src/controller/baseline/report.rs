@@ -68,6 +68,34 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
 }
 
+/// The status of a revision held back (awaiting approval, or refused by the dry-run): the
+/// previous status, with `revision` pending and each `(type, status, reason)` condition set to
+/// `message`.
+pub fn held(
+    previous: &SecurityBaselineStatus,
+    revision: &str,
+    generation: Option<i64>,
+    conditions: &[(&str, ConditionStatus, &str)],
+    message: &str,
+    now: Timestamp,
+) -> SecurityBaselineStatus {
+    let mut status = previous.clone();
+    status.pending_revision = Some(revision.into());
+    status.observed_generation = generation;
+    for (type_, value, reason) in conditions {
+        set_condition(
+            &mut status.conditions,
+            type_,
+            *value,
+            reason,
+            message.to_string(),
+            generation,
+            now,
+        );
+    }
+    status
+}
+
 /// The new status (without lastCheckTime, which the caller sets when it writes).
 pub fn build(inputs: Inputs<'_>) -> SecurityBaselineStatus {
     let Inputs {
@@ -335,6 +363,38 @@ pub fn differs(a: &SecurityBaselineStatus, b: &SecurityBaselineStatus) -> bool {
 mod tests {
     use super::*;
     use crate::api::common::find_condition;
+
+    #[test]
+    fn a_held_revision_keeps_the_previous_status_and_sets_its_conditions() {
+        let previous = SecurityBaselineStatus {
+            revision: Some("sha256:old".into()),
+            ..Default::default()
+        };
+        let s = held(
+            &previous,
+            "sha256:new",
+            Some(3),
+            &[
+                ("Validated", ConditionStatus::False, "DryRunRefused"),
+                ("Ready", ConditionStatus::False, "ValidationFailed"),
+            ],
+            "refused",
+            Timestamp::now(),
+        );
+        assert_eq!(s.revision.as_deref(), Some("sha256:old"));
+        assert_eq!(s.pending_revision.as_deref(), Some("sha256:new"));
+        assert_eq!(s.observed_generation, Some(3));
+        let v = find_condition(&s.conditions, "Validated").unwrap();
+        assert_eq!(
+            (v.status.as_str(), v.reason.as_str()),
+            ("False", "DryRunRefused")
+        );
+        let r = find_condition(&s.conditions, "Ready").unwrap();
+        assert_eq!(
+            (r.reason.as_str(), r.message.as_str()),
+            ("ValidationFailed", "refused")
+        );
+    }
 
     fn finding(ns: &str, state: FindingState) -> Finding {
         Finding {
