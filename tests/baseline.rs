@@ -537,6 +537,44 @@ async fn a_revision_the_api_server_refuses_is_not_rolled_out_and_the_previous_st
 }
 
 #[tokio::test]
+async fn a_template_with_an_unknown_field_is_refused_before_anything_is_created() {
+    let client = setup().await;
+    let class = common::unique("typo");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: good}, data: {v: \"1\"}}\n")).await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
+    // `dataa` is no field of a ConfigMap: the apply would refuse it, so the dry-run of the
+    // object (missing, so validated as a create) must refuse it too rather than drop it.
+    let typo = serde_json::json!({"spec": {"templates": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "good"}, "data": {"v": "1"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "typo"}, "dataa": {"v": "1"}}
+    ]}});
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(typo))
+        .await
+        .unwrap();
+    let status = status_until(&client, &name, "Validated=False", |s| {
+        condition(s, "Validated") == Some("False")
+    })
+    .await;
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert!(
+        validated.message.contains("ConfigMap/typo") && validated.message.contains("dataa"),
+        "the unknown field is named: {}",
+        validated.message
+    );
+    assert!(configmap(&client, &ns, "typo").await.is_none());
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
 async fn a_new_revision_waits_for_the_approval_annotation() {
     let client = setup().await;
     let class = common::unique("appr");

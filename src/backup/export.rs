@@ -21,6 +21,10 @@
 //! `kubernetes.io/service-account-token`, the `kube-root-ca.crt` ConfigMap, Events (core and
 //! `events.k8s.io`), Endpoints and EndpointSlices: all recreated by the cluster.
 
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// What can go wrong exporting an object.
@@ -30,6 +34,8 @@ pub enum ExportError {
     NotAnObject,
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("field {0} is not valid JSON: {1}")]
+    InvalidField(String, String),
 }
 
 /// Why an object is not backed up.
@@ -198,6 +204,116 @@ fn strip_annotations(meta: &mut Map<String, Value>, keys: &[&str]) {
     }
 }
 
+/// One page of a list as the API server sent it: each item's top-level fields still as their
+/// JSON text, so that the bulk of an object (a ConfigMap's `data`, a Deployment's `spec`) is
+/// copied into the backup byte for byte instead of being parsed into a tree and written again.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawListPage {
+    #[serde(default)]
+    metadata: RawListMeta,
+    #[serde(default)]
+    items: Option<Vec<RawObject>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawListMeta {
+    #[serde(rename = "continue", default)]
+    continue_: Option<String>,
+}
+
+/// An object's top-level fields, each the JSON text of its value, in key order (the order a
+/// `serde_json::Value` keeps them in).
+pub type RawObject = BTreeMap<String, Box<RawValue>>;
+
+impl RawListPage {
+    /// Parses a list response (`{"kind":"ConfigMapList","metadata":{..},"items":[..]}`).
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The token of the next page, if there is one.
+    pub fn continue_token(&self) -> Option<&str> {
+        self.metadata.continue_.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// The page's items (list items carry no `apiVersion` and `kind`).
+    pub fn into_items(self) -> Vec<RawObject> {
+        self.items.unwrap_or_default()
+    }
+}
+
+/// Whether [`export_object`] reads or changes a top-level field of an object of this kind: those
+/// fields are parsed for [`export_raw`], every other one is copied as it is.
+fn read_by_export(group: &str, kind: &str, field: &str) -> bool {
+    match field {
+        "metadata" | "status" | "type" => true,
+        "spec" => group.is_empty() && matches!(kind, "Service" | "PersistentVolumeClaim"),
+        _ => false,
+    }
+}
+
+/// [`export_object`] for an object given as raw fields (a list item, with the list's
+/// `apiVersion` and `kind`): the fields the export rules read are parsed and cleaned by
+/// [`export_object`] itself, the others are copied. On `Keep`, the cleaned object's JSON is
+/// appended to `out` (the same bytes as [`write_json`] of the exported `Value` when the fields
+/// are serde_json's own output) and the returned `Value` holds the parsed fields only.
+pub fn export_raw(
+    api_version: &str,
+    kind: &str,
+    fields: &RawObject,
+    out: &mut Vec<u8>,
+) -> Result<Exported, ExportError> {
+    let group = group_of(api_version);
+    let mut head = Map::new();
+    head.insert("apiVersion".into(), api_version.into());
+    head.insert("kind".into(), kind.into());
+    for (name, raw) in fields {
+        if read_by_export(group, kind, name) {
+            let value = serde_json::from_str(raw.get())
+                .map_err(|e| ExportError::InvalidField(name.clone(), e.to_string()))?;
+            head.insert(name.clone(), value);
+        }
+    }
+    let head = match export_object(Value::Object(head))? {
+        Exported::Keep(head) => head,
+        skip => return Ok(skip),
+    };
+    let Some(parsed) = head.as_object() else {
+        return Err(ExportError::NotAnObject);
+    };
+    let copied = fields.iter().filter(|(name, _)| {
+        !read_by_export(group, kind, name)
+            && name.as_str() != "apiVersion"
+            && name.as_str() != "kind"
+    });
+    let mut copied = copied.peekable();
+    let mut first = true;
+    let mut field = |out: &mut Vec<u8>, name: &str| {
+        out.push(if first { b'{' } else { b',' });
+        first = false;
+        write_json_str(name, out);
+        out.push(b':');
+    };
+    // Both sides are in key order: merge them.
+    for (name, value) in parsed {
+        while let Some((raw_name, raw)) = copied.next_if(|(n, _)| n.as_str() < name.as_str()) {
+            field(out, raw_name);
+            out.extend_from_slice(raw.get().as_bytes());
+        }
+        field(out, name);
+        write_json(value, out);
+    }
+    for (raw_name, raw) in copied {
+        field(out, raw_name);
+        out.extend_from_slice(raw.get().as_bytes());
+    }
+    if first {
+        out.push(b'{');
+    }
+    out.push(b'}');
+    Ok(Exported::Keep(head))
+}
+
 /// Appends `value` as compact JSON to `out`: the same bytes as `serde_json::to_vec`, faster on
 /// long strings (ConfigMap and Secret data), which are copied in runs between the bytes that need
 /// escaping (found 8 at a time) rather than checked one by one.
@@ -327,6 +443,7 @@ pub fn restore_order(kind: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::ObjectKey;
     use serde_json::json;
 
     fn keep(v: Value) -> Value {
@@ -511,6 +628,110 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `obj` as a list item: its top-level fields as raw text, without apiVersion and kind.
+    fn raw_item(obj: &Value) -> (String, String, RawObject) {
+        let mut fields = obj.as_object().unwrap().clone();
+        let av = fields.remove("apiVersion").unwrap();
+        let kind = fields.remove("kind").unwrap();
+        let text = serde_json::to_string(&fields).unwrap();
+        let raw: RawObject = serde_json::from_str(&text).unwrap();
+        (
+            av.as_str().unwrap().into(),
+            kind.as_str().unwrap().into(),
+            raw,
+        )
+    }
+
+    #[test]
+    fn raw_export_writes_what_the_value_export_writes() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "namespace": "a", "uid": "u", "resourceVersion": "7",
+                    "managedFields": [{"manager": "kubectl"}], "labels": {"x": "y"}},
+                "data": {"a.conf": "line\none \"quoted\" \u{1}", "b": "\u{e9}"},
+                "binaryData": {"bin": "AAEC"}, "immutable": true}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"k": "dmFsdWU="}, "type": "Opaque"}),
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "svc", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+                "spec": {"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "ports": [{"port": 80}]},
+                "status": {"loadBalancer": {}}}),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data", "annotations": {"pv.kubernetes.io/bind-completed": "yes", "keep": "1"}},
+                "spec": {"volumeName": "pv-1", "resources": {"requests": {"storage": "1Gi"}}},
+                "status": {"phase": "Bound"}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "generation": 4},
+                "spec": {"replicas": 2, "template": {"spec": {"clusterIP": "kept: not a Service"}}},
+                "status": {"readyReplicas": 2}}),
+            json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+                "aaa": 1, "spec": {"size": 3}, "zzz": [null]}),
+        ];
+        for obj in objects {
+            let (av, kind, raw) = raw_item(&obj);
+            let mut out = Vec::new();
+            let head = match export_raw(&av, &kind, &raw, &mut out).unwrap() {
+                Exported::Keep(head) => head,
+                Exported::Skip(r) => panic!("skipped: {r:?}"),
+            };
+            let expected = keep(obj.clone());
+            let mut want = Vec::new();
+            write_json(&expected, &mut want);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+            assert_eq!(head["metadata"], expected["metadata"]);
+            assert_eq!(
+                ObjectKey::from_object(&head).unwrap().name,
+                expected["metadata"]["name"]
+            );
+        }
+    }
+
+    #[test]
+    fn raw_export_skips_what_the_value_export_skips() {
+        for obj in [
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"},
+                "type": "kubernetes.io/service-account-token", "data": {"token": "eA=="}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+                "data": {"ca.crt": "x"}}),
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "rs",
+                "ownerReferences": [{"kind": "Deployment", "name": "d", "uid": "x", "controller": true}]},
+                "spec": {}}),
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}, "reason": "x"}),
+        ] {
+            let (av, kind, raw) = raw_item(&obj);
+            let mut out = Vec::new();
+            let got = export_raw(&av, &kind, &raw, &mut out).unwrap();
+            assert_eq!(got, Exported::Skip(skip(obj)));
+            assert!(out.is_empty(), "nothing written for a skipped object");
+        }
+        let (av, kind, raw) =
+            raw_item(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"labels": {}}}));
+        assert_eq!(
+            export_raw(&av, &kind, &raw, &mut Vec::new()),
+            Err(ExportError::MissingField("metadata.name"))
+        );
+    }
+
+    #[test]
+    fn list_pages_parse_with_their_continue_token() {
+        let page = RawListPage::parse(
+            r#"{"kind":"ConfigMapList","apiVersion":"v1","metadata":{"resourceVersion":"9","continue":"abc"},
+               "items":[{"metadata":{"name":"a"},"data":{"k":"v\u003c"}},{"metadata":{"name":"b"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.continue_token(), Some("abc"));
+        let items = page.into_items();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0]["data"].get(), r#"{"k":"v\u003c"}"#);
+        let last = RawListPage::parse(r#"{"metadata":{"continue":""},"items":null}"#).unwrap();
+        assert_eq!(last.continue_token(), None);
+        assert!(last.into_items().is_empty());
+        assert!(RawListPage::parse(r#"{"items":[1]}"#).is_err());
     }
 
     #[test]

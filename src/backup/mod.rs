@@ -34,7 +34,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use archive::{ArchiveError, ArchiveLimits, ObjectKey};
 pub use crypto::{CryptoError, EncryptionKey, parse_signing_key, parse_verifying_key};
-pub use export::{ExportError, Exported, SkipReason, export_object, restore_order};
+pub use export::{
+    ExportError, Exported, RawListPage, RawObject, SkipReason, export_object, restore_order,
+};
 pub use manifest::{EncryptionScheme, Manifest, ManifestError, ManifestObject};
 pub use restore::{RestoreError, RestoreOptions, RestoredBackup, VerifyReport, restore, verify};
 pub use retention::{BackupRecord, Deletion, RetentionError, RetentionSettings};
@@ -518,16 +520,51 @@ impl BackupWriter {
     pub async fn add(&mut self, object: Value) -> Result<Added, BackupError> {
         let object = match export::export_object(object).map_err(BackupError::Export)? {
             Exported::Keep(v) => v,
-            Exported::Skip(reason) => {
-                *self.run.skipped.entry(reason.as_str()).or_default() += 1;
-                return Ok(Added::Skipped(reason));
-            }
+            Exported::Skip(reason) => return Ok(self.skipped(reason)),
         };
         let key = ObjectKey::from_object(&object).map_err(BackupError::Archive)?;
-        let mut data = self.spare.try_recv().unwrap_or_default();
-        data.clear();
+        let mut data = self.buffer();
         export::write_json(&object, &mut data);
         drop(object);
+        self.queue(key, data).await
+    }
+
+    /// [`add`](Self::add) for a list item whose top-level fields are still JSON text (a page
+    /// parsed by [`export::RawListPage`]): only the fields the export rules read are parsed, the
+    /// rest (the bulk of most objects) is copied into the archive as the API server sent it.
+    pub async fn add_raw(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        item: &export::RawObject,
+    ) -> Result<Added, BackupError> {
+        let mut data = self.buffer();
+        let head = match export::export_raw(api_version, kind, item, &mut data)
+            .map_err(BackupError::Export)?
+        {
+            Exported::Keep(head) => head,
+            Exported::Skip(reason) => return Ok(self.skipped(reason)),
+        };
+        let key = ObjectKey::from_object(&head).map_err(BackupError::Archive)?;
+        drop(head);
+        self.queue(key, data).await
+    }
+
+    fn skipped(&mut self, reason: SkipReason) -> Added {
+        *self.run.skipped.entry(reason.as_str()).or_default() += 1;
+        Added::Skipped(reason)
+    }
+
+    /// An empty buffer for an object's JSON, reusing one the archiving thread is done with.
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut data = self.spare.try_recv().unwrap_or_default();
+        data.clear();
+        data
+    }
+
+    /// Checks an exported object's entry and queues it, with its SHA-256, for the archiving
+    /// thread (waiting while the queue holds its byte budget).
+    async fn queue(&mut self, key: ObjectKey, data: Vec<u8>) -> Result<Added, BackupError> {
         let path = self
             .checker
             .check(&key, data.len() as u64)
@@ -663,14 +700,17 @@ impl Run {
     }
 
     async fn commit(&mut self, archived: Archived) -> Result<BackupSummary, BackupError> {
-        for target in &mut self.targets {
+        // The stores complete their data files at the same time (a local fsync beside the S3
+        // upload of the last part), then their manifests.
+        futures::future::join_all(self.targets.iter_mut().map(|target| async move {
             if let Slot::Writing(upload) = std::mem::replace(&mut target.slot, Slot::Written)
                 && let Err(e) = upload.finish().await
             {
                 tracing::warn!(store = target.store.name(), error = %e, "backup store failed");
                 target.slot = Slot::Failed(e);
             }
-        }
+        }))
+        .await;
         self.check_some_store_alive()?;
 
         let Archived {
@@ -713,29 +753,28 @@ impl Run {
             .as_ref()
             .map(|k| manifest::sign_manifest(&manifest_bytes, k));
 
-        let mut stores = Vec::with_capacity(self.targets.len());
-        for target in &mut self.targets {
-            let name = target.store.name().to_string();
-            let result = match std::mem::replace(&mut target.slot, Slot::Written) {
-                Slot::Failed(e) => Err(e),
-                Slot::Writing(_) | Slot::Written => {
-                    commit(
-                        &target.store,
-                        &self.location,
-                        signature.as_deref(),
-                        &manifest_bytes,
-                    )
-                    .await
+        let (location, signature_text) = (&self.location, signature.as_deref());
+        let stores: Vec<StoreResult> =
+            futures::future::join_all(self.targets.iter_mut().map(|target| {
+                let manifest_bytes = &manifest_bytes;
+                async move {
+                    let name = target.store.name().to_string();
+                    let result = match std::mem::replace(&mut target.slot, Slot::Written) {
+                        Slot::Failed(e) => Err(e),
+                        Slot::Writing(_) | Slot::Written => {
+                            commit(&target.store, location, signature_text, manifest_bytes).await
+                        }
+                    };
+                    if let Err(e) = &result {
+                        tracing::warn!(store = %name, error = %e, "backup store failed");
+                    }
+                    StoreResult {
+                        store: name,
+                        result,
+                    }
                 }
-            };
-            if let Err(e) = &result {
-                tracing::warn!(store = %name, error = %e, "backup store failed");
-            }
-            stores.push(StoreResult {
-                store: name,
-                result,
-            });
-        }
+            }))
+            .await;
         if stores.iter().all(|s| s.result.is_err()) {
             let failures = stores
                 .into_iter()

@@ -347,33 +347,29 @@ async fn run(
     let mut writer = BackupWriter::begin(meta, options, &stores.ready)
         .await
         .map_err(|e| (e.category(), error_chain(&e)))?;
-    for ar in &kinds {
-        let mut token = None;
-        loop {
-            let page = objects::list_page(client, &ns, ar, &selector, token.take()).await;
-            let (items, next) = match page {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => {
-                    writer.abort().await;
-                    return Err((
-                        "ListFailed",
-                        format!("listing {}: {}", ar.kind, error_chain(&e)),
-                    ));
-                }
-            };
-            for item in items {
-                if let Err(e) = writer.add(item).await {
-                    writer.abort().await;
-                    return Err((e.category(), error_chain(&e)));
-                }
+    let mut pages = objects::ListAhead::start(client.clone(), ns.clone(), kinds, selector);
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                writer.abort().await;
+                return Err((
+                    "ListFailed",
+                    format!("listing {}: {}", e.kind, error_chain(&e.source)),
+                ));
             }
-            match next {
-                Some(t) => token = Some(t),
-                None => break,
+        };
+        for item in &page.items {
+            if let Err(e) = writer
+                .add_raw(&page.kind.api_version, &page.kind.kind, item)
+                .await
+            {
+                writer.abort().await;
+                return Err((e.category(), error_chain(&e)));
             }
         }
     }
+    drop(pages);
     let location = writer.location().clone();
     let summary = writer
         .finish()

@@ -6,11 +6,14 @@
 use std::collections::HashMap;
 
 use kube::Client;
+use kube::Resource;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::Request;
 use kube::discovery::{Discovery, Scope, verbs};
 use serde_json::Value;
 
 use crate::api::backup::{BackupResources, ExistingObjects};
+use crate::backup::{RawListPage, RawObject};
 use crate::controller::FIELD_MANAGER;
 
 /// Kinds never backed up: recreated by the cluster, or (Backup, Restore) objects whose restore
@@ -89,42 +92,117 @@ pub fn selector_string(
     parts.join(",")
 }
 
-/// Lists one page of a kind; `Ok(None)` when the kind cannot be listed here (forbidden, gone,
-/// an unavailable aggregated API), which skips it rather than failing the backup.
+/// Lists one page of a kind, kept as raw JSON fields (see [`RawListPage`]); `Ok(None)` when
+/// the kind cannot be listed here (forbidden, gone, an unavailable aggregated API), which skips
+/// it rather than failing the backup.
 pub async fn list_page(
     client: &Client,
     namespace: &str,
     ar: &ApiResource,
     selector: &str,
-    continue_token: Option<String>,
-) -> Result<Option<(Vec<Value>, Option<String>)>, kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
-    let mut lp = ListParams::default().limit(500);
+    continue_token: Option<&str>,
+) -> Result<Option<RawListPage>, kube::Error> {
+    let mut lp = ListParams::default().limit(LIST_PAGE);
     if !selector.is_empty() {
         lp = lp.labels(selector);
     }
     if let Some(token) = continue_token {
-        lp = lp.continue_token(&token);
+        lp = lp.continue_token(token);
     }
-    let list = match api.list(&lp).await {
-        Ok(l) => l,
+    let request = Request::new(DynamicObject::url_path(ar, Some(namespace)))
+        .list(&lp)
+        .map_err(kube::Error::BuildRequest)?;
+    let text = match client.request_text(request).await {
+        Ok(text) => text,
         Err(kube::Error::Api(e)) if [403, 404, 405, 503].contains(&e.code) => {
             tracing::debug!(kind = %ar.kind, code = e.code, "kind not listable, skipped");
             return Ok(None);
         }
         Err(e) => return Err(e),
     };
-    let next = list.metadata.continue_.clone().filter(|c| !c.is_empty());
-    let mut items = Vec::with_capacity(list.items.len());
-    for obj in list.items {
-        let mut v = serde_json::to_value(&obj).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut v {
-            m.insert("apiVersion".into(), ar.api_version.clone().into());
-            m.insert("kind".into(), ar.kind.clone().into());
-        }
-        items.push(v);
+    RawListPage::parse(&text)
+        .map(Some)
+        .map_err(kube::Error::SerdeError)
+}
+
+/// Objects per list request.
+const LIST_PAGE: u32 = 500;
+
+/// One listed page: the kind and its items.
+pub struct ListedPage {
+    pub kind: ApiResource,
+    pub items: Vec<RawObject>,
+}
+
+/// A list request that failed, with the kind it listed.
+#[derive(Debug, thiserror::Error)]
+#[error("listing {kind}: {source}")]
+pub struct ListError {
+    pub kind: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Every page of a namespace's kinds, listed by a task of its own one page ahead of the reader,
+/// so that the next page is on its way (and parsed) while the last one is archived. The first
+/// error ends it; dropping it stops the task.
+pub struct ListAhead {
+    pages: tokio::sync::mpsc::Receiver<Result<ListedPage, ListError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ListAhead {
+    /// Starts listing `kinds` of `namespace` (matching `selector`, when not empty) in order.
+    pub fn start(
+        client: Client,
+        namespace: String,
+        kinds: Vec<ApiResource>,
+        selector: String,
+    ) -> Self {
+        let (tx, pages) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            for kind in kinds {
+                let mut token: Option<String> = None;
+                loop {
+                    let page =
+                        list_page(&client, &namespace, &kind, &selector, token.as_deref()).await;
+                    let page = match page {
+                        Ok(Some(page)) => page,
+                        Ok(None) => break,
+                        Err(source) => {
+                            let kind = kind.kind.clone();
+                            let _ = tx.send(Err(ListError { kind, source })).await;
+                            return;
+                        }
+                    };
+                    token = page.continue_token().map(str::to_string);
+                    let items = page.into_items();
+                    let listed = ListedPage {
+                        kind: kind.clone(),
+                        items,
+                    };
+                    if tx.send(Ok(listed)).await.is_err() || token.is_none() {
+                        break;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Self { pages, task }
     }
-    Ok(Some((items, next)))
+
+    /// The next page, `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<ListedPage, ListError>> {
+        self.pages.recv().await
+    }
+}
+
+impl Drop for ListAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What a restore did.

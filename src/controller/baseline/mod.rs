@@ -889,21 +889,36 @@ async fn dry_run(
     bodies: &[Vec<Box<str>>],
     kinds: &BTreeMap<(String, String), Result<Arc<StampedKind>, String>>,
 ) -> Vec<String> {
-    let mut jobs: Vec<(usize, usize, kube::api::ApiResource)> = Vec::new();
+    // (namespace, object, kind, whether the cache holds the object)
+    let mut jobs: Vec<(usize, usize, kube::api::ApiResource, bool)> = Vec::new();
     for (i, n) in plan.namespaces.iter().enumerate() {
         for (j, o) in n.objects.iter().enumerate() {
             if let Some(Ok(k)) = kinds.get(&(o.api_version.clone(), o.kind.clone())) {
-                jobs.push((i, j, k.resource.clone()));
+                let exists = k.get(&o.namespace, &o.name).is_some();
+                jobs.push((i, j, k.resource.clone(), exists));
             }
         }
     }
     futures::stream::iter(jobs)
-        .map(|(i, j, resource)| {
+        .map(|(i, j, resource, exists)| {
             let client = &st.ctx.client;
             async move {
                 let o = &plan.namespaces[i].objects[j];
-                apply::apply_text(client, &resource, &bodies[i][j], true)
-                    .await
+                let body = &bodies[i][j];
+                // A missing object is validated as the create it will be; an existing one (or
+                // one the cache had not seen yet) as the apply that updates it.
+                let created = match exists {
+                    false => {
+                        apply::create_dry_run(client, &resource, &o.namespace, &o.name, body).await
+                    }
+                    true => Ok(false),
+                };
+                let result = match created {
+                    Ok(true) => Ok(()),
+                    Ok(false) => apply::apply_text(client, &resource, body, true).await,
+                    Err(e) => Err(e),
+                };
+                result
                     .err()
                     .map(|e| format!("{} in {}: {}", o.display_name(), o.namespace, e.message()))
             }
