@@ -483,41 +483,59 @@ async fn equal_priorities_apply_neither_and_name_each_other_while_a_higher_prior
     common::delete_namespace(&client, &ns).await;
 }
 
-#[tokio::test]
-async fn a_revision_the_api_server_refuses_is_not_rolled_out_and_the_previous_stays() {
-    let client = setup().await;
-    let class = common::unique("val");
-    let ns = tenant_ns(&client, &class, "acme").await;
+/// A baseline with one good ConfigMap template in a fresh tenant namespace, compliant; then
+/// `templates` (a revision the API server refuses) patched in, until `Validated=False`. Returns
+/// (namespace, baseline, the first status, the held status, the Validated message).
+async fn refused_revision(
+    client: &Client,
+    prefix: &str,
+    templates: serde_json::Value,
+) -> (
+    String,
+    String,
+    SecurityBaselineStatus,
+    SecurityBaselineStatus,
+    String,
+) {
+    let class = common::unique(prefix);
+    let ns = tenant_ns(client, &class, "acme").await;
     let name = common::unique("sbl");
-    create_baseline(&client, &name, &spec(&class, "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: good}, data: {v: \"1\"}}\n")).await;
-    let first = status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
-    // A ConfigMap key with a space: valid for the CRD schema, refused by the API server.
-    let bad = serde_json::json!({"spec": {"templates": [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "good"}, "data": {"v": "2"}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad"}, "data": {"not a key": "x"}}
-    ]}});
+    create_baseline(client, &name, &spec(&class, "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: good}, data: {v: \"1\"}}\n")).await;
+    let first = status_until(client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
     Api::<SecurityBaseline>::all(client.clone())
-        .patch(&name, &PatchParams::default(), &Patch::Merge(bad))
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"templates": templates}})),
+        )
         .await
         .unwrap();
-    let status = status_until(&client, &name, "Validated=False", |s| {
+    let status = status_until(client, &name, "Validated=False", |s| {
         condition(s, "Validated") == Some("False")
     })
     .await;
-    let validated = status
+    let message = status
         .conditions
         .iter()
         .find(|c| c.type_ == "Validated")
-        .unwrap();
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    (ns, name, first, status, message)
+}
+
+#[tokio::test]
+async fn a_revision_the_api_server_refuses_is_not_rolled_out_and_the_previous_stays() {
+    let client = setup().await;
+    // A ConfigMap key with a space: valid for the CRD schema, refused by the API server.
+    let (ns, name, first, status, message) = refused_revision(&client, "val", serde_json::json!([
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "good"}, "data": {"v": "2"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad"}, "data": {"not a key": "x"}}
+    ]))
+    .await;
+    assert!(message.contains("ConfigMap/bad"), "{message}");
     assert!(
-        validated.message.contains("ConfigMap/bad"),
-        "{}",
-        validated.message
-    );
-    assert!(
-        validated.message.contains("not a key"),
-        "the server's message is carried: {}",
-        validated.message
+        message.contains("not a key"),
+        "the server's message is carried: {message}"
     );
     assert_eq!(
         status.revision, first.revision,
@@ -539,34 +557,16 @@ async fn a_revision_the_api_server_refuses_is_not_rolled_out_and_the_previous_st
 #[tokio::test]
 async fn a_template_with_an_unknown_field_is_refused_before_anything_is_created() {
     let client = setup().await;
-    let class = common::unique("typo");
-    let ns = tenant_ns(&client, &class, "acme").await;
-    let name = common::unique("sbl");
-    create_baseline(&client, &name, &spec(&class, "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: good}, data: {v: \"1\"}}\n")).await;
-    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
     // `dataa` is no field of a ConfigMap: the apply would refuse it, so the dry-run of the
     // object (missing, so validated as a create) must refuse it too rather than drop it.
-    let typo = serde_json::json!({"spec": {"templates": [
+    let (ns, name, _, _, message) = refused_revision(&client, "typo", serde_json::json!([
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "good"}, "data": {"v": "1"}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "typo"}, "dataa": {"v": "1"}}
-    ]}});
-    Api::<SecurityBaseline>::all(client.clone())
-        .patch(&name, &PatchParams::default(), &Patch::Merge(typo))
-        .await
-        .unwrap();
-    let status = status_until(&client, &name, "Validated=False", |s| {
-        condition(s, "Validated") == Some("False")
-    })
+    ]))
     .await;
-    let validated = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Validated")
-        .unwrap();
     assert!(
-        validated.message.contains("ConfigMap/typo") && validated.message.contains("dataa"),
-        "the unknown field is named: {}",
-        validated.message
+        message.contains("ConfigMap/typo") && message.contains("dataa"),
+        "the unknown field is named: {message}"
     );
     assert!(configmap(&client, &ns, "typo").await.is_none());
 
