@@ -839,13 +839,7 @@ async fn retention_deletes_the_oldest_copies_but_never_the_last_verified_one() {
         let ns = env.ns.clone();
         async move {
             let gone = api.get_opt("m2").await.ok()?.is_none();
-            let ids: Vec<String> = store
-                .list_backups(&ns, "p")
-                .await
-                .ok()?
-                .into_iter()
-                .map(|e| e.backup_id)
-                .collect();
+            let ids = common::stored_backup_ids(&store, &ns, "p").await.ok()?;
             (gone && !ids.contains(&"m2".to_string())).then_some(())
         }
     })
@@ -862,14 +856,9 @@ async fn retention_deletes_the_oldest_copies_but_never_the_last_verified_one() {
     let mut want = vec!["m3".to_string(), "m4".to_string(), first.clone()];
     want.sort();
     assert_eq!(names, want);
-    let mut ids: Vec<String> = store
-        .list_backups(&env.ns, "p")
+    let ids = common::stored_backup_ids(&store, &env.ns, "p")
         .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.backup_id)
-        .collect();
-    ids.sort();
+        .unwrap();
     assert_eq!(ids, want, "the store holds the same copies");
     assert!(
         store

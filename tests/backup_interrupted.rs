@@ -226,14 +226,7 @@ async fn backups_left_running_by_a_stopped_operator_are_failed_or_recovered_neve
     })
     .await;
     phase_of("p-complete", BackupPhase::Completed).await;
-    let mut ids: Vec<String> = store
-        .list_backups(&ns, "p")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.backup_id)
-        .collect();
-    ids.sort();
+    let ids = common::stored_backup_ids(&store, &ns, "p").await.unwrap();
     assert_eq!(ids, ["p-committed", "p-complete"]);
     let mut listed = cli_list(dir.path(), &ns);
     listed.sort();

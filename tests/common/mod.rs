@@ -104,6 +104,22 @@ pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -
 }
 
 /// Deletes a test namespace (the namespace controller finishes the deletion).
+/// The ids of the backups a store holds for `policy` in `namespace` (complete copies only), sorted.
+pub async fn stored_backup_ids(
+    store: &opsec_operator::backup::Store,
+    namespace: &str,
+    policy: &str,
+) -> Result<Vec<String>, opsec_operator::backup::StoreError> {
+    let mut ids: Vec<String> = store
+        .list_backups(namespace, policy)
+        .await?
+        .into_iter()
+        .map(|e| e.backup_id)
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
 pub async fn delete_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let _ = api.delete(name, &DeleteParams::default()).await;

@@ -907,11 +907,10 @@ async fn dry_run(
                 let body = &bodies[i][j];
                 // A missing object is validated as the create it will be; an existing one (or
                 // one the cache had not seen yet) as the apply that updates it.
-                let created = match exists {
-                    false => {
-                        apply::create_dry_run(client, &resource, &o.namespace, &o.name, body).await
-                    }
-                    true => Ok(false),
+                let created = if exists {
+                    Ok(false)
+                } else {
+                    apply::create_dry_run(client, &resource, &o.namespace, &o.name, body).await
                 };
                 let result = match created {
                     Ok(true) => Ok(()),
