@@ -104,6 +104,22 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
+    // The cache may still show the Running this process wrote before its own run finished (the
+    // Completed write not yet seen): the API server says whether the restore already ended.
+    if status.phase == Some(RestorePhase::Running) {
+        let api: Api<Restore> =
+            Api::namespaced(st.ctx.client.clone(), &r.namespace().unwrap_or_default());
+        let Ok(fresh) = api.get_opt(&r.name_any()).await else {
+            return Ok(Action::requeue(std::time::Duration::from_secs(5)));
+        };
+        let ended = fresh.and_then(|f| f.status).and_then(|s| s.phase);
+        if matches!(
+            ended,
+            Some(RestorePhase::Completed | RestorePhase::Failed) | None
+        ) {
+            return Ok(Action::await_change());
+        }
+    }
     let started = Instant::now();
     let start_time = Timestamp::now();
     let mut running = status.clone();
