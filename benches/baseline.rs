@@ -21,7 +21,8 @@
 //! 7. the API server's rate of server-side-apply writes from this client at the operator's
 //!    concurrency (32 in flight): of plain ConfigMaps, and of the convergence's own writes (the
 //!    seven objects and the PolicyReport the operator wrote into a tenant namespace, copied into
-//!    fresh namespaces under the bench's labels); and the ratio convergence / (minimal writes /
+//!    N fresh namespaces under the bench's labels: as many writes as the convergence's); and the
+//!    ratio convergence / (minimal writes /
 //!    the rate of those same writes). The minimal writes are N x 7 objects, N PolicyReports (one
 //!    per namespace is part of the job), the finalizer and one status write.
 //!
@@ -538,12 +539,14 @@ async fn measure(
 
     // The same writes as the convergence: what the operator wrote into its first tenant
     // namespace (the seven objects and the PolicyReport), applied by this client into fresh
-    // namespaces no baseline selects, under labels no operator watches.
+    // namespaces no baseline selects, under labels no operator watches; as many namespaces as
+    // the convergence had (at least BENCH_SSA_WRITES writes), so the rate is taken over as long a
+    // run, on as large a store, as the time it is compared with.
     let sample = written_by_baseline(root, &names[0], baseline)?;
     let per_ns = sample.len();
-    let copies = m.div_ceil(per_ns.max(1));
+    let copies = m.div_ceil(per_ns.max(1)).max(n);
     let mix_ns: Vec<String> = (0..copies)
-        .map(|i| format!("{prefix}-mix-{i:03}"))
+        .map(|i| format!("{prefix}-mix-{i:04}"))
         .collect();
     created_ns.extend(mix_ns.iter().cloned());
     create_namespaces(client, &format!("{class}-none"), &mix_ns, |_| "mix".into()).await?;
@@ -1340,8 +1343,10 @@ fn table(results: &[Figures]) -> String {
         "API server SSA rate of the convergence's own writes (same client, 32 in flight)".into(),
         col(&|f| {
             format!(
-                "{:.0} writes/s ({} copies of a tenant namespace's 7 objects + PolicyReport)",
-                f.mix_rate, f.mix_writes
+                "{:.0} writes/s ({} writes: {} copies of a tenant namespace's 7 objects + PolicyReport)",
+                f.mix_rate,
+                f.mix_writes,
+                f.mix_writes / (OBJECTS_PER_NAMESPACE as usize + 1)
             )
         }),
         String::new(),

@@ -1096,6 +1096,67 @@ async fn a_namespace_that_stops_matching_loses_its_policy_report() {
     common::delete_namespace(&client, &leaves).await;
 }
 
+/// The report is the operator's own: a hand edit of its results is written back, and a deleted
+/// report comes back.
+#[tokio::test]
+async fn a_policy_report_edited_or_deleted_by_hand_is_written_back() {
+    let client = setup().await;
+    let class = common::unique("polr-own");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
+    let all_pass = |r: &PolicyReport| {
+        r.spec.results.len() == RULES.len()
+            && r.spec
+                .results
+                .iter()
+                .all(|x| x.result == Some(PolicyResult::Pass))
+    };
+    let written = common::eventually(WAIT, "a report with a pass per rule", || async {
+        report(&client, &ns, &name).await.filter(all_pass)
+    })
+    .await;
+
+    let reports: Api<PolicyReport> = Api::namespaced(client.clone(), &ns);
+    let mut results = serde_json::to_value(&written.spec.results).unwrap();
+    results[0]["result"] = "fail".into();
+    reports
+        .patch(
+            &written.name_any(),
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(serde_json::json!({"results": results})),
+        )
+        .await
+        .unwrap();
+    let back = common::eventually(WAIT, "the edited report written back", || async {
+        report(&client, &ns, &name).await.filter(all_pass)
+    })
+    .await;
+    assert_ne!(
+        back.resource_version(),
+        written.resource_version(),
+        "written again"
+    );
+
+    reports
+        .delete(&written.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let recreated = common::eventually(WAIT, "the deleted report recreated", || async {
+        report(&client, &ns, &name)
+            .await
+            .filter(|r| r.uid() != written.uid() && all_pass(r))
+    })
+    .await;
+    assert_eq!(recreated.spec.summary.map(|s| s.pass), Some(5));
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
 #[tokio::test]
 async fn the_leading_operator_is_ready_once_its_controller_caches_are_synced() {
     let _client = setup().await;

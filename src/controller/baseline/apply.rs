@@ -1,6 +1,7 @@
 //! The SecurityBaseline controller's writes: server-side apply (real or dry-run) of rendered
-//! objects and namespace labels under the field manager `opsec-operator`, and deletion of what it
-//! stamped. Each write is idempotent.
+//! objects and namespace labels under the field manager `opsec-operator`, create and replace of the
+//! objects it alone writes (its PolicyReports), and deletion of what it stamped. Each write is
+//! idempotent.
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -116,34 +117,31 @@ pub async fn apply_text(
     })
 }
 
-/// Validates the creation of an object that does not exist yet: a `POST ?dryRun=All` with
-/// strict field validation. The API server runs the same admission and validation as for an apply
-/// that creates the object, at about two thirds of the cost (no merge of an apply patch). `Ok(false)`
-/// when the object exists after all (the cache had not seen it): dry-run it with
+/// Creates an object that does not exist yet with a `POST` (strict field validation), or only
+/// validates its creation (`dryRun=All`). The API server runs the same admission and validation
+/// as for an apply that creates the object, at about two thirds of the cost (no merge of an apply
+/// patch). `Ok(false)` when the object exists after all (the cache had not seen it): apply it with
 /// [`apply_text`] instead.
-pub async fn create_dry_run(
+///
+/// Only for objects the operator alone writes, or for dry-runs: a `POST` records its fields under
+/// an `Update` entry of the field manager, which later applies do not prune.
+pub async fn create_text(
     client: &Client,
     resource: &ApiResource,
     namespace: &str,
     name: &str,
     text: &str,
+    dry_run: bool,
 ) -> Result<bool, ApplyError> {
     let params = PostParams {
-        dry_run: true,
+        dry_run,
         field_manager: Some(FIELD_MANAGER.into()),
     };
     let url = DynamicObject::url_path(resource, Some(namespace));
     let request = kube::core::Request::new(url)
         .create(&params, text.as_bytes().to_vec())
         .map_err(kube::Error::BuildRequest)
-        .and_then(|mut r| {
-            // Unknown and duplicate fields refuse the object, as they refuse an apply.
-            let strict = format!("{}&fieldValidation=Strict", r.uri());
-            *r.uri_mut() = strict.parse().map_err(|e| {
-                kube::Error::BuildRequest(kube::core::request::Error::Validation(format!("{e}")))
-            })?;
-            Ok(r)
-        });
+        .and_then(strict);
     let sent = match request {
         Ok(r) => client.request_text(r).await.map(|_| ()),
         Err(e) => Err(e),
@@ -154,13 +152,59 @@ pub async fn create_dry_run(
             Ok(false)
         }
         Err(e) => Err(ApplyError::new(
-            "dry-run",
+            if dry_run { "dry-run" } else { "create" },
             &resource.kind,
             name,
             namespace,
             e,
         )),
     }
+}
+
+/// Replaces an object the operator alone writes with a `PUT` of `text`, which carries the
+/// `metadata.resourceVersion` it was computed against. `Ok(false)` when the object changed since
+/// (409 Conflict) or is gone (404): apply it with [`apply_text`] instead.
+pub async fn replace_text(
+    client: &Client,
+    resource: &ApiResource,
+    namespace: &str,
+    name: &str,
+    text: &str,
+) -> Result<bool, ApplyError> {
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    let url = DynamicObject::url_path(resource, Some(namespace));
+    let request = kube::core::Request::new(url)
+        .replace(name, &params, text.as_bytes().to_vec())
+        .map_err(kube::Error::BuildRequest)
+        .and_then(strict);
+    let sent = match request {
+        Ok(r) => client.request_text(r).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(()) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(false),
+        Err(e) => Err(ApplyError::new(
+            "replace",
+            &resource.kind,
+            name,
+            namespace,
+            e,
+        )),
+    }
+}
+
+/// Adds `fieldValidation=Strict` to a request: unknown and duplicate fields refuse the object, as
+/// they refuse an apply.
+fn strict(mut r: http::Request<Vec<u8>>) -> Result<http::Request<Vec<u8>>, kube::Error> {
+    let uri = format!("{}&fieldValidation=Strict", r.uri());
+    *r.uri_mut() = uri.parse().map_err(|e| {
+        kube::Error::BuildRequest(kube::core::request::Error::Validation(format!("{e}")))
+    })?;
+    Ok(r)
 }
 
 /// Server-side applies the Pod Security labels (a bare Namespace body) of one namespace.

@@ -17,7 +17,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::RwLock;
+use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tracing::warn;
 
@@ -183,6 +183,9 @@ fn compact(event: watcher::Event<DynamicObject>) -> watcher::Event<CachedObject>
     }
 }
 
+/// The cache of one stamped kind, once its watch has started.
+type StampedCell = Arc<OnceCell<Arc<StampedKind>>>;
+
 /// The caches.
 pub struct ClusterCache {
     client: Client,
@@ -190,7 +193,9 @@ pub struct ClusterCache {
     deployments: Store<Deployment>,
     statefulsets: Store<StatefulSet>,
     daemonsets: Store<DaemonSet>,
-    stamped: RwLock<HashMap<(String, String), Arc<StampedKind>>>,
+    /// One cell per stamped kind: kinds start their watches concurrently, each kind once (a
+    /// kind that failed to start is tried again on the next call).
+    stamped: std::sync::Mutex<HashMap<(String, String), StampedCell>>,
     trigger: Trigger,
     baselines: Store<SecurityBaseline>,
     tasks: std::sync::Mutex<JoinSet<()>>,
@@ -263,7 +268,7 @@ impl ClusterCache {
             deployments,
             statefulsets,
             daemonsets,
-            stamped: RwLock::new(HashMap::new()),
+            stamped: Default::default(),
             trigger,
             baselines,
             tasks: std::sync::Mutex::new(tasks),
@@ -355,14 +360,24 @@ impl ClusterCache {
         api_version: &str,
         kind: &str,
     ) -> Result<Arc<StampedKind>, CacheError> {
-        let key = (api_version.to_string(), kind.to_string());
-        if let Some(k) = self.stamped.read().await.get(&key) {
-            return Ok(k.clone());
-        }
-        let mut map = self.stamped.write().await;
-        if let Some(k) = map.get(&key) {
-            return Ok(k.clone());
-        }
+        let cell = self
+            .stamped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((api_version.to_string(), kind.to_string()))
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.watch_stamped(api_version, kind))
+            .await
+            .cloned()
+    }
+
+    /// Discovers a stamped kind, starts its watch and waits for its first list.
+    async fn watch_stamped(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Arc<StampedKind>, CacheError> {
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g, v),
             None => ("", api_version),
@@ -411,14 +426,17 @@ impl ClusterCache {
                 }
             });
         let _ = store.wait_until_ready().await;
-        let k = Arc::new(StampedKind { resource, store });
-        map.insert(key, k.clone());
-        Ok(k)
+        Ok(Arc::new(StampedKind { resource, store }))
     }
 
     /// Every stamped kind watched so far.
     pub async fn stamped_kinds(&self) -> Vec<Arc<StampedKind>> {
-        self.stamped.read().await.values().cloned().collect()
+        self.stamped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect()
     }
 
     /// The trigger the caches' changes go through.

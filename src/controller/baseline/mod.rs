@@ -131,6 +131,12 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             memory: Default::default(),
             reports_missing: Default::default(),
         });
+        // The PolicyReport cache is started now rather than on the first check's first report:
+        // its first list can wait a second on a freshly established CRD.
+        let warm = state.clone();
+        tokio::spawn(async move {
+            report_kind(&warm).await;
+        });
         let mut stop = shutdown;
         controller
             .reconcile_on(rx)
@@ -340,15 +346,19 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         plan.absorb(part);
     }
 
-    let mut kinds: BTreeMap<(String, String), Result<Arc<StampedKind>, String>> = BTreeMap::new();
-    for (api_version, kind) in plan.kinds() {
-        let k = st
-            .cache
-            .stamped(&api_version, &kind)
-            .await
-            .map_err(|e| e.to_string());
-        kinds.insert((api_version, kind), k);
-    }
+    // The caches of the kinds the plan stamps, started together when new.
+    let kinds: BTreeMap<(String, String), Result<Arc<StampedKind>, String>> =
+        futures::future::join_all(plan.kinds().into_iter().map(|(api_version, kind)| async {
+            let k = st
+                .cache
+                .stamped(&api_version, &kind)
+                .await
+                .map_err(|e| e.to_string());
+            ((api_version, kind), k)
+        }))
+        .await
+        .into_iter()
+        .collect();
 
     // 8.5.2 technical validation: a new revision is dry-run in every target first.
     if new_revision && spec.rollout.validate {
@@ -910,7 +920,7 @@ async fn dry_run(
                 let created = if exists {
                     Ok(false)
                 } else {
-                    apply::create_dry_run(client, &resource, &o.namespace, &o.name, body).await
+                    apply::create_text(client, &resource, &o.namespace, &o.name, body, true).await
                 };
                 let result = match created {
                     Ok(true) => Ok(()),
@@ -1180,6 +1190,36 @@ async fn report_kind(st: &State) -> Option<Arc<StampedKind>> {
     }
 }
 
+/// Writes one PolicyReport, the operator's own object: a `POST` when the cache has none, else a
+/// `PUT` against the cached resourceVersion (`body` carries it); each about two thirds of the cost
+/// of an apply. When the cache was behind (the report exists, changed or is gone), a forced
+/// server-side apply of the body without its resourceVersion settles it.
+async fn write_report(
+    client: &kube::Client,
+    resource: &kube::api::ApiResource,
+    namespace: &str,
+    name: &str,
+    exists: bool,
+    body: String,
+) -> Result<(), apply::ApplyError> {
+    let written = if exists {
+        apply::replace_text(client, resource, namespace, name, &body).await?
+    } else {
+        apply::create_text(client, resource, namespace, name, &body, false).await?
+    };
+    if written {
+        return Ok(());
+    }
+    let mut value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if let Some(meta) = value
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        meta.remove("resourceVersion");
+    }
+    apply::apply_object(client, resource, &value, false).await
+}
+
 /// Keeps one PolicyReport per selected namespace in step with the findings (X.1642 8.5.3) and
 /// deletes the reports of namespaces no longer selected. A report is written only when it
 /// differs from the live one, so an idle check writes nothing. Reports are written in Audit mode
@@ -1228,7 +1268,14 @@ async fn write_reports(
         });
         if policy_report::needs_write(&desired, live.as_ref()) {
             // As text: a thousand reports as JSON value trees would take tens of MiB.
-            writes.push(serde_json::to_string(&desired).unwrap_or_default());
+            let mut desired = desired;
+            desired.metadata.resource_version =
+                live.and_then(|l| l.metadata.resource_version.clone());
+            writes.push((
+                namespace.to_string(),
+                desired.metadata.resource_version.is_some(),
+                serde_json::to_string(&desired).unwrap_or_default(),
+            ));
         }
     };
     for nsp in &plan.namespaces {
@@ -1274,10 +1321,10 @@ async fn write_reports(
 
     let client = &st.ctx.client;
     let failures: Vec<String> = futures::stream::iter(writes)
-        .map(|body| {
-            let (client, resource) = (client.clone(), kind.resource.clone());
+        .map(|(namespace, exists, body)| {
+            let (report_name, resource) = (&report_name, &kind.resource);
             async move {
-                apply::apply_text(&client, &resource, &body, false)
+                write_report(client, resource, &namespace, report_name, exists, body)
                     .await
                     .err()
                     .map(|e| e.to_string())
