@@ -138,15 +138,8 @@ pub async fn create_text(
         field_manager: Some(FIELD_MANAGER.into()),
     };
     let url = DynamicObject::url_path(resource, Some(namespace));
-    let request = kube::core::Request::new(url)
-        .create(&params, text.as_bytes().to_vec())
-        .map_err(kube::Error::BuildRequest)
-        .and_then(strict);
-    let sent = match request {
-        Ok(r) => client.request_text(r).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    match sent {
+    let request = kube::core::Request::new(url).create(&params, text.as_bytes().to_vec());
+    match send_strict(client, request).await {
         Ok(()) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => {
             Ok(false)
@@ -176,15 +169,8 @@ pub async fn replace_text(
         field_manager: Some(FIELD_MANAGER.into()),
     };
     let url = DynamicObject::url_path(resource, Some(namespace));
-    let request = kube::core::Request::new(url)
-        .replace(name, &params, text.as_bytes().to_vec())
-        .map_err(kube::Error::BuildRequest)
-        .and_then(strict);
-    let sent = match request {
-        Ok(r) => client.request_text(r).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    match sent {
+    let request = kube::core::Request::new(url).replace(name, &params, text.as_bytes().to_vec());
+    match send_strict(client, request).await {
         Ok(()) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(false),
         Err(e) => Err(ApplyError::new(
@@ -197,14 +183,18 @@ pub async fn replace_text(
     }
 }
 
-/// Adds `fieldValidation=Strict` to a request: unknown and duplicate fields refuse the object, as
-/// they refuse an apply.
-fn strict(mut r: http::Request<Vec<u8>>) -> Result<http::Request<Vec<u8>>, kube::Error> {
+/// Sends a create or replace with `fieldValidation=Strict` (unknown and duplicate fields refuse
+/// the object, as they refuse an apply). The response (the whole object) is not read.
+async fn send_strict(
+    client: &Client,
+    request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+) -> Result<(), kube::Error> {
+    let mut r = request.map_err(kube::Error::BuildRequest)?;
     let uri = format!("{}&fieldValidation=Strict", r.uri());
     *r.uri_mut() = uri.parse().map_err(|e| {
         kube::Error::BuildRequest(kube::core::request::Error::Validation(format!("{e}")))
     })?;
-    Ok(r)
+    client.request_text(r).await.map(|_| ())
 }
 
 /// Server-side applies the Pod Security labels (a bare Namespace body) of one namespace.
