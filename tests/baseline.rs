@@ -918,6 +918,23 @@ async fn report(client: &Client, ns: &str, baseline: &str) -> Option<PolicyRepor
         .expect("get policyreport")
 }
 
+/// Whether a report has a pass for each of the [`RULES`].
+fn all_pass(r: &PolicyReport) -> bool {
+    r.spec.results.len() == RULES.len()
+        && r.spec
+            .results
+            .iter()
+            .all(|x| x.result == Some(PolicyResult::Pass))
+}
+
+/// Waits until `baseline`'s report in `ns` has a pass for each of the [`RULES`].
+async fn passing_report(client: &Client, ns: &str, baseline: &str, what: &str) -> PolicyReport {
+    common::eventually(WAIT, what, || async {
+        report(client, ns, baseline).await.filter(all_pass)
+    })
+    .await
+}
+
 /// The result of `rule` in a report.
 fn rule_result<'a>(r: &'a PolicyReport, rule: &str) -> Option<&'a PolicyReportResult> {
     r.spec
@@ -943,18 +960,11 @@ async fn each_selected_namespace_gets_a_policy_report_that_fails_what_audit_find
     create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
     status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 1).await;
 
-    let r = common::eventually(
-        WAIT,
+    let r = passing_report(
+        &client,
+        &ns,
+        &name,
         "a PolicyReport with a pass per control and template",
-        || async {
-            let r = report(&client, &ns, &name).await?;
-            (r.spec.results.len() == RULES.len()
-                && r.spec
-                    .results
-                    .iter()
-                    .all(|x| x.result == Some(PolicyResult::Pass)))
-            .then_some(r)
-        },
     )
     .await;
     let labels = r.labels();
@@ -1105,17 +1115,7 @@ async fn a_policy_report_edited_or_deleted_by_hand_is_written_back() {
     let ns = tenant_ns(&client, &class, "acme").await;
     let name = common::unique("sbl");
     create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
-    let all_pass = |r: &PolicyReport| {
-        r.spec.results.len() == RULES.len()
-            && r.spec
-                .results
-                .iter()
-                .all(|x| x.result == Some(PolicyResult::Pass))
-    };
-    let written = common::eventually(WAIT, "a report with a pass per rule", || async {
-        report(&client, &ns, &name).await.filter(all_pass)
-    })
-    .await;
+    let written = passing_report(&client, &ns, &name, "a report with a pass per rule").await;
 
     let reports: Api<PolicyReport> = Api::namespaced(client.clone(), &ns);
     let mut results = serde_json::to_value(&written.spec.results).unwrap();
@@ -1131,10 +1131,7 @@ async fn a_policy_report_edited_or_deleted_by_hand_is_written_back() {
         )
         .await
         .unwrap();
-    let back = common::eventually(WAIT, "the edited report written back", || async {
-        report(&client, &ns, &name).await.filter(all_pass)
-    })
-    .await;
+    let back = passing_report(&client, &ns, &name, "the edited report written back").await;
     assert_ne!(
         back.resource_version(),
         written.resource_version(),
