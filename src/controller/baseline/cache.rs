@@ -430,7 +430,7 @@ impl ClusterCache {
     }
 
     /// Every stamped kind watched so far.
-    pub async fn stamped_kinds(&self) -> Vec<Arc<StampedKind>> {
+    pub fn stamped_kinds(&self) -> Vec<Arc<StampedKind>> {
         self.stamped
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -941,7 +941,7 @@ async fn dry_run(
 /// (`Kind/name`, rendered hash) of every object stamped by `name`, as the caches hold them.
 async fn stamped_hashes(st: &State, name: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for kind in st.cache.stamped_kinds().await {
+    for kind in st.cache.stamped_kinds() {
         if is_report(&kind.resource.api_version, &kind.resource.kind) {
             continue;
         }
@@ -968,7 +968,7 @@ async fn stale(
     scope: &scope::Scope,
 ) -> Vec<(Arc<StampedKind>, ObjectKey)> {
     let mut out = Vec::new();
-    for kind in st.cache.stamped_kinds().await {
+    for kind in st.cache.stamped_kinds() {
         for o in kind.store.state() {
             if o.labels().get(BASELINE_LABEL).map(String::as_str) != Some(name)
                 || o.metadata.deletion_timestamp.is_some()
