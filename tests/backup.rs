@@ -878,3 +878,148 @@ async fn retention_deletes_the_oldest_copies_but_never_the_last_verified_one() {
     .await;
     common::delete_namespace(c, &env.ns).await;
 }
+
+/// Every page of a kind as `(name, exported JSON or skip reason)`, listed as protobuf or as JSON.
+async fn exported_by_name(
+    client: &Client,
+    ns: &str,
+    ar: &kube::api::ApiResource,
+    protobuf: bool,
+) -> std::collections::BTreeMap<String, Result<Value, String>> {
+    use opsec_operator::backup::Exported;
+    use opsec_operator::backup::export::export_raw;
+    use opsec_operator::controller::backup::objects::list_page;
+    let (mut out, mut token, mut pages) = (std::collections::BTreeMap::new(), None::<String>, 0);
+    let mut still_protobuf = protobuf;
+    loop {
+        let page = list_page(client, ns, ar, "", token.as_deref(), &mut still_protobuf)
+            .await
+            .unwrap()
+            .expect("listable");
+        pages += 1;
+        token = page.continue_token().map(str::to_string);
+        for item in page.into_items() {
+            let name: Value = serde_json::from_str(item["metadata"].get()).unwrap();
+            let name = name["name"].as_str().unwrap().to_string();
+            let mut bytes = Vec::new();
+            let exported = match export_raw(&ar.api_version, &ar.kind, &item, &mut bytes).unwrap() {
+                Exported::Keep(_) => Ok(serde_json::from_slice(&bytes).unwrap()),
+                Exported::Skip(reason) => Err(reason.as_str().to_string()),
+            };
+            out.insert(name, exported);
+        }
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        still_protobuf, protobuf,
+        "{} pages of {} listed in the encoding asked for",
+        pages, ar.kind
+    );
+    out
+}
+
+#[tokio::test]
+async fn configmaps_and_secrets_listed_as_protobuf_export_as_they_do_listed_as_json() {
+    use futures::StreamExt as _;
+    use kube::api::ApiResource;
+    let client = common::client().await;
+    let ns = common::namespace(&client, "bk-proto", &[]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    let tricky = serde_json::from_value::<ConfigMap>(json!({
+        "metadata": {"name": "tricky", "labels": {"app": "web", "empty": ""},
+            "annotations": {"html": "<b>&amp;</b>", "separators": "a\u{2028}b\u{2029}c", "accents": "é ✓ 🦀"}},
+        "data": {"app.conf": "line one\n\ttab \"quoted\" back\\slash \u{1} \u{7f}", "empty": ""},
+        "binaryData": {"blob": B64.encode([0u8, 1, 2, 0xfe, 0xff])},
+        "immutable": true
+    }))
+    .unwrap();
+    let tricky = cms.create(&pp, &tricky).await.unwrap();
+    let owner = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "tricky",
+        "uid": tricky.metadata.uid.clone().unwrap()}]);
+    let mut controlled = owner.clone();
+    controlled[0]["controller"] = json!(true);
+    controlled[0]["blockOwnerDeletion"] = json!(false);
+    for cm in [
+        json!({"metadata": {"generateName": "generated-"}, "data": {"k": "v"}}),
+        json!({"metadata": {"name": "owned", "ownerReferences": owner}, "data": {"k": "v"}}),
+        json!({"metadata": {"name": "controlled", "ownerReferences": controlled}}),
+        json!({"metadata": {"name": "mutable"}, "immutable": false}),
+    ] {
+        cms.create(&pp, &serde_json::from_value(cm).unwrap())
+            .await
+            .unwrap();
+    }
+    for s in [
+        json!({"metadata": {"name": "tls", "labels": {"tier": "edge"}}, "type": "kubernetes.io/tls",
+            "data": {"tls.crt": B64.encode(b"cert\n"), "tls.key": B64.encode([0u8, 0xff, 0x80])}}),
+        json!({"metadata": {"name": "opaque"}, "stringData": {"password": "s3cr3t"}, "immutable": false}),
+        json!({"metadata": {"name": "no-data"}}),
+    ] {
+        secrets
+            .create(&pp, &serde_json::from_value(s).unwrap())
+            .await
+            .unwrap();
+    }
+    // More than a page of 500, so that continue tokens are followed in both encodings.
+    futures::stream::iter(0..520)
+        .map(|i| {
+            let cms = cms.clone();
+            let cm =
+                json!({"metadata": {"name": format!("bulk-{i:03}")}, "data": {"i": i.to_string()}});
+            async move {
+                cms.create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+
+    for ar in [
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Secret>(&()),
+    ] {
+        let from_protobuf = exported_by_name(&client, &ns, &ar, true).await;
+        let from_json = exported_by_name(&client, &ns, &ar, false).await;
+        assert_eq!(from_protobuf, from_json, "{} exported alike", ar.kind);
+        if ar.kind == "ConfigMap" {
+            assert_eq!(
+                from_protobuf.len(),
+                1 + 4 + 520 + 1,
+                "with kube-root-ca.crt"
+            );
+            assert_eq!(
+                from_protobuf["kube-root-ca.crt"],
+                Err("RootCAConfigMap".into())
+            );
+            assert_eq!(from_protobuf["controlled"], Err("OwnedByController".into()));
+            let tricky = from_protobuf["tricky"].as_ref().unwrap();
+            assert_eq!(tricky["metadata"]["annotations"]["accents"], "é ✓ 🦀");
+            assert_eq!(
+                tricky["binaryData"]["blob"],
+                B64.encode([0u8, 1, 2, 0xfe, 0xff])
+            );
+            assert_eq!(tricky["immutable"], true);
+            assert!(
+                tricky["metadata"].get("uid").is_none(),
+                "server fields stripped"
+            );
+            assert!(from_protobuf.keys().any(|n| n.starts_with("generated-")));
+        } else {
+            assert_eq!(
+                from_protobuf["opaque"].as_ref().unwrap()["immutable"],
+                false
+            );
+            assert_eq!(
+                from_protobuf["opaque"].as_ref().unwrap()["data"]["password"],
+                B64.encode("s3cr3t")
+            );
+        }
+    }
+    common::delete_namespace(&client, &ns).await;
+}

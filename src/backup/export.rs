@@ -72,7 +72,7 @@ pub enum Exported {
     Skip(SkipReason),
 }
 
-const METADATA_STRIPPED: &[&str] = &[
+pub(crate) const METADATA_STRIPPED: &[&str] = &[
     "uid",
     "resourceVersion",
     "generation",
@@ -223,9 +223,43 @@ struct RawListMeta {
 
 /// An object's top-level fields, each the JSON text of its value, in key order (the order a
 /// `serde_json::Value` keeps them in).
-pub type RawObject = BTreeMap<String, Box<RawValue>>;
+pub type RawObject = BTreeMap<String, JsonText>;
+
+/// The JSON text of one value: as the API server sent it (checked as JSON when its page was
+/// parsed), or as this crate wrote it (see [`super::protobuf`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// The text.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+
+    /// Text this crate wrote as one JSON value (not checked again; kept with its spare
+    /// capacity rather than copied into an exact-size allocation).
+    pub(crate) fn written(text: String) -> Self {
+        Self(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|raw| Self(Box::<str>::from(raw).into_string()))
+    }
+}
 
 impl RawListPage {
+    /// A page decoded from another encoding (see [`super::protobuf`]).
+    pub(crate) fn new(continue_token: Option<String>, items: Vec<RawObject>) -> Self {
+        Self {
+            metadata: RawListMeta {
+                continue_: continue_token,
+            },
+            items: Some(items),
+        }
+    }
+
     /// Parses a list response (`{"kind":"ConfigMapList","metadata":{..},"items":[..]}`).
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
@@ -349,18 +383,21 @@ pub fn write_json(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Whether any of the 8 bytes of `w` is a control character (< 0x20), `"` or `\`.
-fn needs_escape(w: u64) -> bool {
+/// The bytes of `w` (8 bytes of a string, little-endian) that need escaping: a control character
+/// (< 0x20), `"` or `\\`, each flagged by its high bit. Only the lowest flag is exact (a borrow
+/// may flag a byte above it): callers take the first flagged byte and look again after it.
+fn escape_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
+    below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))
 }
 
 /// A JSON string literal, escaped exactly as serde_json does (short escapes for `\b \t \n \f \r`,
-/// `\u00xx` for the other control characters, nothing above them but `"` and `\`).
-fn write_json_str(s: &str, out: &mut Vec<u8>) {
+/// `\u00xx` for the other control characters, nothing above them but `"` and `\`). Runs between
+/// the bytes that need escaping are found 8 bytes at a time and copied whole.
+pub(crate) fn write_json_str(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
@@ -369,45 +406,38 @@ fn write_json_str(s: &str, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < bytes.len() {
         if let Some(chunk) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-            if !needs_escape(w) {
+            let mask = escape_mask(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+            if mask == 0 {
                 i += 8;
                 continue;
             }
-        }
-        // Somewhere in the next 8 bytes (or the tail): one at a time.
-        let end = (i + 8).min(bytes.len());
-        while i < end {
-            let b = bytes[i];
-            let short = match b {
-                b'"' => Some(b'"'),
-                b'\\' => Some(b'\\'),
-                b'\n' => Some(b'n'),
-                b'\r' => Some(b'r'),
-                b'\t' => Some(b't'),
-                0x08 => Some(b'b'),
-                0x0c => Some(b'f'),
-                0..=0x1f => None,
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            out.extend_from_slice(&bytes[start..i]);
-            match short {
-                Some(c) => out.extend_from_slice(&[b'\\', c]),
-                None => out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 0xf) as usize],
-                ]),
-            }
+            // The first flagged byte needs escaping.
+            i += (mask.trailing_zeros() / 8) as usize;
+        } else if !matches!(bytes[i], b'"' | b'\\' | 0..=0x1f) {
             i += 1;
-            start = i;
+            continue;
         }
+        let b = bytes[i];
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
+        }
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod crypto;
 pub mod export;
 pub mod manifest;
+pub mod protobuf;
 pub mod restore;
 pub mod retention;
 pub mod store;

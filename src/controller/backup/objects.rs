@@ -13,6 +13,7 @@ use kube::discovery::{Discovery, Scope, verbs};
 use serde_json::Value;
 
 use crate::api::backup::{BackupResources, ExistingObjects};
+use crate::backup::protobuf::{self, ProtobufKind};
 use crate::backup::{RawListPage, RawObject};
 use crate::controller::FIELD_MANAGER;
 
@@ -95,12 +96,18 @@ pub fn selector_string(
 /// Lists one page of a kind, kept as raw JSON fields (see [`RawListPage`]); `Ok(None)` when
 /// the kind cannot be listed here (forbidden, gone, an unavailable aggregated API), which skips
 /// it rather than failing the backup.
+///
+/// ConfigMaps and Secrets are asked for in protobuf while `protobuf` holds (see
+/// [`crate::backup::protobuf`]: half the API server's CPU of JSON); a page the decoder refuses
+/// (a field it does not know) is listed again as JSON, and `protobuf` turns false so that the
+/// kind's further pages are listed as JSON from the start.
 pub async fn list_page(
     client: &Client,
     namespace: &str,
     ar: &ApiResource,
     selector: &str,
     continue_token: Option<&str>,
+    protobuf: &mut bool,
 ) -> Result<Option<RawListPage>, kube::Error> {
     let mut lp = ListParams::default().limit(LIST_PAGE);
     if !selector.is_empty() {
@@ -109,12 +116,25 @@ pub async fn list_page(
     if let Some(token) = continue_token {
         lp = lp.continue_token(token);
     }
-    let request = Request::new(DynamicObject::url_path(ar, Some(namespace)))
-        .list(&lp)
-        .map_err(kube::Error::BuildRequest)?;
-    let text = match client.request_text(request).await {
+    let request = || {
+        Request::new(DynamicObject::url_path(ar, Some(namespace)))
+            .list(&lp)
+            .map_err(kube::Error::BuildRequest)
+    };
+    let proto_kind = ProtobufKind::of(&ar.api_version, &ar.kind).filter(|_| *protobuf);
+    if let Some(kind) = proto_kind {
+        match list_page_protobuf(client, kind, request()?).await? {
+            Listed::Page(page) => return Ok(Some(page)),
+            Listed::NotListable => return Ok(None),
+            Listed::AsJson(why) => {
+                tracing::info!(kind = %ar.kind, %why, "listing as JSON instead of protobuf");
+                *protobuf = false;
+            }
+        }
+    }
+    let text = match client.request_text(request()?).await {
         Ok(text) => text,
-        Err(kube::Error::Api(e)) if [403, 404, 405, 503].contains(&e.code) => {
+        Err(kube::Error::Api(e)) if NOT_LISTABLE.contains(&e.code) => {
             tracing::debug!(kind = %ar.kind, code = e.code, "kind not listable, skipped");
             return Ok(None);
         }
@@ -124,6 +144,61 @@ pub async fn list_page(
         .map(Some)
         .map_err(kube::Error::SerdeError)
 }
+
+/// Status codes of a kind that cannot be listed here: skipped, not a failed backup.
+const NOT_LISTABLE: [u16; 4] = [403, 404, 405, 503];
+
+/// What a protobuf list request gave.
+enum Listed {
+    Page(RawListPage),
+    NotListable,
+    /// List this page as JSON, for this reason.
+    AsJson(String),
+}
+
+/// One list request asking for protobuf (JSON accepted too). An error status other than
+/// [`NOT_LISTABLE`] is left to the JSON request, whose error body kube-rs reads.
+async fn list_page_protobuf(
+    client: &Client,
+    kind: ProtobufKind,
+    mut request: http::Request<Vec<u8>>,
+) -> Result<Listed, kube::Error> {
+    use http_body_util::BodyExt as _;
+    request.headers_mut().insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static(PROTOBUF_OR_JSON),
+    );
+    let response = client.send(request.map(kube::client::Body::from)).await?;
+    let status = response.status();
+    if NOT_LISTABLE.contains(&status.as_u16()) {
+        return Ok(Listed::NotListable);
+    }
+    if !status.is_success() {
+        return Ok(Listed::AsJson(format!("status {status}")));
+    }
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.into_body().collect().await?.to_bytes();
+    if content_type.starts_with(protobuf::CONTENT_TYPE) {
+        Ok(match protobuf::parse_list(kind, &body) {
+            Ok(page) => Listed::Page(page),
+            Err(e) => Listed::AsJson(e.to_string()),
+        })
+    } else {
+        // The server chose JSON.
+        let text = String::from_utf8(body.to_vec()).map_err(kube::Error::FromUtf8)?;
+        RawListPage::parse(&text)
+            .map(Listed::Page)
+            .map_err(kube::Error::SerdeError)
+    }
+}
+
+/// The Accept header of a protobuf list request.
+const PROTOBUF_OR_JSON: &str = "application/vnd.kubernetes.protobuf, application/json;q=0.9";
 
 /// Objects per list request.
 const LIST_PAGE: u32 = 500;
@@ -162,10 +237,17 @@ impl ListAhead {
         let (tx, pages) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
             for kind in kinds {
-                let mut token: Option<String> = None;
+                let (mut token, mut protobuf) = (None::<String>, true);
                 loop {
-                    let page =
-                        list_page(&client, &namespace, &kind, &selector, token.as_deref()).await;
+                    let page = list_page(
+                        &client,
+                        &namespace,
+                        &kind,
+                        &selector,
+                        token.as_deref(),
+                        &mut protobuf,
+                    )
+                    .await;
                     let page = match page {
                         Ok(Some(page)) => page,
                         Ok(None) => break,
