@@ -4,14 +4,15 @@
 //! with [`restore::restore`] / [`restore::verify`], and prunes with [`retention::plan`].
 //!
 //! A backup run streams: each object is exported ([`export`]), serialized and hashed by the
-//! caller's task, then, on a thread of its own, appended to a zstd-compressed tar ([`archive`]),
-//! encrypted in 64 KiB AES-256-GCM frames ([`crypto`]) and hashed again, and a task fans the
-//! result out to every store's multipart upload ([`store`]). Bounded queues join the three (8 MiB
-//! of objects, 8 MiB of archive), so memory stays bounded however many objects there are, and
-//! the caller lists its next page while the last one is compressed. Then the [`manifest`] (every
-//! object's digest, the archive's digest, key ids) is signed and written to each store whose data
-//! upload succeeded: `manifest.sig`, then `manifest.json` last as the commit marker. A store that
-//! fails is dropped from the run and reported; the others carry on.
+//! caller's task, then, in batches of 256 KiB, on a thread of its own, appended to a
+//! zstd-compressed tar ([`archive`]), encrypted in 64 KiB AES-256-GCM frames ([`crypto`]) and
+//! hashed again, and a task fans the result out to every store's multipart upload ([`store`]).
+//! Bounded queues join the three (8 MiB of objects, 8 MiB of archive), so memory stays bounded
+//! however many objects there are, and the caller lists its next page while the last one is
+//! compressed. Then the [`manifest`] (every object's digest, the archive's digest, key ids) is
+//! signed while the uploads complete, `manifest.sig` is written beside the data, and
+//! `manifest.json` last, as the commit marker, to each store whose data and signature are
+//! written. A store that fails is dropped from the run and reported; the others carry on.
 
 pub mod archive;
 pub mod cli;
@@ -48,6 +49,9 @@ const FLUSH_BYTES: usize = 256 * 1024;
 /// Serialized objects queued for the archiving thread, in bytes at most: the queue's memory
 /// bound, and enough to keep that thread busy between two list pages.
 const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Objects go to the archiving thread in batches of about this many bytes: one wake-up of that
+/// thread (and of the writer, when the queue was full) a batch rather than an object.
+const BATCH_BYTES: usize = 256 * 1024;
 /// Chunks of about [`FLUSH_BYTES`] queued between the archiving thread and the uploads (8 MiB):
 /// enough for the thread to keep compressing while an S3 part is in flight.
 const CHUNKS_QUEUED: usize = 32;
@@ -271,8 +275,7 @@ struct Target {
     slot: Slot,
 }
 
-/// One serialized object for the archiving thread; its permit holds its buffer's share of
-/// [`QUEUE_BYTES`] (by capacity) until the thread has written it.
+/// One serialized object for the archiving thread.
 struct Entry {
     key: ObjectKey,
     path: String,
@@ -280,11 +283,17 @@ struct Entry {
     /// Hex SHA-256 of `data`, computed by the caller's task (which has `data` in cache and less
     /// to do than the archiving thread).
     sha256: String,
+}
+
+/// Objects in archive order; the permit holds their buffers' share of [`QUEUE_BYTES`] (by
+/// capacity) until the thread has written them all.
+struct Batch {
+    entries: Vec<Entry>,
     permit: OwnedSemaphorePermit,
 }
 
 enum Job {
-    Entry(Entry),
+    Entries(Batch),
     /// End the archive: no more entries.
     Finish,
 }
@@ -324,39 +333,37 @@ fn archive_thread(
     };
     let mut objects = Vec::new();
     loop {
-        let entry = match jobs.recv() {
-            Ok(Job::Entry(entry)) => entry,
+        let batch = match jobs.recv() {
+            Ok(Job::Entries(batch)) => batch,
             Ok(Job::Finish) => break,
             Err(_) => return Err(Stop::Abandoned),
         };
-        archive
-            .append_checked(&entry.path, &entry.data)
-            .map_err(|e| Stop::Failed(BackupError::Archive(e)))?;
-        let Entry {
-            key,
-            data,
-            sha256,
-            permit,
-            ..
-        } = entry;
-        objects.push(ManifestObject {
-            api_version: key.api_version,
-            kind: key.kind,
-            name: key.name,
-            sha256,
-            size: data.len() as u64,
-        });
-        if data.capacity() <= RECYCLE_MAX {
-            // The writer may be gone already; the buffer is then freed.
-            let _ = spare.send(data);
+        for entry in batch.entries {
+            archive
+                .append_checked(&entry.path, &entry.data)
+                .map_err(|e| Stop::Failed(BackupError::Archive(e)))?;
+            let Entry {
+                key, data, sha256, ..
+            } = entry;
+            objects.push(ManifestObject {
+                api_version: key.api_version,
+                kind: key.kind,
+                name: key.name,
+                sha256,
+                size: data.len() as u64,
+            });
+            if data.capacity() <= RECYCLE_MAX {
+                // The writer may be gone already; the buffer is then freed.
+                let _ = spare.send(data);
+            }
+            if archive.sink_mut().buffer().len() >= FLUSH_BYTES {
+                // A buffer that holds a whole chunk (and the frame that crosses its end) from
+                // the start, rather than one grown by doubling.
+                let next = Vec::with_capacity(FLUSH_BYTES + crypto::FRAME_SIZE + crypto::TAG_LEN);
+                send(std::mem::replace(archive.sink_mut().buffer(), next))?;
+            }
         }
-        drop(permit);
-        if archive.sink_mut().buffer().len() >= FLUSH_BYTES {
-            // A buffer that holds a whole chunk (and the frame that crosses its end) from the
-            // start, rather than one grown by doubling.
-            let next = Vec::with_capacity(FLUSH_BYTES + crypto::FRAME_SIZE + crypto::TAG_LEN);
-            send(std::mem::replace(archive.sink_mut().buffer(), next))?;
-        }
+        drop(batch.permit);
     }
     let rest = archive
         .finish()
@@ -425,6 +432,9 @@ pub struct BackupWriter {
     /// Buffers the archiving thread is done with.
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
     budget: Arc<Semaphore>,
+    /// Objects not yet handed to the archiving thread, and their buffers' capacity.
+    batch: Vec<Entry>,
+    batch_bytes: usize,
     checker: archive::EntryChecker,
     archiver: Option<tokio::task::JoinHandle<Result<Archived, Stop>>>,
     uploader: Option<tokio::task::JoinHandle<Vec<Target>>>,
@@ -505,6 +515,8 @@ impl BackupWriter {
             jobs: Some(jobs),
             spare,
             budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            batch: Vec::new(),
+            batch_bytes: 0,
             checker: archive::EntryChecker::new(&run.options.limits),
             archiver: Some(archiver),
             uploader: Some(uploader),
@@ -564,35 +576,51 @@ impl BackupWriter {
     }
 
     /// Checks an exported object's entry and queues it, with its SHA-256, for the archiving
-    /// thread (waiting while the queue holds its byte budget).
+    /// thread (in a batch of [`BATCH_BYTES`]).
     async fn queue(&mut self, key: ObjectKey, data: Vec<u8>) -> Result<Added, BackupError> {
         let path = self
             .checker
             .check(&key, data.len() as u64)
             .map_err(BackupError::Archive)?;
-        let Some(jobs) = &self.jobs else {
+        if self.jobs.is_none() {
             return Err(self.stopped().await);
-        };
-        // Every permit is returned when the archiving thread drops its entry, even unwritten.
-        let Ok(permit) = self
-            .budget
-            .clone()
-            .acquire_many_owned(queue_permits(data.capacity()))
-            .await
-        else {
-            return Err(self.stopped().await);
-        };
-        let job = Job::Entry(Entry {
+        }
+        self.batch_bytes += data.capacity();
+        self.batch.push(Entry {
             key: key.clone(),
             path,
             sha256: crypto::sha256_hex(&data),
             data,
-            permit,
         });
-        if jobs.send(job).is_err() {
-            return Err(self.stopped().await);
+        if self.batch_bytes >= BATCH_BYTES {
+            self.send_batch().await?;
         }
         Ok(Added::Archived(key))
+    }
+
+    /// Hands the batch to the archiving thread, waiting while the queue holds its byte budget.
+    async fn send_batch(&mut self) -> Result<(), BackupError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let Some(jobs) = &self.jobs else {
+            return Err(self.stopped().await);
+        };
+        // Every permit is returned when the archiving thread drops the batch, even unwritten.
+        let Ok(permit) = self
+            .budget
+            .clone()
+            .acquire_many_owned(queue_permits(self.batch_bytes))
+            .await
+        else {
+            return Err(self.stopped().await);
+        };
+        let entries = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if jobs.send(Job::Entries(Batch { entries, permit })).is_err() {
+            return Err(self.stopped().await);
+        }
+        Ok(())
     }
 
     /// Waits for the archiving thread and the upload task, and takes the stores back.
@@ -647,12 +675,17 @@ impl BackupWriter {
     /// Ends the archive, completes the data uploads, then writes `manifest.sig` and
     /// `manifest.json` to each store whose data is complete.
     pub async fn finish(mut self) -> Result<BackupSummary, BackupError> {
-        if let Some(jobs) = self.jobs.take() {
-            // If the thread is gone, `join` says why.
-            let _ = jobs.send(Job::Finish);
-        }
-        let result = match self.join().await {
-            Ok(archived) => self.run.commit(archived).await,
+        let result = match self.send_batch().await {
+            Ok(()) => {
+                if let Some(jobs) = self.jobs.take() {
+                    // If the thread is gone, `join` says why.
+                    let _ = jobs.send(Job::Finish);
+                }
+                match self.join().await {
+                    Ok(archived) => self.run.commit(archived).await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -662,8 +695,8 @@ impl BackupWriter {
     }
 }
 
-/// Permits of [`QUEUE_BYTES`] an object of `len` bytes takes (an object larger than the whole
-/// queue takes all of it, so it waits until the queue is empty).
+/// Permits of [`QUEUE_BYTES`] a batch of `len` bytes takes (a batch larger than the whole queue
+/// takes all of it, so it waits until the queue is empty).
 fn queue_permits(len: usize) -> u32 {
     len.clamp(1, QUEUE_BYTES) as u32
 }
@@ -702,79 +735,72 @@ impl Run {
 
     async fn commit(&mut self, archived: Archived) -> Result<BackupSummary, BackupError> {
         // The stores complete their data files at the same time (a local fsync beside the S3
-        // upload of the last part), then their manifests.
-        futures::future::join_all(self.targets.iter_mut().map(|target| async move {
-            if let Slot::Writing(upload) = std::mem::replace(&mut target.slot, Slot::Written)
-                && let Err(e) = upload.finish().await
-            {
-                tracing::warn!(store = target.store.name(), error = %e, "backup store failed");
-                target.slot = Slot::Failed(e);
-            }
-        }))
-        .await;
+        // upload of the last part) while the manifest is built and signed on a blocking thread
+        // (it needs only the archive) and the signature is written beside the data: neither
+        // makes a backup look complete. Then `manifest.json`, the commit marker, to each store
+        // whose data and signature are written.
+        let built = tokio::task::spawn_blocking({
+            let (meta, options) = (self.meta.clone(), self.options.clone());
+            move || signed_manifest(&meta, &options, archived)
+        });
+        let stores: Vec<Store> = self.targets.iter().map(|t| t.store.clone()).collect();
+        let location = &self.location;
+        let signing = async {
+            let (manifest, bytes, signature) =
+                built.await.map_err(|e| pipeline_error("manifest", e))??;
+            let signatures_written: Vec<Result<(), StoreError>> = match &signature {
+                Some(sig) => {
+                    futures::future::join_all(
+                        stores
+                            .iter()
+                            .map(|store| store.put_signature(location, sig)),
+                    )
+                    .await
+                }
+                None => stores.iter().map(|_| Ok(())).collect(),
+            };
+            Ok::<_, BackupError>((manifest, bytes, signature, signatures_written))
+        };
+        let finishing =
+            futures::future::join_all(self.targets.iter_mut().map(|target| async move {
+                if let Slot::Writing(upload) = std::mem::replace(&mut target.slot, Slot::Written)
+                    && let Err(e) = upload.finish().await
+                {
+                    tracing::warn!(store = target.store.name(), error = %e, "backup store failed");
+                    target.slot = Slot::Failed(e);
+                }
+            }));
+        let (_, signed) = tokio::join!(finishing, signing);
+        let (manifest, manifest_bytes, signature, signatures_written) = signed?;
         self.check_some_store_alive()?;
 
-        let Archived {
-            objects,
-            sha256: archive_sha256,
-            bytes,
-        } = archived;
-        let manifest = Manifest {
-            format_version: manifest::MANIFEST_FORMAT_VERSION,
-            namespace: self.meta.namespace.clone(),
-            policy: self.meta.policy.clone(),
-            backup_id: self.meta.backup_id.clone(),
-            created_at: self.meta.created_at,
-            objects,
-            archive: manifest::ArchiveInfo {
-                sha256: archive_sha256.clone(),
-                size: bytes,
-                compression: manifest::COMPRESSION_ZSTD.into(),
-                encryption: if self.options.encryption_key.is_some() {
-                    EncryptionScheme::Aes256GcmStream
-                } else {
-                    EncryptionScheme::None
-                },
-                key_id: self.options.encryption_key.as_ref().map(|k| k.key_id()),
-            },
-            signing_key_id: self
-                .options
-                .signing_key
-                .as_ref()
-                .map(|k| crypto::signing_key_id(&k.verifying_key())),
-        };
-        let manifest_bytes = Bytes::from(
-            manifest
-                .to_canonical_bytes()
-                .map_err(BackupError::Manifest)?,
-        );
-        let signature = self
-            .options
-            .signing_key
-            .as_ref()
-            .map(|k| manifest::sign_manifest(&manifest_bytes, k));
-
-        let (location, signature_text) = (&self.location, signature.as_deref());
+        let location = &self.location;
         let stores: Vec<StoreResult> =
-            futures::future::join_all(self.targets.iter_mut().map(|target| {
-                let manifest_bytes = &manifest_bytes;
-                async move {
-                    let name = target.store.name().to_string();
-                    let result = match std::mem::replace(&mut target.slot, Slot::Written) {
-                        Slot::Failed(e) => Err(e),
-                        Slot::Writing(_) | Slot::Written => {
-                            commit(&target.store, location, signature_text, manifest_bytes).await
+            futures::future::join_all(self.targets.iter_mut().zip(signatures_written).map(
+                |(target, signature_written)| {
+                    let manifest_bytes = &manifest_bytes;
+                    async move {
+                        let name = target.store.name().to_string();
+                        let slot = std::mem::replace(&mut target.slot, Slot::Written);
+                        let result = match (slot, signature_written) {
+                            (Slot::Failed(e), _) | (_, Err(e)) => Err(e),
+                            (Slot::Writing(_) | Slot::Written, Ok(())) => {
+                                target
+                                    .store
+                                    .put_manifest(location, manifest_bytes.clone())
+                                    .await
+                            }
+                        };
+                        if let Err(e) = &result {
+                            tracing::warn!(store = %name, error = %e, "backup store failed");
                         }
-                    };
-                    if let Err(e) = &result {
-                        tracing::warn!(store = %name, error = %e, "backup store failed");
+                        StoreResult {
+                            store: name,
+                            result,
+                        }
                     }
-                    StoreResult {
-                        store: name,
-                        result,
-                    }
-                }
-            }))
+                },
+            ))
             .await;
         if stores.iter().all(|s| s.result.is_err()) {
             let failures = stores
@@ -787,8 +813,8 @@ impl Run {
             location: self.location.clone(),
             objects: manifest.objects.len(),
             skipped: std::mem::take(&mut self.skipped),
-            bytes,
-            archive_sha256,
+            bytes: manifest.archive.size,
+            archive_sha256: manifest.archive.sha256.clone(),
             stores,
             manifest,
             signature,
@@ -796,16 +822,50 @@ impl Run {
     }
 }
 
-async fn commit(
-    store: &Store,
-    loc: &BackupLocation,
-    signature: Option<&str>,
-    manifest: &Bytes,
-) -> Result<(), StoreError> {
-    if let Some(sig) = signature {
-        store.put_signature(loc, sig).await?;
-    }
-    store.put_manifest(loc, manifest.clone()).await
+/// The manifest of an archive, its canonical bytes and their signature (with a signing key).
+fn signed_manifest(
+    meta: &BackupMeta,
+    options: &BackupOptions,
+    archived: Archived,
+) -> Result<(Manifest, Bytes, Option<String>), BackupError> {
+    let Archived {
+        objects,
+        sha256,
+        bytes,
+    } = archived;
+    let manifest = Manifest {
+        format_version: manifest::MANIFEST_FORMAT_VERSION,
+        namespace: meta.namespace.clone(),
+        policy: meta.policy.clone(),
+        backup_id: meta.backup_id.clone(),
+        created_at: meta.created_at,
+        objects,
+        archive: manifest::ArchiveInfo {
+            sha256,
+            size: bytes,
+            compression: manifest::COMPRESSION_ZSTD.into(),
+            encryption: if options.encryption_key.is_some() {
+                EncryptionScheme::Aes256GcmStream
+            } else {
+                EncryptionScheme::None
+            },
+            key_id: options.encryption_key.as_ref().map(|k| k.key_id()),
+        },
+        signing_key_id: options
+            .signing_key
+            .as_ref()
+            .map(|k| crypto::signing_key_id(&k.verifying_key())),
+    };
+    let manifest_bytes = Bytes::from(
+        manifest
+            .to_canonical_bytes()
+            .map_err(BackupError::Manifest)?,
+    );
+    let signature = options
+        .signing_key
+        .as_ref()
+        .map(|k| manifest::sign_manifest(&manifest_bytes, k));
+    Ok((manifest, manifest_bytes, signature))
 }
 
 /// Backs up `objects` to every store. Objects come as a stream of results (the controller's

@@ -3,7 +3,7 @@
 //! completion atomic, and the catalogue read back from the store alone.
 //!
 //! Layout: `<prefix>/<namespace>/<policy>/<backup-id>/{data.tar.zst.enc, manifest.sig,
-//! manifest.json}`. Write order: the data (multipart, streamed, memory bounded), then
+//! manifest.json}`. Write order: the data (multipart, streamed, memory bounded) and
 //! `manifest.sig`, then `manifest.json` last, as the commit marker: a backup interrupted at any
 //! point has no `manifest.json`, so [`Store::list_backups`] never lists it as complete, and
 //! [`Store::list_incomplete`] finds it for cleanup. Deletion removes `manifest.json` first, for
@@ -341,6 +341,11 @@ impl Store {
             .with_access_key_id(&config.access_key_id)
             .with_secret_access_key(&config.secret_access_key)
             .with_virtual_hosted_style_request(!config.force_path_style)
+            // Requests are signed, their bodies not hashed into the signature: what a backup
+            // uploads carries its own integrity (AES-GCM tags, the archive's SHA-256 in the signed
+            // manifest), and verification re-reads every copy; signing the payload would hash
+            // every uploaded byte once more for nothing.
+            .with_unsigned_payload(true)
             // An unreachable endpoint fails a run in about a minute instead of object_store's
             // default three minutes of retries, so the on-site copy and the status are not held
             // up (the policy retries the failed location's copy from a stored one, on a backoff).

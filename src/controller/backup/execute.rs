@@ -344,10 +344,11 @@ async fn run(
         signing_key: keys.signing.clone(),
         ..Default::default()
     };
+    // The first page is on its way while the stores start their uploads.
+    let mut pages = objects::ListAhead::start(client.clone(), ns.clone(), kinds, selector);
     let mut writer = BackupWriter::begin(meta, options, &stores.ready)
         .await
         .map_err(|e| (e.category(), error_chain(&e)))?;
-    let mut pages = objects::ListAhead::start(client.clone(), ns.clone(), kinds, selector);
     while let Some(page) = pages.next().await {
         let page = match page {
             Ok(page) => page,
