@@ -888,11 +888,15 @@ async fn exported_by_name(
 ) -> std::collections::BTreeMap<String, Result<Value, String>> {
     use opsec_operator::backup::Exported;
     use opsec_operator::backup::export::export_raw;
-    use opsec_operator::controller::backup::objects::list_page;
+    use opsec_operator::controller::backup::objects::{ListState, list_page};
     let (mut out, mut token, mut pages) = (std::collections::BTreeMap::new(), None::<String>, 0);
-    let mut still_protobuf = protobuf;
+    let mut state = if protobuf {
+        ListState::default()
+    } else {
+        ListState::json()
+    };
     loop {
-        let page = list_page(client, ns, ar, "", token.as_deref(), &mut still_protobuf)
+        let page = list_page(client, ns, ar, "", token.as_deref(), &mut state)
             .await
             .unwrap()
             .expect("listable");
@@ -913,9 +917,11 @@ async fn exported_by_name(
         }
     }
     assert_eq!(
-        still_protobuf, protobuf,
+        state.protobuf(),
+        protobuf,
         "{} pages of {} listed in the encoding asked for",
-        pages, ar.kind
+        pages,
+        ar.kind
     );
     out
 }

@@ -97,17 +97,16 @@ pub fn selector_string(
 /// the kind cannot be listed here (forbidden, gone, an unavailable aggregated API), which skips
 /// it rather than failing the backup.
 ///
-/// ConfigMaps and Secrets are asked for in protobuf while `protobuf` holds (see
+/// ConfigMaps and Secrets are asked for in protobuf while `state` allows it (see
 /// [`crate::backup::protobuf`]: half the API server's CPU of JSON); a page the decoder refuses
-/// (a field it does not know) is listed again as JSON, and `protobuf` turns false so that the
-/// kind's further pages are listed as JSON from the start.
+/// (a field it does not know) is listed again as JSON, and so are the kind's further pages.
 pub async fn list_page(
     client: &Client,
     namespace: &str,
     ar: &ApiResource,
     selector: &str,
     continue_token: Option<&str>,
-    protobuf: &mut bool,
+    state: &mut ListState,
 ) -> Result<Option<RawListPage>, kube::Error> {
     let mut lp = ListParams::default().limit(LIST_PAGE);
     if !selector.is_empty() {
@@ -121,14 +120,14 @@ pub async fn list_page(
             .list(&lp)
             .map_err(kube::Error::BuildRequest)
     };
-    let proto_kind = ProtobufKind::of(&ar.api_version, &ar.kind).filter(|_| *protobuf);
+    let proto_kind = ProtobufKind::of(&ar.api_version, &ar.kind).filter(|_| state.protobuf);
     if let Some(kind) = proto_kind {
-        match list_page_protobuf(client, kind, request()?).await? {
+        match list_page_protobuf(client, kind, request()?, &mut state.body).await? {
             Listed::Page(page) => return Ok(Some(page)),
             Listed::NotListable => return Ok(None),
             Listed::AsJson(why) => {
                 tracing::info!(kind = %ar.kind, %why, "listing as JSON instead of protobuf");
-                *protobuf = false;
+                state.protobuf = false;
             }
         }
     }
@@ -143,6 +142,38 @@ pub async fn list_page(
     RawListPage::parse(&text)
         .map(Some)
         .map_err(kube::Error::SerdeError)
+}
+
+/// How one kind's pages are listed: as protobuf until its decoder refuses a page, into a body
+/// buffer kept from page to page (a fresh one of megabytes a page is mostly page faults).
+#[derive(Debug)]
+pub struct ListState {
+    protobuf: bool,
+    body: Vec<u8>,
+}
+
+impl Default for ListState {
+    fn default() -> Self {
+        Self {
+            protobuf: true,
+            body: Vec::new(),
+        }
+    }
+}
+
+impl ListState {
+    /// Pages listed as JSON only.
+    pub fn json() -> Self {
+        Self {
+            protobuf: false,
+            body: Vec::new(),
+        }
+    }
+
+    /// Whether the kind's pages are still listed as protobuf (where it applies).
+    pub fn protobuf(&self) -> bool {
+        self.protobuf
+    }
 }
 
 /// Status codes of a kind that cannot be listed here: skipped, not a failed backup.
@@ -162,6 +193,7 @@ async fn list_page_protobuf(
     client: &Client,
     kind: ProtobufKind,
     mut request: http::Request<Vec<u8>>,
+    body: &mut Vec<u8>,
 ) -> Result<Listed, kube::Error> {
     use http_body_util::BodyExt as _;
     request.headers_mut().insert(
@@ -182,15 +214,21 @@ async fn list_page_protobuf(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let body = response.into_body().collect().await?.to_bytes();
+    body.clear();
+    let mut frames = response.into_body();
+    while let Some(frame) = frames.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            body.extend_from_slice(data);
+        }
+    }
     if content_type.starts_with(protobuf::CONTENT_TYPE) {
-        Ok(match protobuf::parse_list(kind, &body) {
+        Ok(match protobuf::parse_list(kind, body) {
             Ok(page) => Listed::Page(page),
             Err(e) => Listed::AsJson(e.to_string()),
         })
     } else {
         // The server chose JSON.
-        let text = String::from_utf8(body.to_vec()).map_err(kube::Error::FromUtf8)?;
+        let text = String::from_utf8(body.clone()).map_err(kube::Error::FromUtf8)?;
         RawListPage::parse(&text)
             .map(Listed::Page)
             .map_err(kube::Error::SerdeError)
@@ -237,7 +275,7 @@ impl ListAhead {
         let (tx, pages) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
             for kind in kinds {
-                let (mut token, mut protobuf) = (None::<String>, true);
+                let (mut token, mut state) = (None::<String>, ListState::default());
                 loop {
                     let page = list_page(
                         &client,
@@ -245,7 +283,7 @@ impl ListAhead {
                         &kind,
                         &selector,
                         token.as_deref(),
-                        &mut protobuf,
+                        &mut state,
                     )
                     .await;
                     let page = match page {
