@@ -165,15 +165,9 @@ fn config_map(bytes: &[u8]) -> Result<RawObject, ProtobufError> {
             _ => return Err(r.unknown(field)),
         }
     }
-    if !data.is_empty() {
-        put(&mut object, "data", data.write(Value::Text));
-    }
-    if !binary.is_empty() {
-        put(&mut object, "binaryData", binary.write(Value::Base64));
-    }
-    if let Some(immutable) = immutable {
-        put(&mut object, "immutable", immutable.to_string().into_bytes());
-    }
+    put_map(&mut object, "data", data, Value::Text);
+    put_map(&mut object, "binaryData", binary, Value::Base64);
+    put_flag(&mut object, "immutable", immutable);
     Ok(object)
 }
 
@@ -193,18 +187,12 @@ fn secret(bytes: &[u8]) -> Result<RawObject, ProtobufError> {
             _ => return Err(r.unknown(field)),
         }
     }
-    if !data.is_empty() {
-        put(&mut object, "data", data.write(Value::Base64));
-    }
-    if !string_data.is_empty() {
-        put(&mut object, "stringData", string_data.write(Value::Text));
-    }
+    put_map(&mut object, "data", data, Value::Base64);
+    put_map(&mut object, "stringData", string_data, Value::Text);
     if !type_.is_empty() {
         put(&mut object, "type", json_string(&type_));
     }
-    if let Some(immutable) = immutable {
-        put(&mut object, "immutable", immutable.to_string().into_bytes());
-    }
+    put_flag(&mut object, "immutable", immutable);
     Ok(object)
 }
 
@@ -419,6 +407,20 @@ fn json_array(items: &[Vec<u8>]) -> Vec<u8> {
     }
     out.push(b']');
     out
+}
+
+/// Adds a map field, unless it is empty (the API's `omitempty`).
+fn put_map(object: &mut RawObject, name: &str, entries: Entries<'_>, value: Value) {
+    if !entries.is_empty() {
+        put(object, name, entries.write(value));
+    }
+}
+
+/// Adds an optional boolean field when it is set.
+fn put_flag(object: &mut RawObject, name: &str, flag: Option<bool>) {
+    if let Some(flag) = flag {
+        put(object, name, flag.to_string().into_bytes());
+    }
 }
 
 /// A protobuf string's bytes as text: invalid UTF-8 replaced by U+FFFD, as the API server's JSON

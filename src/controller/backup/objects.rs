@@ -125,7 +125,9 @@ pub async fn list_page(
         match list_page_protobuf(client, kind, request()?, &mut state.body).await? {
             Listed::Page(page) => return Ok(Some(page)),
             Listed::NotListable => return Ok(None),
-            Listed::AsJson(why) => {
+            // The JSON request reads the error (or succeeds, if it was passing).
+            Listed::Failed => {}
+            Listed::Refused(why) => {
                 tracing::info!(kind = %ar.kind, %why, "listing as JSON instead of protobuf");
                 state.protobuf = false;
             }
@@ -183,8 +185,11 @@ const NOT_LISTABLE: [u16; 4] = [403, 404, 405, 503];
 enum Listed {
     Page(RawListPage),
     NotListable,
-    /// List this page as JSON, for this reason.
-    AsJson(String),
+    /// An error status: this page is listed again as JSON, whose error body kube-rs reads.
+    Failed,
+    /// The decoder refused the page (a field it does not know): it and the kind's further
+    /// pages are listed as JSON.
+    Refused(String),
 }
 
 /// One list request asking for protobuf (JSON accepted too). An error status other than
@@ -206,7 +211,7 @@ async fn list_page_protobuf(
         return Ok(Listed::NotListable);
     }
     if !status.is_success() {
-        return Ok(Listed::AsJson(format!("status {status}")));
+        return Ok(Listed::Failed);
     }
     let content_type = response
         .headers()
@@ -224,7 +229,7 @@ async fn list_page_protobuf(
     if content_type.starts_with(protobuf::CONTENT_TYPE) {
         Ok(match protobuf::parse_list(kind, body) {
             Ok(page) => Listed::Page(page),
-            Err(e) => Listed::AsJson(e.to_string()),
+            Err(e) => Listed::Refused(e.to_string()),
         })
     } else {
         // The server chose JSON.
