@@ -260,9 +260,10 @@ impl RawListPage {
         }
     }
 
-    /// Parses a list response (`{"kind":"ConfigMapList","metadata":{..},"items":[..]}`).
-    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+    /// Parses a list response (`{"kind":"ConfigMapList","metadata":{..},"items":[..]}`), as text
+    /// or as the bytes of a response body.
+    pub fn parse(json: impl AsRef<[u8]>) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json.as_ref())
     }
 
     /// The token of the next page, if there is one.

@@ -168,7 +168,7 @@ impl ListState {
     pub fn json() -> Self {
         Self {
             protobuf: false,
-            body: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -233,8 +233,7 @@ async fn list_page_protobuf(
         })
     } else {
         // The server chose JSON.
-        let text = String::from_utf8(body.clone()).map_err(kube::Error::FromUtf8)?;
-        RawListPage::parse(&text)
+        RawListPage::parse(&body)
             .map(Listed::Page)
             .map_err(kube::Error::SerdeError)
     }
