@@ -272,3 +272,83 @@ async fn a_stored_copy_is_copied_to_s3_once_and_a_corrupt_source_never_commits()
         .collect();
     assert_eq!(ids, ["b1"]);
 }
+
+/// The commit marker is staged beside the data's last part and made visible last: a staged
+/// `manifest.json` is invisible until committed, and an aborted one never appears, in a bucket
+/// and in a local directory alike.
+#[tokio::test]
+async fn a_staged_manifest_appears_only_when_committed() {
+    let bucket = common::s3::bucket("stage").await;
+    let local = tempfile::tempdir().expect("tempdir");
+    let stores = [
+        Store::local("onsite", local.path()).expect("local store"),
+        Store::s3("offsite", &common::s3::config(&bucket)).expect("s3 store"),
+    ];
+    let at = |id: &str| BackupLocation::new("team-a", "nightly", id).expect("location");
+    let manifest = Bytes::from_static(b"{\"staged\": true}\n");
+    for store in &stores {
+        let name = store.name();
+        for id in ["b1", "b2"] {
+            let mut data = store.start_data(&at(id)).await.expect("start data");
+            data.write(Bytes::from_static(b"data"));
+            data.finish().await.expect("data");
+            store.put_signature(&at(id), "sig\n").await.expect("sig");
+        }
+        let committed = store
+            .stage_manifest(&at("b1"), manifest.clone())
+            .await
+            .expect("stage b1");
+        let aborted = store
+            .stage_manifest(&at("b2"), manifest.clone())
+            .await
+            .expect("stage b2");
+        let complete = || async {
+            let listed = store.list_backups("team-a", "nightly").await.expect("list");
+            listed.into_iter().map(|e| e.backup_id).collect::<Vec<_>>()
+        };
+        let incomplete = || async {
+            let listed = store
+                .list_incomplete("team-a", "nightly")
+                .await
+                .expect("list incomplete");
+            listed.into_iter().map(|e| e.backup_id).collect::<Vec<_>>()
+        };
+        assert!(
+            complete().await.is_empty(),
+            "{name}: staged is not complete"
+        );
+        assert_eq!(incomplete().await, ["b1", "b2"], "{name}");
+        assert!(
+            matches!(
+                store.read_manifest_bytes(&at("b1")).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{name}: a staged manifest cannot be read"
+        );
+
+        committed.commit().await.expect("commit");
+        aborted.abort().await.expect("abort");
+        assert_eq!(complete().await, ["b1"], "{name}");
+        assert_eq!(incomplete().await, ["b2"], "{name}");
+        assert_eq!(
+            store.read_manifest_bytes(&at("b1")).await.expect("read"),
+            manifest,
+            "{name}"
+        );
+        assert!(
+            matches!(
+                store.read_manifest_bytes(&at("b2")).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{name}: an aborted manifest never appears"
+        );
+    }
+    // Nor does it leave a staging file behind on disk.
+    let b2 = local.path().join("team-a/nightly/b2");
+    let mut left: Vec<String> = std::fs::read_dir(&b2)
+        .expect("b2 directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["data.tar.zst.enc", "manifest.sig"]);
+}

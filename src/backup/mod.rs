@@ -42,7 +42,9 @@ pub use export::{
 pub use manifest::{EncryptionScheme, Manifest, ManifestError, ManifestObject};
 pub use restore::{RestoreError, RestoreOptions, RestoredBackup, VerifyReport, restore, verify};
 pub use retention::{BackupRecord, Deletion, RetentionError, RetentionSettings};
-pub use store::{BackupLocation, CatalogueEntry, IncompleteBackup, S3Config, Store, StoreError};
+pub use store::{
+    BackupLocation, CatalogueEntry, IncompleteBackup, S3Config, StagedManifest, Store, StoreError,
+};
 
 /// Bytes buffered below the encryptor before they are handed to the stores.
 const FLUSH_BYTES: usize = 256 * 1024;
@@ -734,32 +736,27 @@ impl Run {
     }
 
     async fn commit(&mut self, archived: Archived) -> Result<BackupSummary, BackupError> {
-        // The stores complete their data files at the same time (a local fsync beside the S3
-        // upload of the last part) while the manifest is built and signed on a blocking thread
-        // (it needs only the archive) and the signature is written beside the data: neither
-        // makes a backup look complete. Then `manifest.json`, the commit marker, to each store
-        // whose data and signature are written.
+        // The stores complete their data files (a local fsync beside the S3 upload of the last
+        // part) while the manifest is built and signed on a blocking thread (it needs only the
+        // archive), and then, still beside the data, each store gets the signature and the
+        // manifest's bytes staged (uploaded, not visible): none of that makes a backup look
+        // complete. Last, `manifest.json`, the commit marker, is made visible in each store whose
+        // data and signature are written: one small request.
         let built = tokio::task::spawn_blocking({
             let (meta, options) = (self.meta.clone(), self.options.clone());
             move || signed_manifest(&meta, &options, archived)
         });
         let stores: Vec<Store> = self.targets.iter().map(|t| t.store.clone()).collect();
         let location = &self.location;
-        let signing = async {
+        let preparing = async {
             let (manifest, bytes, signature) =
                 built.await.map_err(|e| pipeline_error("manifest", e))??;
-            let signatures_written: Vec<Result<(), StoreError>> = match &signature {
-                Some(sig) => {
-                    futures::future::join_all(
-                        stores
-                            .iter()
-                            .map(|store| store.put_signature(location, sig)),
-                    )
-                    .await
-                }
-                None => stores.iter().map(|_| Ok(())).collect(),
-            };
-            Ok::<_, BackupError>((manifest, bytes, signature, signatures_written))
+            let staged: Vec<Result<StagedManifest, StoreError>> =
+                futures::future::join_all(stores.iter().map(|store| {
+                    prepare_commit(store, location, signature.as_deref(), bytes.clone())
+                }))
+                .await;
+            Ok::<_, BackupError>((manifest, signature, staged))
         };
         let finishing =
             futures::future::join_all(self.targets.iter_mut().map(|target| async move {
@@ -770,34 +767,29 @@ impl Run {
                     target.slot = Slot::Failed(e);
                 }
             }));
-        let (_, signed) = tokio::join!(finishing, signing);
-        let (manifest, manifest_bytes, signature, signatures_written) = signed?;
-        self.check_some_store_alive()?;
+        let (_, prepared) = tokio::join!(finishing, preparing);
+        let (manifest, signature, staged) = prepared?;
 
-        let location = &self.location;
         let stores: Vec<StoreResult> =
-            futures::future::join_all(self.targets.iter_mut().zip(signatures_written).map(
-                |(target, signature_written)| {
-                    let manifest_bytes = &manifest_bytes;
-                    async move {
-                        let name = target.store.name().to_string();
-                        let slot = std::mem::replace(&mut target.slot, Slot::Written);
-                        let result = match (slot, signature_written) {
-                            (Slot::Failed(e), _) | (_, Err(e)) => Err(e),
-                            (Slot::Writing(_) | Slot::Written, Ok(())) => {
-                                target
-                                    .store
-                                    .put_manifest(location, manifest_bytes.clone())
-                                    .await
-                            }
-                        };
-                        if let Err(e) = &result {
-                            tracing::warn!(store = %name, error = %e, "backup store failed");
+            futures::future::join_all(self.targets.iter_mut().zip(staged).map(
+                |(target, staged)| async move {
+                    let name = target.store.name().to_string();
+                    let slot = std::mem::replace(&mut target.slot, Slot::Written);
+                    let result = match (slot, staged) {
+                        (Slot::Writing(_) | Slot::Written, Ok(staged)) => staged.commit().await,
+                        (Slot::Failed(e), Ok(staged)) => {
+                            // Best effort: without a commit the manifest stays invisible.
+                            let _ = staged.abort().await;
+                            Err(e)
                         }
-                        StoreResult {
-                            store: name,
-                            result,
-                        }
+                        (Slot::Failed(e), Err(_)) | (_, Err(e)) => Err(e),
+                    };
+                    if let Err(e) = &result {
+                        tracing::warn!(store = %name, error = %e, "backup store failed");
+                    }
+                    StoreResult {
+                        store: name,
+                        result,
                     }
                 },
             ))
@@ -819,6 +811,31 @@ impl Run {
             manifest,
             signature,
         })
+    }
+}
+
+/// Writes `manifest.sig` (when signed) and stages `manifest.json` in one store, both at once;
+/// a staged manifest whose signature failed is abandoned.
+async fn prepare_commit(
+    store: &Store,
+    location: &BackupLocation,
+    signature: Option<&str>,
+    manifest: Bytes,
+) -> Result<StagedManifest, StoreError> {
+    let signed = async {
+        match signature {
+            Some(sig) => store.put_signature(location, sig).await,
+            None => Ok(()),
+        }
+    };
+    match tokio::join!(signed, store.stage_manifest(location, manifest)) {
+        (Ok(()), staged) => staged,
+        (Err(e), Ok(staged)) => {
+            // Best effort: without a commit the manifest stays invisible.
+            let _ = staged.abort().await;
+            Err(e)
+        }
+        (Err(e), Err(_)) => Err(e),
     }
 }
 

@@ -3,9 +3,10 @@
 //! completion atomic, and the catalogue read back from the store alone.
 //!
 //! Layout: `<prefix>/<namespace>/<policy>/<backup-id>/{data.tar.zst.enc, manifest.sig,
-//! manifest.json}`. Write order: the data (multipart, streamed, memory bounded) and
-//! `manifest.sig`, then `manifest.json` last, as the commit marker: a backup interrupted at any
-//! point has no `manifest.json`, so [`Store::list_backups`] never lists it as complete, and
+//! manifest.json}`. Write order: the data (multipart, streamed, memory bounded), `manifest.sig`
+//! and `manifest.json` staged ([`Store::stage_manifest`]: uploaded, not yet visible), then
+//! `manifest.json` made visible last, as the commit marker: a backup interrupted at any point
+//! has no `manifest.json`, so [`Store::list_backups`] never lists it as complete, and
 //! [`Store::list_incomplete`] finds it for cleanup. Deletion removes `manifest.json` first, for
 //! the same reason. (An S3 multipart upload interrupted by a crash leaves invisible parts behind;
 //! a bucket lifecycle rule `AbortIncompleteMultipartUpload` removes them.) A copy from one store
@@ -18,10 +19,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::WriteMultipart;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{MultipartUpload, WriteMultipart};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::manifest::{Manifest, ManifestError};
@@ -294,6 +295,47 @@ impl DataUpload {
     }
 }
 
+/// `manifest.json` uploaded but not yet visible ([`Store::stage_manifest`]): the commit marker's
+/// bytes travel beside the data's last part, and [`StagedManifest::commit`] is one small request.
+pub struct StagedManifest {
+    path: Path,
+    upload: Box<dyn MultipartUpload>,
+}
+
+impl std::fmt::Debug for StagedManifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedManifest")
+            .field("path", &self.path.as_ref())
+            .finish()
+    }
+}
+
+impl StagedManifest {
+    /// Makes `manifest.json` visible: the backup is complete in this store. Call it only once
+    /// the data and the signature are written.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.upload
+            .complete()
+            .await
+            .map(|_| ())
+            .map_err(|source| StoreError::FinishUpload {
+                path: self.path.to_string(),
+                source,
+            })
+    }
+
+    /// Abandons it (no `manifest.json` appears).
+    pub async fn abort(mut self) -> Result<(), StoreError> {
+        self.upload
+            .abort()
+            .await
+            .map_err(|source| StoreError::Delete {
+                path: self.path.to_string(),
+                source,
+            })
+    }
+}
+
 fn to_jiff(t: chrono::DateTime<chrono::Utc>) -> jiff::Timestamp {
     jiff::Timestamp::from_millisecond(t.timestamp_millis()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
@@ -458,6 +500,35 @@ impl Store {
     /// Writes `manifest.json`, the commit marker: call it only after the data (and signature).
     pub async fn put_manifest(&self, loc: &BackupLocation, bytes: Bytes) -> Result<(), StoreError> {
         self.put(self.file_path(loc, MANIFEST_FILE), bytes).await
+    }
+
+    /// Uploads `manifest.json` without making it visible yet: a multipart upload of a single
+    /// part (S3 lets the last part, here the only one, be under 5 MiB; a local store keeps it in
+    /// a staging file that listings skip), which [`StagedManifest::commit`] completes. An upload
+    /// left behind by a crash is invisible, like an interrupted data upload.
+    pub async fn stage_manifest(
+        &self,
+        loc: &BackupLocation,
+        bytes: Bytes,
+    ) -> Result<StagedManifest, StoreError> {
+        let path = self.file_path(loc, MANIFEST_FILE);
+        let mut upload =
+            self.backend
+                .put_multipart(&path)
+                .await
+                .map_err(|source| StoreError::StartUpload {
+                    path: path.to_string(),
+                    source,
+                })?;
+        if let Err(source) = upload.put_part(PutPayload::from_bytes(bytes)).await {
+            // Best effort: the upload is invisible either way.
+            let _ = upload.abort().await;
+            return Err(StoreError::Upload {
+                path: path.to_string(),
+                source,
+            });
+        }
+        Ok(StagedManifest { path, upload })
     }
 
     /// Writes arbitrary bytes at a backup's file (tests and repair tools).
