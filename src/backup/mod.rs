@@ -42,9 +42,8 @@ pub use export::{
 pub use manifest::{EncryptionScheme, Manifest, ManifestError, ManifestObject};
 pub use restore::{RestoreError, RestoreOptions, RestoredBackup, VerifyReport, restore, verify};
 pub use retention::{BackupRecord, Deletion, RetentionError, RetentionSettings};
-pub use store::{
-    BackupLocation, CatalogueEntry, IncompleteBackup, S3Config, StagedManifest, Store, StoreError,
-};
+use store::StagedManifest;
+pub use store::{BackupLocation, CatalogueEntry, IncompleteBackup, S3Config, Store, StoreError};
 
 /// Bytes buffered below the encryptor before they are handed to the stores.
 const FLUSH_BYTES: usize = 256 * 1024;

@@ -297,17 +297,10 @@ impl DataUpload {
 
 /// `manifest.json` uploaded but not yet visible ([`Store::stage_manifest`]): the commit marker's
 /// bytes travel beside the data's last part, and [`StagedManifest::commit`] is one small request.
+#[derive(Debug)]
 pub struct StagedManifest {
     path: Path,
     upload: Box<dyn MultipartUpload>,
-}
-
-impl std::fmt::Debug for StagedManifest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StagedManifest")
-            .field("path", &self.path.as_ref())
-            .finish()
-    }
 }
 
 impl StagedManifest {
