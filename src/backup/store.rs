@@ -451,19 +451,27 @@ impl Store {
 
     /// Starts the multipart upload of the data file.
     pub async fn start_data(&self, loc: &BackupLocation) -> Result<DataUpload, StoreError> {
-        let path = self.file_path(loc, DATA_FILE);
-        let upload =
-            self.backend
-                .put_multipart(&path)
-                .await
-                .map_err(|source| StoreError::StartUpload {
-                    path: path.to_string(),
-                    source,
-                })?;
+        let (path, upload) = self.start_multipart(loc, DATA_FILE).await?;
         Ok(DataUpload {
             path,
             writer: WriteMultipart::new(upload),
         })
+    }
+
+    /// Starts a multipart upload of one file of a backup: nothing is visible until it completes.
+    async fn start_multipart(
+        &self,
+        loc: &BackupLocation,
+        file: &str,
+    ) -> Result<(Path, Box<dyn MultipartUpload>), StoreError> {
+        let path = self.file_path(loc, file);
+        match self.backend.put_multipart(&path).await {
+            Ok(upload) => Ok((path, upload)),
+            Err(source) => Err(StoreError::StartUpload {
+                path: path.to_string(),
+                source,
+            }),
+        }
     }
 
     async fn put(&self, path: Path, bytes: Bytes) -> Result<(), StoreError> {
@@ -504,15 +512,7 @@ impl Store {
         loc: &BackupLocation,
         bytes: Bytes,
     ) -> Result<StagedManifest, StoreError> {
-        let path = self.file_path(loc, MANIFEST_FILE);
-        let mut upload =
-            self.backend
-                .put_multipart(&path)
-                .await
-                .map_err(|source| StoreError::StartUpload {
-                    path: path.to_string(),
-                    source,
-                })?;
+        let (path, mut upload) = self.start_multipart(loc, MANIFEST_FILE).await?;
         if let Err(source) = upload.put_part(PutPayload::from_bytes(bytes)).await {
             // Best effort: the upload is invisible either way.
             let _ = upload.abort().await;
