@@ -5,7 +5,8 @@
 //!
 //! A backup run streams: each object is exported ([`export`]), serialized and hashed by the
 //! caller's task, then, in batches of 256 KiB, on a thread of its own, appended to a
-//! zstd-compressed tar ([`archive`]), encrypted in 64 KiB AES-256-GCM frames ([`crypto`]) and
+//! zstd-compressed tar ([`archive`]; zstd compresses on two worker threads of its own where there
+//! are two cores), encrypted in 64 KiB AES-256-GCM frames ([`crypto`]) and
 //! hashed again, and a task fans the result out to every store's multipart upload ([`store`]).
 //! Bounded queues join the three (8 MiB of objects, 8 MiB of archive), so memory stays bounded
 //! however many objects there are, and the caller lists its next page while the last one is
@@ -165,6 +166,9 @@ pub struct BackupOptions {
     /// Ed25519 key signing the manifest; no `manifest.sig` when `None`.
     pub signing_key: Option<SigningKey>,
     pub compression_level: i32,
+    /// zstd worker threads compressing beside the archiving thread (0: that thread compresses
+    /// alone); by default [`archive::default_compression_workers`].
+    pub compression_workers: u32,
     /// The per-object limit is enforced while writing too, so a backup never holds an object its
     /// restore would refuse.
     pub limits: ArchiveLimits,
@@ -176,6 +180,7 @@ impl Default for BackupOptions {
             encryption_key: None,
             signing_key: None,
             compression_level: archive::DEFAULT_ZSTD_LEVEL,
+            compression_workers: archive::default_compression_workers(),
             limits: ArchiveLimits::default(),
         }
     }
@@ -315,7 +320,8 @@ enum Stop {
     Abandoned,
 }
 
-/// The CPU-bound stages on a thread of their own: tar, zstd, AES-GCM and the stored bytes'
+/// The CPU-bound stages on a thread of their own (zstd on its workers beside it, when the options
+/// give it some): tar, zstd, AES-GCM and the stored bytes'
 /// SHA-256. Objects come in order over `jobs`; stored bytes go out in chunks
 /// over `chunks`, so the async side keeps listing and exporting meanwhile.
 fn archive_thread(
@@ -481,9 +487,14 @@ impl BackupWriter {
             None => Sink::Plain(Vec::new()),
         };
         let mtime = u64::try_from(meta.created_at.as_second()).unwrap_or(0);
-        let archive =
-            archive::ArchiveWriter::new(sink, options.compression_level, &options.limits, mtime)
-                .map_err(BackupError::Archive)?;
+        let archive = archive::ArchiveWriter::new(
+            sink,
+            options.compression_level,
+            options.compression_workers,
+            &options.limits,
+            mtime,
+        )
+        .map_err(BackupError::Archive)?;
         let mut targets = Vec::with_capacity(stores.len());
         for store in stores {
             let slot = match store.start_data(&location).await {
