@@ -926,6 +926,26 @@ async fn exported_by_name(
     out
 }
 
+/// `Kind/name` of every object of a kind, listed a page at a time (protobuf).
+async fn names_page_by_page(client: &Client, ns: &str, ar: &kube::api::ApiResource) -> Vec<String> {
+    use opsec_operator::controller::backup::objects::{ListState, list_page};
+    let (mut out, mut token, mut state) = (Vec::new(), None::<String>, ListState::default());
+    loop {
+        let page = list_page(client, ns, ar, "", token.as_deref(), &mut state)
+            .await
+            .unwrap()
+            .expect("listable");
+        token = page.continue_token().map(str::to_string);
+        for item in page.into_items() {
+            let meta: Value = serde_json::from_str(item["metadata"].get()).unwrap();
+            out.push(format!("{}/{}", ar.kind, meta["name"].as_str().unwrap()));
+        }
+        if token.is_none() {
+            return out;
+        }
+    }
+}
+
 #[tokio::test]
 async fn configmaps_and_secrets_listed_as_protobuf_export_as_they_do_listed_as_json() {
     use futures::StreamExt as _;
@@ -1027,5 +1047,37 @@ async fn configmaps_and_secrets_listed_as_protobuf_export_as_they_do_listed_as_j
             );
         }
     }
+    // The controller's lister, a page ahead of its reader, across kinds: every object once, in
+    // the order of a page-by-page list.
+    let kinds = [
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Secret>(&()),
+    ];
+    let mut one_by_one = Vec::new();
+    for ar in &kinds {
+        one_by_one.extend(names_page_by_page(&client, &ns, ar).await);
+    }
+    let mut ahead = opsec_operator::controller::backup::objects::ListAhead::start(
+        client.clone(),
+        ns.clone(),
+        kinds.to_vec(),
+        String::new(),
+    );
+    let (mut listed, mut pages) = (Vec::new(), 0);
+    while let Some(page) = ahead.next().await {
+        let page = page.unwrap();
+        pages += 1;
+        for item in &page.items {
+            let meta: Value = serde_json::from_str(item["metadata"].get()).unwrap();
+            listed.push(format!(
+                "{}/{}",
+                page.kind.kind,
+                meta["name"].as_str().unwrap()
+            ));
+        }
+    }
+    assert_eq!(pages, 3, "two pages of ConfigMaps, one of Secrets");
+    assert_eq!(listed.len(), 526 + 3);
+    assert_eq!(listed, one_by_one);
     common::delete_namespace(&client, &ns).await;
 }
