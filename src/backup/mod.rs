@@ -320,10 +320,10 @@ enum Stop {
     Abandoned,
 }
 
-/// The CPU-bound stages on a thread of their own (zstd on its workers beside it, when the options
-/// give it some): tar, zstd, AES-GCM and the stored bytes'
-/// SHA-256. Objects come in order over `jobs`; stored bytes go out in chunks
-/// over `chunks`, so the async side keeps listing and exporting meanwhile.
+/// The CPU-bound stages on a thread of their own: tar, zstd (on zstd's own worker threads beside
+/// it, when the options give it some), AES-GCM and the stored bytes' SHA-256. Objects come in
+/// order over `jobs`; stored bytes go out in chunks over `chunks`, so the async side keeps
+/// listing and exporting meanwhile.
 fn archive_thread(
     mut archive: archive::ArchiveWriter<Sink>,
     jobs: std::sync::mpsc::Receiver<Job>,
