@@ -879,6 +879,35 @@ async fn retention_deletes_the_oldest_copies_but_never_the_last_verified_one() {
     common::delete_namespace(c, &env.ns).await;
 }
 
+/// Every item of a kind, listed a page at a time through `state`, and how many pages.
+async fn items_page_by_page(
+    client: &Client,
+    ns: &str,
+    ar: &kube::api::ApiResource,
+    state: &mut opsec_operator::controller::backup::objects::ListState,
+) -> (Vec<opsec_operator::backup::RawObject>, usize) {
+    use opsec_operator::controller::backup::objects::list_page;
+    let (mut items, mut token, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = list_page(client, ns, ar, "", token.as_deref(), state)
+            .await
+            .unwrap()
+            .expect("listable");
+        pages += 1;
+        token = page.continue_token().map(str::to_string);
+        items.extend(page.into_items());
+        if token.is_none() {
+            return (items, pages);
+        }
+    }
+}
+
+/// The `metadata.name` of a listed item.
+fn item_name(item: &opsec_operator::backup::RawObject) -> String {
+    let meta: Value = serde_json::from_str(item["metadata"].get()).unwrap();
+    meta["name"].as_str().unwrap().to_string()
+}
+
 /// Every page of a kind as `(name, exported JSON or skip reason)`, listed as protobuf or as JSON.
 async fn exported_by_name(
     client: &Client,
@@ -888,33 +917,21 @@ async fn exported_by_name(
 ) -> std::collections::BTreeMap<String, Result<Value, String>> {
     use opsec_operator::backup::Exported;
     use opsec_operator::backup::export::export_raw;
-    use opsec_operator::controller::backup::objects::{ListState, list_page};
-    let (mut out, mut token, mut pages) = (std::collections::BTreeMap::new(), None::<String>, 0);
+    use opsec_operator::controller::backup::objects::ListState;
     let mut state = if protobuf {
         ListState::default()
     } else {
         ListState::json()
     };
-    loop {
-        let page = list_page(client, ns, ar, "", token.as_deref(), &mut state)
-            .await
-            .unwrap()
-            .expect("listable");
-        pages += 1;
-        token = page.continue_token().map(str::to_string);
-        for item in page.into_items() {
-            let name: Value = serde_json::from_str(item["metadata"].get()).unwrap();
-            let name = name["name"].as_str().unwrap().to_string();
-            let mut bytes = Vec::new();
-            let exported = match export_raw(&ar.api_version, &ar.kind, &item, &mut bytes).unwrap() {
-                Exported::Keep(_) => Ok(serde_json::from_slice(&bytes).unwrap()),
-                Exported::Skip(reason) => Err(reason.as_str().to_string()),
-            };
-            out.insert(name, exported);
-        }
-        if token.is_none() {
-            break;
-        }
+    let (items, pages) = items_page_by_page(client, ns, ar, &mut state).await;
+    let mut out = std::collections::BTreeMap::new();
+    for item in items {
+        let mut bytes = Vec::new();
+        let exported = match export_raw(&ar.api_version, &ar.kind, &item, &mut bytes).unwrap() {
+            Exported::Keep(_) => Ok(serde_json::from_slice(&bytes).unwrap()),
+            Exported::Skip(reason) => Err(reason.as_str().to_string()),
+        };
+        out.insert(item_name(&item), exported);
     }
     assert_eq!(
         state.protobuf(),
@@ -928,22 +945,12 @@ async fn exported_by_name(
 
 /// `Kind/name` of every object of a kind, listed a page at a time (protobuf).
 async fn names_page_by_page(client: &Client, ns: &str, ar: &kube::api::ApiResource) -> Vec<String> {
-    use opsec_operator::controller::backup::objects::{ListState, list_page};
-    let (mut out, mut token, mut state) = (Vec::new(), None::<String>, ListState::default());
-    loop {
-        let page = list_page(client, ns, ar, "", token.as_deref(), &mut state)
-            .await
-            .unwrap()
-            .expect("listable");
-        token = page.continue_token().map(str::to_string);
-        for item in page.into_items() {
-            let meta: Value = serde_json::from_str(item["metadata"].get()).unwrap();
-            out.push(format!("{}/{}", ar.kind, meta["name"].as_str().unwrap()));
-        }
-        if token.is_none() {
-            return out;
-        }
-    }
+    let mut state = opsec_operator::controller::backup::objects::ListState::default();
+    let (items, _) = items_page_by_page(client, ns, ar, &mut state).await;
+    items
+        .iter()
+        .map(|item| format!("{}/{}", ar.kind, item_name(item)))
+        .collect()
 }
 
 #[tokio::test]
