@@ -43,7 +43,6 @@ pub use export::{
 pub use manifest::{EncryptionScheme, Manifest, ManifestError, ManifestObject};
 pub use restore::{RestoreError, RestoreOptions, RestoredBackup, VerifyReport, restore, verify};
 pub use retention::{BackupRecord, Deletion, RetentionError, RetentionSettings};
-use store::StagedManifest;
 pub use store::{BackupLocation, CatalogueEntry, IncompleteBackup, S3Config, Store, StoreError};
 
 /// Bytes buffered below the encryptor before they are handed to the stores.
@@ -748,25 +747,27 @@ impl Run {
     async fn commit(&mut self, archived: Archived) -> Result<BackupSummary, BackupError> {
         // The stores complete their data files (a local fsync beside the S3 upload of the last
         // part) while the manifest is built and signed on a blocking thread (it needs only the
-        // archive), and then, still beside the data, each store gets the signature and the
-        // manifest's bytes staged (uploaded, not visible): none of that makes a backup look
-        // complete. Last, `manifest.json`, the commit marker, is made visible in each store whose
-        // data and signature are written: one small request.
+        // archive) and each store gets `manifest.sig`: neither makes a backup look complete.
+        // Last, `manifest.json`, the commit marker, is written (one atomic PUT) to each store
+        // whose data and signature are written.
         let built = tokio::task::spawn_blocking({
             let (meta, options) = (self.meta.clone(), self.options.clone());
             move || signed_manifest(&meta, &options, archived)
         });
         let stores: Vec<Store> = self.targets.iter().map(|t| t.store.clone()).collect();
         let location = &self.location;
-        let preparing = async {
+        let signing = async {
             let (manifest, bytes, signature) =
                 built.await.map_err(|e| pipeline_error("manifest", e))??;
-            let staged: Vec<Result<StagedManifest, StoreError>> =
-                futures::future::join_all(stores.iter().map(|store| {
-                    prepare_commit(store, location, signature.as_deref(), bytes.clone())
+            let signed: Vec<Result<(), StoreError>> =
+                futures::future::join_all(stores.iter().map(|store| async {
+                    match signature.as_deref() {
+                        Some(sig) => store.put_signature(location, sig).await,
+                        None => Ok(()),
+                    }
                 }))
                 .await;
-            Ok::<_, BackupError>((manifest, signature, staged))
+            Ok::<_, BackupError>((manifest, bytes, signature, signed))
         };
         let finishing =
             futures::future::join_all(self.targets.iter_mut().map(|target| async move {
@@ -777,22 +778,20 @@ impl Run {
                     target.slot = Slot::Failed(e);
                 }
             }));
-        let (_, prepared) = tokio::join!(finishing, preparing);
-        let (manifest, signature, staged) = prepared?;
+        let (_, signed) = tokio::join!(finishing, signing);
+        let (manifest, bytes, signature, signed) = signed?;
 
-        let stores: Vec<StoreResult> =
-            futures::future::join_all(self.targets.iter_mut().zip(staged).map(
-                |(target, staged)| async move {
+        let stores: Vec<StoreResult> = futures::future::join_all(
+            self.targets.iter_mut().zip(signed).map(|(target, signed)| {
+                let bytes = bytes.clone();
+                async move {
                     let name = target.store.name().to_string();
                     let slot = std::mem::replace(&mut target.slot, Slot::Written);
-                    let result = match (slot, staged) {
-                        (Slot::Writing(_) | Slot::Written, Ok(staged)) => staged.commit().await,
-                        (Slot::Failed(e), Ok(staged)) => {
-                            // Best effort: without a commit the manifest stays invisible.
-                            let _ = staged.abort().await;
-                            Err(e)
+                    let result = match (slot, signed) {
+                        (Slot::Writing(_) | Slot::Written, Ok(())) => {
+                            target.store.put_manifest(location, bytes).await
                         }
-                        (Slot::Failed(e), Err(_)) | (_, Err(e)) => Err(e),
+                        (Slot::Failed(e), _) | (_, Err(e)) => Err(e),
                     };
                     if let Err(e) = &result {
                         tracing::warn!(store = %name, error = %e, "backup store failed");
@@ -801,9 +800,10 @@ impl Run {
                         store: name,
                         result,
                     }
-                },
-            ))
-            .await;
+                }
+            }),
+        )
+        .await;
         if stores.iter().all(|s| s.result.is_err()) {
             let failures = stores
                 .into_iter()
@@ -821,31 +821,6 @@ impl Run {
             manifest,
             signature,
         })
-    }
-}
-
-/// Writes `manifest.sig` (when signed) and stages `manifest.json` in one store, both at once;
-/// a staged manifest whose signature failed is abandoned.
-async fn prepare_commit(
-    store: &Store,
-    location: &BackupLocation,
-    signature: Option<&str>,
-    manifest: Bytes,
-) -> Result<StagedManifest, StoreError> {
-    let signed = async {
-        match signature {
-            Some(sig) => store.put_signature(location, sig).await,
-            None => Ok(()),
-        }
-    };
-    match tokio::join!(signed, store.stage_manifest(location, manifest)) {
-        (Ok(()), staged) => staged,
-        (Err(e), Ok(staged)) => {
-            // Best effort: without a commit the manifest stays invisible.
-            let _ = staged.abort().await;
-            Err(e)
-        }
-        (Err(e), Err(_)) => Err(e),
     }
 }
 

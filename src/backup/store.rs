@@ -3,9 +3,9 @@
 //! completion atomic, and the catalogue read back from the store alone.
 //!
 //! Layout: `<prefix>/<namespace>/<policy>/<backup-id>/{data.tar.zst.enc, manifest.sig,
-//! manifest.json}`. Write order: the data (multipart, streamed, memory bounded), `manifest.sig`
-//! and `manifest.json` staged ([`Store::stage_manifest`]: uploaded, not yet visible), then
-//! `manifest.json` made visible last, as the commit marker: a backup interrupted at any point
+//! manifest.json}`. Write order: the data (multipart, streamed, memory bounded), `manifest.sig`,
+//! and `manifest.json` last, as the commit marker (one PUT, atomic in S3 and, through a
+//! temporary file and a rename, in a local directory): a backup interrupted at any point
 //! has no `manifest.json`, so [`Store::list_backups`] never lists it as complete, and
 //! [`Store::list_incomplete`] finds it for cleanup. Deletion removes `manifest.json` first, for
 //! the same reason. (An S3 multipart upload interrupted by a crash leaves invisible parts behind;
@@ -295,40 +295,6 @@ impl DataUpload {
     }
 }
 
-/// `manifest.json` uploaded but not yet visible ([`Store::stage_manifest`]): the commit marker's
-/// bytes travel beside the data's last part, and [`StagedManifest::commit`] is one small request.
-#[derive(Debug)]
-pub struct StagedManifest {
-    path: Path,
-    upload: Box<dyn MultipartUpload>,
-}
-
-impl StagedManifest {
-    /// Makes `manifest.json` visible: the backup is complete in this store. Call it only once
-    /// the data and the signature are written.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
-        self.upload
-            .complete()
-            .await
-            .map(|_| ())
-            .map_err(|source| StoreError::FinishUpload {
-                path: self.path.to_string(),
-                source,
-            })
-    }
-
-    /// Abandons it (no `manifest.json` appears).
-    pub async fn abort(mut self) -> Result<(), StoreError> {
-        self.upload
-            .abort()
-            .await
-            .map_err(|source| StoreError::Delete {
-                path: self.path.to_string(),
-                source,
-            })
-    }
-}
-
 fn to_jiff(t: chrono::DateTime<chrono::Utc>) -> jiff::Timestamp {
     jiff::Timestamp::from_millisecond(t.timestamp_millis()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
@@ -386,7 +352,12 @@ impl Store {
             // up (the policy retries the failed location's copy from a stored one, on a backoff).
             .with_client_options(
                 object_store::ClientOptions::new()
-                    .with_connect_timeout(std::time::Duration::from_secs(10)),
+                    .with_connect_timeout(std::time::Duration::from_secs(10))
+                    // What each file is, for whoever browses the bucket, and so that a server
+                    // does not sniff them: SeaweedFS, seeing JSON as text, gzips it on arrival.
+                    .with_content_type_for_suffix("json", "application/json")
+                    .with_content_type_for_suffix("sig", "text/plain")
+                    .with_content_type_for_suffix("enc", "application/octet-stream"),
             )
             .with_retry(object_store::RetryConfig {
                 max_retries: 3,
@@ -501,27 +472,6 @@ impl Store {
     /// Writes `manifest.json`, the commit marker: call it only after the data (and signature).
     pub async fn put_manifest(&self, loc: &BackupLocation, bytes: Bytes) -> Result<(), StoreError> {
         self.put(self.file_path(loc, MANIFEST_FILE), bytes).await
-    }
-
-    /// Uploads `manifest.json` without making it visible yet: a multipart upload of a single
-    /// part (S3 lets the last part, here the only one, be under 5 MiB; a local store keeps it in
-    /// a staging file that listings skip), which [`StagedManifest::commit`] completes. An upload
-    /// left behind by a crash is invisible, like an interrupted data upload.
-    pub async fn stage_manifest(
-        &self,
-        loc: &BackupLocation,
-        bytes: Bytes,
-    ) -> Result<StagedManifest, StoreError> {
-        let (path, mut upload) = self.start_multipart(loc, MANIFEST_FILE).await?;
-        if let Err(source) = upload.put_part(PutPayload::from_bytes(bytes)).await {
-            // Best effort: the upload is invisible either way.
-            let _ = upload.abort().await;
-            return Err(StoreError::Upload {
-                path: path.to_string(),
-                source,
-            });
-        }
-        Ok(StagedManifest { path, upload })
     }
 
     /// Writes arbitrary bytes at a backup's file (tests and repair tools).
