@@ -914,7 +914,7 @@ async fn run(
     let notes = format!(
         "- {objects} objects ({CONFIGMAPS} ConfigMaps + {SECRETS} Secrets, {:.1} MB of exported JSON; MB = 10^6 bytes), \
          archive {:.1} MB (zstd level {} on {} worker threads beside the archiving thread, AES-256-GCM, Ed25519-signed manifest) written to a local store and an S3 bucket (SeaweedFS).\n\
-         - backup: the median of {BACKUPS} backups of the namespace after a warm-up one ({all_runs}); peak RSS the largest of them. {} list pages (the controller's `ListAhead`: ConfigMaps then Secrets, 500 a page, listed as protobuf and decoded a page ahead) streamed through `BackupWriter::add_raw` in a child process; \
+         - backup: the median of {BACKUPS} backups of the namespace after a warm-up one ({all_runs}); peak RSS the largest of them. {} list pages (the controller's `ListAhead`: ConfigMaps then Secrets, 100 objects in the first page and 500 in the others, listed as protobuf and decoded a page ahead) streamed through `BackupWriter::add_raw` in a child process; \
          time waiting for list pages {:.2} s, in `add_raw` (export, copy the raw fields, SHA-256, queue for the archiving thread: tar, zstd, AES-GCM, SHA-256; upload waits) {:.2} s, \
          `finish` (drain the queue, end the archive, complete the uploads, manifest) {:.2} s; \
          process CPU {cpu:.2} s ({:.0}% of one core over the wall time); kube-apiserver CPU {:.2} s{}; SeaweedFS CPU {:.2} s{}; whole machine busy {:.2} of {:.2} CPU-seconds ({:.0}%).\n\

@@ -15,6 +15,7 @@ use kube::{Client, ResourceExt};
 use opsec_operator::api::backup::{BackupPhase, RestorePhase};
 use opsec_operator::api::{Backup, BackupPolicy, Restore};
 use opsec_operator::backup::{BackupLocation, RestoreOptions, Store, verify};
+use opsec_operator::controller::backup::objects::FIRST_LIST_PAGE;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -886,10 +887,10 @@ async fn items_page_by_page(
     ar: &kube::api::ApiResource,
     state: &mut opsec_operator::controller::backup::objects::ListState,
 ) -> (Vec<opsec_operator::backup::RawObject>, usize) {
-    use opsec_operator::controller::backup::objects::list_page;
+    use opsec_operator::controller::backup::objects::{LIST_PAGE, list_page};
     let (mut items, mut token, mut pages) = (Vec::new(), None::<String>, 0);
     loop {
-        let page = list_page(client, ns, ar, "", token.as_deref(), state)
+        let page = list_page(client, ns, ar, "", token.as_deref(), LIST_PAGE, state)
             .await
             .unwrap()
             .expect("listable");
@@ -1070,10 +1071,10 @@ async fn configmaps_and_secrets_listed_as_protobuf_export_as_they_do_listed_as_j
         kinds.to_vec(),
         String::new(),
     );
-    let (mut listed, mut pages) = (Vec::new(), 0);
+    let (mut listed, mut page_sizes) = (Vec::new(), Vec::new());
     while let Some(page) = ahead.next().await {
         let page = page.unwrap();
-        pages += 1;
+        page_sizes.push(page.items.len());
         for item in &page.items {
             let meta: Value = serde_json::from_str(item["metadata"].get()).unwrap();
             listed.push(format!(
@@ -1083,7 +1084,12 @@ async fn configmaps_and_secrets_listed_as_protobuf_export_as_they_do_listed_as_j
             ));
         }
     }
-    assert_eq!(pages, 3, "two pages of ConfigMaps, one of Secrets");
+    // A short first page (the archive waits for it), then full ones.
+    assert_eq!(
+        page_sizes,
+        [FIRST_LIST_PAGE as usize, 526 - FIRST_LIST_PAGE as usize, 3],
+        "two pages of ConfigMaps, one of Secrets"
+    );
     assert_eq!(listed.len(), 526 + 3);
     assert_eq!(listed, one_by_one);
     common::delete_namespace(&client, &ns).await;
