@@ -1076,12 +1076,7 @@ async fn configmaps_and_secrets_listed_as_protobuf_export_as_they_do_listed_as_j
         let page = page.unwrap();
         page_sizes.push(page.items.len());
         for item in &page.items {
-            let meta: Value = serde_json::from_str(item["metadata"].get()).unwrap();
-            listed.push(format!(
-                "{}/{}",
-                page.kind.kind,
-                meta["name"].as_str().unwrap()
-            ));
+            listed.push(format!("{}/{}", page.kind.kind, item_name(item)));
         }
     }
     // A short first page (the archive waits for it), then full ones.

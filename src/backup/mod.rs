@@ -787,11 +787,10 @@ impl Run {
                 async move {
                     let name = target.store.name().to_string();
                     let slot = std::mem::replace(&mut target.slot, Slot::Written);
+                    // Every slot is Written or Failed once the data is finished.
                     let result = match (slot, signed) {
-                        (Slot::Writing(_) | Slot::Written, Ok(())) => {
-                            target.store.put_manifest(location, bytes).await
-                        }
                         (Slot::Failed(e), _) | (_, Err(e)) => Err(e),
+                        (_, Ok(())) => target.store.put_manifest(location, bytes).await,
                     };
                     if let Err(e) = &result {
                         tracing::warn!(store = %name, error = %e, "backup store failed");

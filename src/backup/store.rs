@@ -19,10 +19,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use object_store::WriteMultipart;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{MultipartUpload, WriteMultipart};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::manifest::{Manifest, ManifestError};
@@ -420,24 +420,14 @@ impl Store {
         self.backup_dir(loc).join(file)
     }
 
-    /// Starts the multipart upload of the data file.
+    /// Starts the multipart upload of the data file: nothing is visible until it completes.
     pub async fn start_data(&self, loc: &BackupLocation) -> Result<DataUpload, StoreError> {
-        let (path, upload) = self.start_multipart(loc, DATA_FILE).await?;
-        Ok(DataUpload {
-            path,
-            writer: WriteMultipart::new(upload),
-        })
-    }
-
-    /// Starts a multipart upload of one file of a backup: nothing is visible until it completes.
-    async fn start_multipart(
-        &self,
-        loc: &BackupLocation,
-        file: &str,
-    ) -> Result<(Path, Box<dyn MultipartUpload>), StoreError> {
-        let path = self.file_path(loc, file);
+        let path = self.file_path(loc, DATA_FILE);
         match self.backend.put_multipart(&path).await {
-            Ok(upload) => Ok((path, upload)),
+            Ok(upload) => Ok(DataUpload {
+                path,
+                writer: WriteMultipart::new(upload),
+            }),
             Err(source) => Err(StoreError::StartUpload {
                 path: path.to_string(),
                 source,
