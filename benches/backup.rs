@@ -172,8 +172,8 @@ fn backup_options() -> BackupOptions {
 
 fn restore_options() -> RestoreOptions {
     RestoreOptions {
-        encryption_key: Some(encryption_key()),
-        verifying_key: Some(signing_key().verifying_key()),
+        encryption_keys: vec![encryption_key()],
+        trusted_keys: vec![signing_key().verifying_key()],
         ..Default::default()
     }
 }

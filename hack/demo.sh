@@ -36,15 +36,21 @@ spec:
   storage: [{name: offsite, s3: {bucket: tenant-a, credentialsSecretRef: {name: s3}}}]
 YAML
 
-step "Start the operator (leader election, admin port 127.0.0.1:$port)"
-"$op" run --admin-addr "127.0.0.1:$port" --lease-namespace default >"$root/.run/demo-operator.log" 2>&1 &
+step "Start the operator as its own ServiceAccount with the shipped RBAC (leader election, admin port 127.0.0.1:$port)"
+hack/operator-kubeconfig.sh "$root/.run/demo-operator.kubeconfig"
+echo "what it may do in a tenant namespace (kubectl auth can-i --list, its own rules):"
+kubectl auth can-i --list -n tenant-a-prod --as system:serviceaccount:opsec-system:opsec-operator \
+  | grep -vE '^(selfsubject|clustertrustbundles)|^ +\[' | sed 's/^/  /'
+rm -rf "$root/.run/demo-backups"
+KUBECONFIG="$root/.run/demo-operator.kubeconfig" POD_NAMESPACE=opsec-system "$op" run --admin-addr "127.0.0.1:$port" \
+  --local-store-root "$root/.run/demo-backups" >"$root/.run/demo-operator.log" 2>&1 &
 opid=$!
 for _ in $(seq 1 100); do
   curl -fsS "127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
 echo "readyz: $(curl -sS "127.0.0.1:$port/readyz")"
-echo "lease holder: $(kubectl get lease -n default opsec-operator -o jsonpath='{.spec.holderIdentity}')"
+echo "lease holder: $(kubectl get lease -n opsec-system opsec-operator -o jsonpath='{.spec.holderIdentity}')"
 curl -sS "127.0.0.1:$port/metrics" | grep -E '^opsec_(leader|build_info)'
 
 step "SecurityBaseline tenant-standard: every standard tenant namespace made compliant"
@@ -97,11 +103,10 @@ kubectl get securitybaseline tenant-standard -o jsonpath='{range .status.conditi
 kubectl get securitybaseline tenant-standard -o jsonpath='{range .status.history[*]}{.revision} {.summary}{"\n"}{end}'
 curl -sS "127.0.0.1:$port/metrics" | grep -E '^opsec_(leader|baseline_)'
 
-step "Backups (8.10): a BackupPolicy in tenant-b-prod, encrypted and signed, on-site copy in .run/demo-backups"
-rm -rf "$root/.run/demo-backups"
+step "Backups (8.10): a BackupPolicy in tenant-b-prod, encrypted with the tenant's key and signed with the operator's, run as the tenant's ServiceAccount opsec-tenant (stamped by the baseline)"
+kubectl -n tenant-b-prod get serviceaccount opsec-tenant -o name
 kubectl -n tenant-b-prod create secret generic backup-keys --dry-run=client -o yaml \
-  --from-literal=aes256.key="$(python3 -c 'import os,base64; print(base64.b64encode(os.urandom(32)).decode())')" \
-  --from-literal=ed25519.key="$(python3 -c 'import os,base64; print(base64.b64encode(os.urandom(32)).decode())')" | kubectl apply -f -
+  --from-literal=aes256.key="$(python3 -c 'import os,base64; print(base64.b64encode(os.urandom(32)).decode())')" | kubectl apply -f -
 kubectl -n tenant-b-prod create configmap shop-settings --from-literal=currency=EUR --dry-run=client -o yaml | kubectl apply -f -
 cat <<YAML | kubectl apply -n tenant-b-prod -f -
 apiVersion: opsec.x1642.dev/v1alpha1
@@ -110,9 +115,8 @@ metadata: {name: demo}
 spec:
   rpo: 1h
   rto: 5m
-  storage: [{name: onsite, local: {path: $root/.run/demo-backups}}]
+  storage: [{name: onsite, local: {path: onsite}}]
   encryption: {keySecretRef: {name: backup-keys, key: aes256.key}}
-  signing: {keySecretRef: {name: backup-keys, key: ed25519.key}}
   resources: {excludeKinds: [BackupPolicy]}
   verification:
     schedule: "@daily"
@@ -136,12 +140,26 @@ kubectl -n tenant-b-prod wait backuppolicy/demo --for=condition=RTOMet --timeout
 kubectl -n tenant-b-prod get backuppolicy demo -o jsonpath='result={.status.lastRestoreTest.result} measured RTO={.status.lastRestoreTest.duration} compared={.status.lastRestoreTest.objectsCompared} mismatches={.status.lastRestoreTest.mismatches}{"\n"}'
 kubectl get backuppolicies -A -o wide
 
-step "Disaster recovery without a cluster: the store alone lists its backups"
-"$op" backup list --store "$root/.run/demo-backups" --namespace tenant-b-prod --policy demo
+step "A tenant names an S3 endpoint the provider did not allow (the cloud metadata address): refused, no request made"
+cat <<YAML | kubectl apply -n tenant-b-prod -f -
+apiVersion: opsec.x1642.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: ssrf}
+spec:
+  rpo: 1h
+  suspend: true
+  storage: [{name: metadata, s3: {bucket: latest, endpoint: "http://169.254.169.254", credentialsSecretRef: {name: backup-keys}}}]
+  encryption: {keySecretRef: {name: backup-keys, key: aes256.key}}
+YAML
+kubectl -n tenant-b-prod wait backuppolicy/ssrf --for=condition=StorageReachable=False --timeout=60s
+kubectl -n tenant-b-prod get backuppolicy ssrf -o jsonpath='{.status.conditions[?(@.type=="StorageReachable")].message}{"\n"}'
+
+step "Disaster recovery without a cluster: the store alone lists its backups (the operator's signature on each)"
+"$op" backup list --store "$root/.run/demo-backups/tenant-b-prod/onsite" --namespace tenant-b-prod --policy demo
 
 step "Everything the operator serves: kubectl get opsec -A"
 kubectl get opsec -A
 
 step "Stop the operator with SIGTERM: it releases its Lease"
 kill -TERM "$opid"; wait "$opid" || true; opid=
-echo "lease holder after stop: '$(kubectl get lease -n default opsec-operator -o jsonpath='{.spec.holderIdentity}')'"
+echo "lease holder after stop: '$(kubectl get lease -n opsec-system opsec-operator -o jsonpath='{.spec.holderIdentity}')'"

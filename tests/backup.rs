@@ -24,7 +24,9 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 struct Env {
     client: Client,
     ns: String,
-    dir: tempfile::TempDir,
+    /// The on-site store's directory: `onsite` under the namespace's part of the operator's
+    /// local root.
+    dir: std::path::PathBuf,
 }
 
 /// A namespace with the keys Secret, S3 credentials, and the objects to back up.
@@ -33,7 +35,8 @@ async fn setup(prefix: &str) -> Env {
     common::install_crds();
     common::operator("backup");
     let ns = common::namespace(&client, prefix, &[]).await;
-    let dir = tempfile::tempdir().unwrap();
+    common::tenant_account(&ns).await;
+    let dir = common::local_root().join(&ns).join("onsite");
     let enc: [u8; 32] =
         std::array::from_fn(|i| (i as u8).wrapping_mul(7).wrapping_add(prefix.len() as u8));
     let seed: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(13).wrapping_add(1));
@@ -81,8 +84,8 @@ async fn create(client: &Client, ns: &str, obj: Value) {
     assert!(ok, "kubectl create {obj}: {out} {err}");
 }
 
-fn local(env: &Env) -> Value {
-    json!({"name": "onsite", "local": {"path": env.dir.path().to_str().unwrap()}})
+fn local(_env: &Env) -> Value {
+    json!({"name": "onsite", "local": {"path": "onsite"}})
 }
 
 fn s3(bucket: &str, secret: &str) -> Value {
@@ -91,15 +94,12 @@ fn s3(bucket: &str, secret: &str) -> Value {
 }
 
 fn keys() -> Value {
-    json!({"encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}},
-           "signing": {"keySecretRef": {"name": "backup-keys", "key": "sign"}}})
+    json!({"encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}})
 }
 
 async fn policy(client: &Client, ns: &str, name: &str, mut spec: Value) -> BackupPolicy {
     if spec.get("encryption").is_none() {
-        let k = keys();
-        spec["encryption"] = k["encryption"].clone();
-        spec["signing"] = k["signing"].clone();
+        spec["encryption"] = keys()["encryption"].clone();
     }
     let p: BackupPolicy = serde_json::from_value(json!({
         "apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "BackupPolicy",
@@ -253,7 +253,10 @@ async fn backup_to_local_and_s3_then_restore_into_a_fresh_namespace_with_skip_an
 
     // A fresh namespace that accepts restores from the source, with one object already there.
     let target = common::namespace(c, "bk-target", &[]).await;
-    policy(c, &target, "accept", json!({"rpo": "1h", "suspend": true, "storage": [{"name": "onsite", "local": {"path": env.dir.path().join("target").to_str().unwrap()}}],
+    common::tenant_account(&target).await;
+    // The source's ServiceAccount writes the restore: the tenant gives it rights in the target.
+    common::bind_admin(&target, &env.ns).await;
+    policy(c, &target, "accept", json!({"rpo": "1h", "suspend": true, "storage": [{"name": "onsite", "local": {"path": "target"}}],
         "acceptRestoresFrom": [env.ns]})).await;
     create(c, &target, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"}, "data": {"value": "changed"}})).await;
     create(c, &target, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "backup-keys"}, "stringData": {"enc": "x"}})).await;
@@ -336,7 +339,6 @@ async fn flipped_byte_marks_the_backup_corrupt_and_the_restore_uses_the_s3_copy(
     let b = backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
     let data = env
         .dir
-        .path()
         .join(&env.ns)
         .join("p")
         .join(b.name_any())
@@ -458,6 +460,8 @@ async fn a_restore_into_another_namespace_is_refused_without_accept_restores_fro
     .await;
     let b = backup_in(c, &env.ns, "p", &[BackupPhase::Completed]).await;
     let target = common::namespace(c, "bk-refuse-t", &[]).await;
+    // Even with rights there, the target must accept restores from the source.
+    common::bind_admin(&target, &env.ns).await;
     let r = restore(
         c,
         &env.ns,
@@ -642,8 +646,9 @@ async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_l
     let env = setup("bk-down").await;
     let c = &env.client;
     let bucket = common::s3::bucket("down").await;
-    // A loopback port nothing listens on: the off-site endpoint is down.
-    let port = common::free_port();
+    // A loopback port nothing listens on (one the operator's allowlist names): the off-site
+    // endpoint is down.
+    let port = common::relay_port();
     let mut offsite = s3(&bucket, "s3-creds");
     offsite["s3"]["endpoint"] = json!(format!("http://127.0.0.1:{port}"));
     policy(
@@ -673,7 +678,7 @@ async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_l
         Some("Failed"),
         "{s:?}"
     );
-    let onsite = Store::local("onsite", env.dir.path()).unwrap();
+    let onsite = Store::local("onsite", &env.dir).unwrap();
     let listed = onsite.list_backups(&env.ns, "p").await.unwrap();
     assert!(
         listed
@@ -692,7 +697,7 @@ async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_l
         .unwrap();
     assert_eq!(cond.reason, "StorageUnreachable", "{cond:?}");
     assert!(
-        cond.message.contains("offsite") && cond.message.contains(&port.to_string()),
+        cond.message.contains("offsite") && cond.message.contains("could not be reached"),
         "{cond:?}"
     );
     for reason in ["StorageUnreachable", "StorageFailed", "CopyRetryFailed"] {
@@ -833,7 +838,7 @@ async fn retention_deletes_the_oldest_copies_but_never_the_last_verified_one() {
     }
     // Newest first: m4, m3 are the two copies kept; m2 goes; the first backup is older than
     // all of them but the only verified one, so it stays.
-    let store = Store::local("onsite", env.dir.path()).unwrap();
+    let store = Store::local("onsite", &env.dir).unwrap();
     common::eventually(WAIT, "retention to delete m2", || {
         let api = api.clone();
         let store = store.clone();

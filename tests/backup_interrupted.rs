@@ -21,8 +21,9 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Writes a complete backup with the real engine, as an earlier run did.
-async fn complete_copy(store: &Store, ns: &str, id: &str) {
+/// Writes a complete backup with the real engine, as an earlier run did (signed with the
+/// operator's key, as every run signs).
+async fn complete_copy(store: &Store, ns: &str, id: &str, key: &ed25519_dalek::SigningKey) {
     let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "app", "namespace": ns}, "data": {"k": "v"}});
     let meta = BackupMeta {
@@ -33,7 +34,10 @@ async fn complete_copy(store: &Store, ns: &str, id: &str) {
     };
     run_backup(
         meta,
-        BackupOptions::default(),
+        BackupOptions {
+            signing_key: Some(key.clone()),
+            ..Default::default()
+        },
         futures::stream::iter([Ok::<_, std::io::Error>(obj)]),
         std::slice::from_ref(store),
     )
@@ -116,21 +120,23 @@ async fn backups_left_running_by_a_stopped_operator_are_failed_or_recovered_neve
     let client = common::client().await;
     common::install_crds();
     let ns = common::namespace(&client, "bk-intr", &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::local("onsite", dir.path()).unwrap();
+    common::tenant_account(&ns).await;
+    let key = common::operator_signing_key(&client).await;
+    let dir = common::local_root().join(&ns).join("onsite");
+    let store = Store::local("onsite", &dir).unwrap();
 
     // The store as the stopped operator left it: an older complete backup, the committed copy
     // of a run that stopped before recording it, and the partial copy of a run that stopped
     // mid-way (its data and signature, no manifest.json).
-    complete_copy(&store, &ns, "p-complete").await;
-    complete_copy(&store, &ns, "p-committed").await;
+    complete_copy(&store, &ns, "p-complete", &key).await;
+    complete_copy(&store, &ns, "p-committed", &key).await;
     let partial = BackupLocation::new(&ns, "p", "p-interrupted").unwrap();
     let mut up = store.start_data(&partial).await.unwrap();
     up.write(bytes::Bytes::from_static(b"the first part of an archive"));
     up.finish().await.unwrap();
     store.put_signature(&partial, "c2ln").await.unwrap();
-    age(dir.path());
-    let listed = cli_list(dir.path(), &ns);
+    age(dir.as_path());
+    let listed = cli_list(dir.as_path(), &ns);
     assert!(
         listed.contains(&"p-complete".to_string()) && !listed.contains(&"p-interrupted".into()),
         "{listed:?}"
@@ -138,7 +144,7 @@ async fn backups_left_running_by_a_stopped_operator_are_failed_or_recovered_neve
 
     let p: BackupPolicy = serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1",
         "kind": "BackupPolicy", "metadata": {"name": "p", "namespace": ns},
-        "spec": {"rpo": "1h", "storage": [{"name": "onsite", "local": {"path": dir.path().to_str().unwrap()}}]}}))
+        "spec": {"rpo": "1h", "storage": [{"name": "onsite", "local": {"path": "onsite"}}]}}))
     .unwrap();
     Api::<BackupPolicy>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &p)
@@ -212,8 +218,7 @@ async fn backups_left_running_by_a_stopped_operator_are_failed_or_recovered_neve
     })
     .await;
     assert!(
-        !dir.path()
-            .join(&ns)
+        !dir.join(&ns)
             .join("p")
             .join("p-interrupted")
             .join("data.tar.zst.enc")
@@ -228,7 +233,7 @@ async fn backups_left_running_by_a_stopped_operator_are_failed_or_recovered_neve
     phase_of("p-complete", BackupPhase::Completed).await;
     let ids = common::stored_backup_ids(&store, &ns, "p").await.unwrap();
     assert_eq!(ids, ["p-committed", "p-complete"]);
-    let mut listed = cli_list(dir.path(), &ns);
+    let mut listed = cli_list(dir.as_path(), &ns);
     listed.sort();
     assert_eq!(listed, ["p-committed", "p-complete"]);
     assert_eq!(

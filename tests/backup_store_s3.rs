@@ -62,8 +62,8 @@ fn options() -> BackupOptions {
 
 fn restore_options() -> RestoreOptions {
     RestoreOptions {
-        encryption_key: Some(EncryptionKey::from_bytes([5; 32])),
-        verifying_key: Some(SigningKey::from_bytes(&[6; 32]).verifying_key()),
+        encryption_keys: vec![EncryptionKey::from_bytes([5; 32])],
+        trusted_keys: vec![SigningKey::from_bytes(&[6; 32]).verifying_key()],
         ..Default::default()
     }
 }
@@ -200,7 +200,7 @@ async fn a_byte_flipped_in_s3_is_corrupt() {
     assert!(matches!(err, RestoreError::Corrupt { .. }), "{err}");
     // The digest-only verification (no encryption key) sees it too.
     let digest_only = RestoreOptions {
-        encryption_key: None,
+        encryption_keys: vec![],
         ..restore_options()
     };
     let err = verify(&store, &loc, &digest_only)

@@ -56,6 +56,8 @@ fn api_for(client: &Client, kind: &str, ns: &str) -> Api<DynamicObject> {
     }
 }
 
+const LOCAL_PATH: &str = "local.path must be relative: segments of letters, digits, '-', '_' and '.', separated by '/', without '.' or '..'";
+
 /// The smallest valid spec of each kind; every invalid case is one change to it.
 fn valid_spec(kind: &str) -> Value {
     match kind {
@@ -64,7 +66,7 @@ fn valid_spec(kind: &str) -> Value {
         }),
         "BackupPolicy" => json!({
             "rpo": "6h",
-            "storage": [{"name": "onsite", "local": {"path": "/var/lib/opsec/backups"}}]
+            "storage": [{"name": "onsite", "local": {"path": "backups"}}]
         }),
         "Backup" => json!({"policyRef": {"name": "nightly"}, "trigger": "Manual"}),
         "Restore" => json!({"backupRef": {"name": "nightly-1"}}),
@@ -175,7 +177,7 @@ fn invalid_cases() -> Vec<Case> {
     let ep = "EmergencyPlan";
     let inc = "Incident";
     let offsite = json!({"name": "offsite", "s3": {"bucket": "tenant-backups", "credentialsSecretRef": {"name": "s3"}}});
-    let onsite = json!({"name": "onsite", "local": {"path": "/var/lib/opsec/backups"}});
+    let onsite = json!({"name": "onsite", "local": {"path": "backups"}});
     let enc = json!({"keySecretRef": {"name": "backup-key", "key": "aes.key"}});
     vec![
         // SecurityBaseline
@@ -205,12 +207,17 @@ fn invalid_cases() -> Vec<Case> {
         bad(bp, "rpo missing", json!({"rpo": null}), "spec.rpo", REQUIRED),
         bad(bp, "rto of zero", json!({"rto": "0s"}), "spec.rto", "rto must be at least 1s"),
         bad(bp, "s3 storage without encryption", json!({"storage": [onsite, offsite]}), "spec.encryption", "encryption is required when any storage location is off-site (s3)"),
-        bad(bp, "storage with two backends", json!({"storage": [{"name": "both", "local": {"path": "/var/lib/opsec/backups"}, "persistentVolumeClaim": {"claimName": "backups"}}]}), "spec.storage[0]", "each storage location sets exactly one of local, persistentVolumeClaim or s3"),
+        bad(bp, "storage with two backends", json!({"storage": [{"name": "both", "local": {"path": "backups"}, "persistentVolumeClaim": {"claimName": "backups"}}]}), "spec.storage[0]", "each storage location sets exactly one of local, persistentVolumeClaim or s3"),
         bad(bp, "storage with no backend", json!({"storage": [{"name": "nothing"}]}), "spec.storage[0]", "each storage location sets exactly one of local, persistentVolumeClaim or s3"),
-        bad(bp, "duplicate storage names", json!({"storage": [onsite, {"name": "onsite", "local": {"path": "/srv/backups"}}]}), "spec.storage", "storage names must be unique"),
+        bad(bp, "duplicate storage names", json!({"storage": [onsite, {"name": "onsite", "local": {"path": "other"}}]}), "spec.storage", "storage names must be unique"),
         bad(bp, "no storage", json!({"storage": []}), "spec.storage", "should have at least 1 items"),
-        bad(bp, "relative local path", json!({"storage": [{"name": "onsite", "local": {"path": "backups"}}]}), "spec.storage[0].local.path", "local.path must be an absolute path without '..'"),
-        bad(bp, "local path escaping with ..", json!({"storage": [{"name": "onsite", "local": {"path": "/var/lib/../../etc"}}]}), "spec.storage[0].local.path", "local.path must be an absolute path without '..'"),
+        bad(bp, "absolute local path", json!({"storage": [{"name": "onsite", "local": {"path": "/var/lib/opsec/backups"}}]}), "spec.storage[0].local.path", LOCAL_PATH),
+        bad(bp, "local path escaping with ..", json!({"storage": [{"name": "onsite", "local": {"path": "team/../../other-tenant"}}]}), "spec.storage[0].local.path", LOCAL_PATH),
+        bad(bp, "local path of .", json!({"storage": [{"name": "onsite", "local": {"path": "."}}]}), "spec.storage[0].local.path", LOCAL_PATH),
+        bad(bp, "local path with an empty segment", json!({"storage": [{"name": "onsite", "local": {"path": "a//b"}}]}), "spec.storage[0].local.path", LOCAL_PATH),
+        bad(bp, "local path with a space", json!({"storage": [{"name": "onsite", "local": {"path": "a b"}}]}), "spec.storage[0].local.path", LOCAL_PATH),
+        bad(bp, "serviceAccountName not a DNS name", json!({"serviceAccountName": "Backup_Bot"}), "spec.serviceAccountName", PATTERN),
+        bad(rs, "Restore serviceAccountName not a DNS name", json!({"serviceAccountName": "../admin"}), "spec.serviceAccountName", PATTERN),
         bad(bp, "PVC path with ..", json!({"storage": [{"name": "onsite", "persistentVolumeClaim": {"claimName": "backups", "path": "../other-tenant"}}]}), "spec.storage[0].persistentVolumeClaim.path", "persistentVolumeClaim.path must not contain '..'"),
         bad(bp, "s3 endpoint not http(s)", json!({"encryption": enc, "storage": [{"name": "offsite", "s3": {"bucket": "tenant-backups", "endpoint": "ftp://s3.example.net", "credentialsSecretRef": {"name": "s3"}}}]}), "spec.storage[0].s3.endpoint", "s3.endpoint must be an http or https URL"),
         bad(bp, "absolute s3 prefix", json!({"encryption": enc, "storage": [{"name": "offsite", "s3": {"bucket": "tenant-backups", "prefix": "/clusters", "credentialsSecretRef": {"name": "s3"}}}]}), "spec.storage[0].s3.prefix", "s3.prefix must be relative and must not contain '..'"),

@@ -87,11 +87,9 @@ pub struct BackupPolicySpec {
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("storage names must be unique"))]
     pub storage: Vec<StorageLocation>,
     /// Encryption of every archive (AES-256-GCM); required when any location is off-site.
+    /// Every manifest is signed by the operator's own key (the provider's), never a tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
-    /// Ed25519 signing key; the signature covers the manifest and its key id is recorded in it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing: Option<Signing>,
     /// Verification of stored copies and restore tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -103,6 +101,12 @@ pub struct BackupPolicySpec {
     /// Stop scheduling new backups (verification and status still run).
     #[serde(default)]
     pub suspend: bool,
+    /// ServiceAccount of this namespace the operator acts as for this policy's backups,
+    /// verifications and restore tests (it lists what is backed up and reads the keys and
+    /// credentials); the operator's default (`--default-service-account`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub service_account_name: Option<String>,
 }
 
 /// Which resources a backup takes.
@@ -183,13 +187,15 @@ pub struct StorageLocation {
     pub s3: Option<S3Storage>,
 }
 
-/// A local directory.
+/// A directory of the operator's on-site store.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalStorage {
-    /// Absolute path of the directory.
-    #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.contains('/../') && !self.endsWith('/..')").message("local.path must be an absolute path without '..'"))]
+    /// Directory relative to this namespace's part of the operator's local store root
+    /// (`<root>/<namespace>/<path>`, root set by the provider with `--local-store-root`):
+    /// segments of letters, digits, '-', '_' and '.', separated by '/'.
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(r"self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$') && !self.split('/').exists(s, s == '..' || s == '.')").message("local.path must be relative: segments of letters, digits, '-', '_' and '.', separated by '/', without '.' or '..'"))]
     pub path: String,
 }
 
@@ -197,7 +203,9 @@ pub struct LocalStorage {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PvcStorage {
-    /// Name of the claim, mounted into the operator under `/var/lib/opsec/pvc/<claimName>`.
+    /// Name of a claim in this namespace; the provider mounts it into the operator at
+    /// `<pvc root>/<namespace>/<claimName>` (`--pvc-root`). A claim that is missing, unbound or
+    /// not mounted there makes the location unreachable, with the reason.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub claim_name: String,
     /// Sub-directory within the claim.
@@ -243,14 +251,6 @@ pub struct S3Storage {
 #[serde(rename_all = "camelCase")]
 pub struct Encryption {
     /// Secret key holding 32 random bytes (raw, or base64) used as the AES-256-GCM key.
-    pub key_secret_ref: SecretKeyRef,
-}
-
-/// Manifest signing.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Signing {
-    /// Secret key holding an Ed25519 private key (32-byte seed, raw or base64, or PKCS#8 PEM).
     pub key_secret_ref: SecretKeyRef,
 }
 
@@ -450,6 +450,9 @@ pub struct BackupStatus {
     /// One entry per storage location.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<BackupLocationStatus>,
+    /// Kinds (`apiVersion/Kind`) the policy's ServiceAccount may not list: not in this backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_kinds: Vec<String>,
     /// The newest verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<BackupVerification>,
@@ -538,6 +541,12 @@ pub struct RestoreSpec {
     /// What to do with an object that already exists.
     #[serde(default)]
     pub existing_objects: ExistingObjects,
+    /// ServiceAccount of this namespace the operator acts as for this restore (it reads the
+    /// backup's keys and writes every restored object, so the API server judges each write as
+    /// this account's); the operator's default (`--default-service-account`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub service_account_name: Option<String>,
 }
 
 /// A backup in a store, by id.

@@ -57,12 +57,14 @@ pub struct StoreArgs {
 /// Keys of a read.
 #[derive(clap::Args, Debug, Clone)]
 pub struct KeyArgs {
-    /// File with the 32-byte AES-256-GCM key (raw or base64).
+    /// File with a 32-byte AES-256-GCM key (raw or base64); repeat it for a rotated keyring
+    /// (each archive is read with the key its manifest names).
     #[arg(long)]
-    pub key_file: Option<PathBuf>,
-    /// File with the Ed25519 public key (raw, base64 or PEM); the signature is then required.
+    pub key_file: Vec<PathBuf>,
+    /// File with a trusted Ed25519 public key of the operator (raw, base64 or PEM); repeat it
+    /// for rotated keys. With any given, a manifest must carry a signature by one of them.
     #[arg(long)]
-    pub public_key_file: Option<PathBuf>,
+    pub public_key_file: Vec<PathBuf>,
 }
 
 /// What the backup subcommands fail with.
@@ -125,11 +127,11 @@ fn read(path: &Path) -> Result<Vec<u8>, CliError> {
 /// Read options from the key flags.
 pub fn options(keys: &KeyArgs) -> Result<RestoreOptions, CliError> {
     let mut o = RestoreOptions::default();
-    if let Some(p) = &keys.key_file {
-        o.encryption_key = Some(EncryptionKey::parse(&read(p)?)?);
+    for p in &keys.key_file {
+        o.encryption_keys.push(EncryptionKey::parse(&read(p)?)?);
     }
-    if let Some(p) = &keys.public_key_file {
-        o.verifying_key = Some(parse_verifying_key(&read(p)?)?);
+    for p in &keys.public_key_file {
+        o.trusted_keys.push(parse_verifying_key(&read(p)?)?);
     }
     Ok(o)
 }
@@ -215,13 +217,14 @@ pub async fn run(cmd: BackupCommand) -> Result<(), CliError> {
             let opts = options(&keys)?;
             let id = match backup_id {
                 Some(id) => id,
+                // The newest by the (signed, when keys are given) time in its manifest.
                 None => store
-                    .list_backups(&s.namespace, &s.policy)
+                    .list_trusted(&s.namespace, &s.policy, &opts.trusted_keys)
                     .await?
                     .into_iter()
-                    .filter(|e| e.manifest.is_ok())
-                    .max_by_key(|e| e.completed_at)
-                    .map(|e| e.backup_id)
+                    .filter_map(|e| e.manifest.ok().map(|m| (m.created_at, e.backup_id)))
+                    .max()
+                    .map(|(_, id)| id)
                     .ok_or_else(|| {
                         CliError::Usage(format!(
                             "no complete backup of {}/{}",
@@ -337,8 +340,8 @@ mod tests {
         let pub_file = dir.path().join("pub");
         std::fs::write(&pub_file, signing.verifying_key().to_bytes()).unwrap();
         let keys = KeyArgs {
-            key_file: None,
-            public_key_file: Some(pub_file.clone()),
+            key_file: vec![],
+            public_key_file: vec![pub_file.clone()],
         };
         run(BackupCommand::Verify {
             store: s.clone(),
@@ -350,8 +353,8 @@ mod tests {
         // A wrong key is refused and nothing is written.
         let out = dir.path().join("out");
         let wrong = KeyArgs {
-            key_file: Some(key_file),
-            public_key_file: Some(pub_file.clone()),
+            key_file: vec![key_file],
+            public_key_file: vec![pub_file.clone()],
         };
         let err = run(BackupCommand::Restore {
             store: s.clone(),
@@ -365,8 +368,8 @@ mod tests {
         assert!(!out.exists());
         // With the right keys: every object, as YAML, in restore order.
         let good = KeyArgs {
-            key_file: Some(good_key),
-            public_key_file: Some(pub_file),
+            key_file: vec![good_key],
+            public_key_file: vec![pub_file],
         };
         run(BackupCommand::Verify {
             store: s.clone(),

@@ -45,6 +45,8 @@ pub enum ManifestError {
     Unsigned,
     #[error("manifest was signed by key {found}, expected {expected}")]
     WrongSigningKey { expected: String, found: String },
+    #[error("manifest names signing key {found}, which is not one the reader trusts")]
+    UntrustedKey { found: String },
     #[error("manifest signature does not verify")]
     BadSignature(#[source] CryptoError),
     #[error(
@@ -249,6 +251,26 @@ pub fn verify_manifest(
         }),
         Some(_) => Ok(manifest),
     }
+}
+
+/// Verifies stored manifest bytes against `manifest.sig` with whichever of the `trusted` keys
+/// the manifest names, then parses them. A manifest naming no key, or a key not trusted, or
+/// whose signature does not verify with that key, is refused: nothing in it is believed before
+/// the signature checks out (the key id only picks which trusted key to check with).
+pub fn verify_manifest_trusted(
+    bytes: &[u8],
+    signature: Option<&str>,
+    trusted: &[VerifyingKey],
+) -> Result<Manifest, ManifestError> {
+    let signature = signature.ok_or(ManifestError::Unsigned)?;
+    let named = Manifest::from_bytes(bytes)?
+        .signing_key_id
+        .ok_or(ManifestError::Unsigned)?;
+    let key = trusted
+        .iter()
+        .find(|k| crypto::signing_key_id(k) == named)
+        .ok_or(ManifestError::UntrustedKey { found: named })?;
+    verify_manifest(bytes, Some(signature), key)
 }
 
 /// The layout of [`Manifest::to_canonical_bytes`]: each field of the top-level object on a line

@@ -48,6 +48,10 @@ pub enum RestoreError {
     },
     #[error("backup {backup_id} is encrypted and no encryption key was given")]
     KeyRequired { backup_id: String },
+    #[error(
+        "backup {backup_id} says it is not encrypted, but its policy encrypts: refused (a manifest's encryption must match the policy's)"
+    )]
+    NotEncrypted { backup_id: String },
     #[error("backup {backup_id} is corrupt: {reason}")]
     Corrupt {
         backup_id: String,
@@ -79,6 +83,7 @@ impl RestoreError {
             Self::BadSignature { .. } => "BadSignature",
             Self::BadManifest { .. } => "BadManifest",
             Self::WrongKey { .. } | Self::KeyRequired { .. } => "WrongKey",
+            Self::NotEncrypted { .. } => "EncryptionMismatch",
             Self::Corrupt { .. } => "Corrupt",
             Self::Unsafe { .. } => "UnsafeArchive",
             Self::Store { .. } => "StoreError",
@@ -102,11 +107,13 @@ impl RestoreError {
 /// Keys and limits of a read.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
-    /// Needed for an encrypted backup; checked against the manifest's key id first.
-    pub encryption_key: Option<EncryptionKey>,
-    /// When set, `manifest.sig` must exist and verify with this key, and the manifest must name
-    /// its id. When `None` the signature is not checked (only for policies without signing).
-    pub verifying_key: Option<VerifyingKey>,
+    /// Keys an encrypted backup may be read with: the one whose id the manifest names. When
+    /// any is given the reader expects encryption, and a manifest saying `none` is refused.
+    pub encryption_keys: Vec<EncryptionKey>,
+    /// Keys whose signatures are trusted: when any is given, `manifest.sig` must exist and
+    /// verify with the trusted key the manifest names. When empty the signature is not checked
+    /// (the CLI without `--public-key-file` only).
+    pub trusted_keys: Vec<VerifyingKey>,
     pub limits: ArchiveLimits,
 }
 
@@ -130,26 +137,27 @@ pub struct VerifyReport {
     pub objects_checked: Option<usize>,
 }
 
-/// Checks `manifest.json`'s bytes (signature first, when a key is given) and that the manifest
-/// names `loc`.
+/// Checks `manifest.json`'s bytes (signature first, when trusted keys are given) and that the
+/// manifest names `loc`.
 pub fn check_manifest(
     loc: &BackupLocation,
     bytes: &[u8],
     signature: Option<&str>,
-    verifying_key: Option<&VerifyingKey>,
+    trusted_keys: &[VerifyingKey],
 ) -> Result<Manifest, RestoreError> {
     let id = loc.backup_id();
-    let manifest = match verifying_key {
-        Some(key) => manifest::verify_manifest(bytes, signature, key).map_err(|source| {
+    let manifest = if trusted_keys.is_empty() {
+        Manifest::from_bytes(bytes).map_err(|source| RestoreError::BadManifest {
+            backup_id: id.into(),
+            source,
+        })?
+    } else {
+        manifest::verify_manifest_trusted(bytes, signature, trusted_keys).map_err(|source| {
             RestoreError::BadSignature {
                 backup_id: id.into(),
                 source,
             }
-        })?,
-        None => Manifest::from_bytes(bytes).map_err(|source| RestoreError::BadManifest {
-            backup_id: id.into(),
-            source,
-        })?,
+        })?
     };
     manifest
         .check_location(loc.namespace(), loc.policy(), id)
@@ -177,21 +185,40 @@ fn classify_archive_error(backup_id: &str, err: ArchiveError) -> RestoreError {
     RestoreError::corrupt(backup_id, reason, Some(Box::new(err)))
 }
 
-fn check_key(manifest: &Manifest, key: Option<&EncryptionKey>) -> Result<(), RestoreError> {
+/// The key to read the archive with: the given key the manifest names (`None` for an
+/// unencrypted archive read without keys). Encryption must match: a reader with keys refuses a
+/// manifest that says `none`, and one without keys cannot read an encrypted archive.
+fn check_key<'k>(
+    manifest: &Manifest,
+    keys: &'k [EncryptionKey],
+) -> Result<Option<&'k EncryptionKey>, RestoreError> {
+    let backup_id = || manifest.backup_id.clone();
     if manifest.archive.encryption == EncryptionScheme::None {
-        return Ok(());
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        return Err(RestoreError::NotEncrypted {
+            backup_id: backup_id(),
+        });
     }
-    let key = key.ok_or_else(|| RestoreError::KeyRequired {
-        backup_id: manifest.backup_id.clone(),
+    let first = keys.first().ok_or_else(|| RestoreError::KeyRequired {
+        backup_id: backup_id(),
     })?;
-    let given = key.key_id();
     match &manifest.archive.key_id {
-        Some(expected) if *expected != given => Err(RestoreError::WrongKey {
-            backup_id: manifest.backup_id.clone(),
-            expected: expected.clone(),
-            given,
-        }),
-        _ => Ok(()),
+        None => Ok(Some(first)),
+        Some(expected) => keys
+            .iter()
+            .find(|k| k.key_id() == *expected)
+            .map(Some)
+            .ok_or_else(|| RestoreError::WrongKey {
+                backup_id: backup_id(),
+                expected: expected.clone(),
+                given: keys
+                    .iter()
+                    .map(|k| k.key_id())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
     }
 }
 
@@ -201,11 +228,11 @@ fn check_key(manifest: &Manifest, key: Option<&EncryptionKey>) -> Result<(), Res
 pub fn read_verified(
     manifest: &Manifest,
     data: impl Read,
-    key: Option<&EncryptionKey>,
+    keys: &[EncryptionKey],
     limits: &ArchiveLimits,
 ) -> Result<Vec<ArchiveEntry>, RestoreError> {
     let id = manifest.backup_id.as_str();
-    check_key(manifest, key)?;
+    let key = check_key(manifest, keys)?;
     let mut hashed = HashingReader::new(data);
     let entries = match (manifest.archive.encryption, key) {
         (EncryptionScheme::Aes256GcmStream, Some(key)) => {
@@ -297,7 +324,7 @@ impl Read for ChannelReader {
 async fn read_manifest_checked(
     store: &Store,
     loc: &BackupLocation,
-    verifying_key: Option<&VerifyingKey>,
+    trusted_keys: &[VerifyingKey],
 ) -> Result<Manifest, RestoreError> {
     let id = loc.backup_id();
     let store_err = |source| RestoreError::Store {
@@ -313,11 +340,12 @@ async fn read_manifest_checked(
         }
         Err(e) => return Err(store_err(e)),
     };
-    let signature = match verifying_key {
-        Some(_) => store.read_signature(loc).await.map_err(store_err)?,
-        None => None,
+    let signature = if trusted_keys.is_empty() {
+        None
+    } else {
+        store.read_signature(loc).await.map_err(store_err)?
     };
-    check_manifest(loc, &bytes, signature.as_deref(), verifying_key)
+    check_manifest(loc, &bytes, signature.as_deref(), trusted_keys)
 }
 
 /// Streams the data file through `read_verified` on a blocking thread.
@@ -325,7 +353,7 @@ async fn stream_verified(
     store: &Store,
     loc: &BackupLocation,
     manifest: &Manifest,
-    key: Option<EncryptionKey>,
+    keys: Vec<EncryptionKey>,
     limits: ArchiveLimits,
 ) -> Result<Vec<ArchiveEntry>, RestoreError> {
     let id = loc.backup_id().to_string();
@@ -352,7 +380,7 @@ async fn stream_verified(
             rx,
             current: Bytes::new(),
         };
-        read_verified(&m, reader, key.as_ref(), &limits)
+        read_verified(&m, reader, &keys, &limits)
     });
     let mut store_failure = None;
     while let Some(chunk) = stream.next().await {
@@ -390,12 +418,12 @@ pub async fn restore(
     loc: &BackupLocation,
     options: &RestoreOptions,
 ) -> Result<RestoredBackup, RestoreError> {
-    let manifest = read_manifest_checked(store, loc, options.verifying_key.as_ref()).await?;
+    let manifest = read_manifest_checked(store, loc, &options.trusted_keys).await?;
     let entries = stream_verified(
         store,
         loc,
         &manifest,
-        options.encryption_key.clone(),
+        options.encryption_keys.clone(),
         options.limits,
     )
     .await?;
@@ -411,16 +439,16 @@ pub async fn verify(
     loc: &BackupLocation,
     options: &RestoreOptions,
 ) -> Result<VerifyReport, RestoreError> {
-    let manifest = read_manifest_checked(store, loc, options.verifying_key.as_ref()).await?;
-    let signature_checked = options.verifying_key.is_some();
-    let full =
-        manifest.archive.encryption == EncryptionScheme::None || options.encryption_key.is_some();
+    let manifest = read_manifest_checked(store, loc, &options.trusted_keys).await?;
+    let signature_checked = !options.trusted_keys.is_empty();
+    let full = manifest.archive.encryption == EncryptionScheme::None
+        || !options.encryption_keys.is_empty();
     let objects_checked = if full {
         let entries = stream_verified(
             store,
             loc,
             &manifest,
-            options.encryption_key.clone(),
+            options.encryption_keys.clone(),
             options.limits,
         )
         .await?;

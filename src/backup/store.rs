@@ -335,7 +335,27 @@ impl Store {
 
     /// An S3-compatible bucket (no request is made here).
     pub fn s3(name: impl Into<String>, config: &S3Config) -> Result<Self, StoreError> {
+        Self::s3_resolved(name, config, None)
+    }
+
+    /// [`s3`](Self::s3) whose connections resolve names through `resolver` (the operator's
+    /// guard against endpoints that resolve into restricted ranges).
+    pub fn s3_resolved(
+        name: impl Into<String>,
+        config: &S3Config,
+        resolver: Option<Arc<dyn object_store::client::DnsResolver>>,
+    ) -> Result<Self, StoreError> {
         let name = name.into();
+        let mut options = object_store::ClientOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(10))
+            // What each file is, for whoever browses the bucket, and so that a server
+            // does not sniff them: SeaweedFS, seeing JSON as text, gzips it on arrival.
+            .with_content_type_for_suffix("json", "application/json")
+            .with_content_type_for_suffix("sig", "text/plain")
+            .with_content_type_for_suffix("enc", "application/octet-stream");
+        if let Some(r) = resolver {
+            options = options.with_dns_resolver(r);
+        }
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
@@ -350,15 +370,7 @@ impl Store {
             // An unreachable endpoint fails a run in about a minute instead of object_store's
             // default three minutes of retries, so the on-site copy and the status are not held
             // up (the policy retries the failed location's copy from a stored one, on a backoff).
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_connect_timeout(std::time::Duration::from_secs(10))
-                    // What each file is, for whoever browses the bucket, and so that a server
-                    // does not sniff them: SeaweedFS, seeing JSON as text, gzips it on arrival.
-                    .with_content_type_for_suffix("json", "application/json")
-                    .with_content_type_for_suffix("sig", "text/plain")
-                    .with_content_type_for_suffix("enc", "application/octet-stream"),
-            )
+            .with_client_options(options)
             .with_retry(object_store::RetryConfig {
                 max_retries: 3,
                 retry_timeout: std::time::Duration::from_secs(60),
@@ -497,8 +509,24 @@ impl Store {
     /// Reads and parses `manifest.json`, checking that it names this location (no signature
     /// check: see [`super::restore`]).
     pub async fn read_manifest(&self, loc: &BackupLocation) -> Result<Manifest, ReadManifestError> {
+        self.read_manifest_trusted(loc, &[]).await
+    }
+
+    /// Reads `manifest.json` and, when `trusted` keys are given, believes it only when
+    /// `manifest.sig` verifies with the trusted key it names; then checks that it names this
+    /// location.
+    pub async fn read_manifest_trusted(
+        &self,
+        loc: &BackupLocation,
+        trusted: &[ed25519_dalek::VerifyingKey],
+    ) -> Result<Manifest, ReadManifestError> {
         let bytes = self.read_manifest_bytes(loc).await?;
-        let m = Manifest::from_bytes(&bytes)?;
+        let m = if trusted.is_empty() {
+            Manifest::from_bytes(&bytes)?
+        } else {
+            let signature = self.read_signature(loc).await?;
+            super::manifest::verify_manifest_trusted(&bytes, signature.as_deref(), trusted)?
+        };
         m.check_location(&loc.namespace, &loc.policy, &loc.backup_id)?;
         Ok(m)
     }
@@ -585,6 +613,18 @@ impl Store {
         namespace: &str,
         policy: &str,
     ) -> Result<Vec<CatalogueEntry>, StoreError> {
+        self.list_trusted(namespace, policy, &[]).await
+    }
+
+    /// [`list_backups`](Self::list_backups) where, with `trusted` keys given, an entry's manifest
+    /// is `Ok` only when its signature verifies with one of them: anyone who can write to the
+    /// store can drop a manifest there, and only the signer's word makes it a backup.
+    pub async fn list_trusted(
+        &self,
+        namespace: &str,
+        policy: &str,
+        trusted: &[ed25519_dalek::VerifyingKey],
+    ) -> Result<Vec<CatalogueEntry>, StoreError> {
         let mut out = Vec::new();
         for (id, metas) in self.scan(namespace, policy).await? {
             let file = |name: &str| metas.iter().find(|m| m.location.filename() == Some(name));
@@ -593,7 +633,7 @@ impl Store {
             };
             let loc = BackupLocation::new(namespace, policy, id.clone());
             let manifest = match loc {
-                Ok(loc) => match self.read_manifest(&loc).await {
+                Ok(loc) => match self.read_manifest_trusted(&loc, trusted).await {
                     Ok(m) => Ok(m),
                     Err(ReadManifestError::Store(e)) => return Err(e),
                     Err(ReadManifestError::Manifest(e)) => Err(e),
@@ -767,6 +807,77 @@ impl Store {
             }
         }
         Ok(paths.len())
+    }
+}
+
+/// An error and its causes on one line, for a status, an Event or a log: the one way errors
+/// are flattened to text. A remote store's own words stop at the request: an S3 server's
+/// answer (its body, request ids, timings, the signed URL) is never copied, only what kind of
+/// failure it was and its HTTP status, so what a tenant reads is stable and carries nothing the
+/// server (or whoever answers at its address) chose to say.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = String::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(remote) = e.downcast_ref::<object_store::Error>() {
+            push_part(&mut msg, &remote_summary(remote));
+            break;
+        }
+        push_part(&mut msg, &e.to_string());
+        next = e.source();
+    }
+    msg
+}
+
+fn push_part(msg: &mut String, part: &str) {
+    if part.is_empty() || msg.contains(part) {
+        return;
+    }
+    if !msg.is_empty() {
+        msg.push_str(": ");
+    }
+    msg.push_str(part);
+}
+
+/// What kind of failure a store request was, in words of our own.
+fn remote_summary(err: &object_store::Error) -> String {
+    use object_store::Error as E;
+    match err {
+        E::NotFound { .. } => "not found".into(),
+        E::PermissionDenied { .. } => "permission denied by the store (HTTP 403)".into(),
+        E::Unauthenticated { .. } => {
+            "the store refused the credentials (HTTP 401): check them".into()
+        }
+        E::AlreadyExists { .. } => "already exists".into(),
+        E::Precondition { .. } => "precondition failed (HTTP 412)".into(),
+        E::NotModified { .. } => "not modified".into(),
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            "the store does not support this operation".into()
+        }
+        E::InvalidPath { .. } => "invalid path".into(),
+        E::Generic { source, .. } => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(c) = cause {
+                if let Some(http) = c.downcast_ref::<object_store::client::HttpError>() {
+                    return format!("the store could not be reached ({:?})", http.kind());
+                }
+                cause = c.source();
+            }
+            // The request's error text carries the server's body: only its status is kept.
+            let text = source.to_string();
+            match text
+                .split_once("status code: ")
+                .and_then(|(_, rest)| rest.get(..3))
+                .filter(|code| code.bytes().all(|b| b.is_ascii_digit()))
+            {
+                Some(code) => format!("the store answered HTTP {code}"),
+                None if text.contains("error response") => {
+                    "the store answered with an error".into()
+                }
+                None => "the store request failed".into(),
+            }
+        }
+        _ => "the store request failed".into(),
     }
 }
 

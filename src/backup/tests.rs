@@ -37,8 +37,8 @@ fn options() -> BackupOptions {
 
 fn restore_options() -> RestoreOptions {
     RestoreOptions {
-        encryption_key: Some(EncryptionKey::from_bytes([1; 32])),
-        verifying_key: Some(signing_key().verifying_key()),
+        encryption_keys: vec![EncryptionKey::from_bytes([1; 32])],
+        trusted_keys: vec![signing_key().verifying_key()],
         ..Default::default()
     }
 }
@@ -152,7 +152,7 @@ async fn round_trips_1000_objects_through_two_local_stores() {
     assert!(report.signature_checked);
     // Without the encryption key only the archive digest and signature are checked.
     let digest_only = RestoreOptions {
-        encryption_key: None,
+        encryption_keys: vec![],
         ..restore_options()
     };
     let report = verify(&stores[0], &loc("b1"), &digest_only).await.unwrap();
@@ -204,7 +204,7 @@ async fn flipped_byte_in_data_is_corrupt() {
     assert_eq!(err.category(), "Corrupt");
     // Digest-only verification sees it too.
     let digest_only = RestoreOptions {
-        encryption_key: None,
+        encryption_keys: vec![],
         ..restore_options()
     };
     let err = verify(&store, &loc("b1"), &digest_only).await.unwrap_err();
@@ -229,13 +229,13 @@ async fn wrong_encryption_key_is_told_apart() {
     let store = Store::local("onsite", dir.path()).unwrap();
     backup_to(std::slice::from_ref(&store), "b1", 10).await;
     let wrong = RestoreOptions {
-        encryption_key: Some(EncryptionKey::from_bytes([2; 32])),
+        encryption_keys: vec![EncryptionKey::from_bytes([2; 32])],
         ..restore_options()
     };
     let err = restore(&store, &loc("b1"), &wrong).await.unwrap_err();
     assert!(matches!(err, RestoreError::WrongKey { .. }), "{err}");
     let none = RestoreOptions {
-        encryption_key: None,
+        encryption_keys: vec![],
         ..restore_options()
     };
     let err = restore(&store, &loc("b1"), &none).await.unwrap_err();
@@ -424,4 +424,139 @@ fn categories_are_stable() {
     }
     .into();
     assert_eq!(e.category(), "MissingManifest");
+}
+
+async fn backup_with(store: &Store, id: &str, options: BackupOptions) {
+    run_backup(
+        meta(id),
+        options,
+        stream(objects(8)),
+        std::slice::from_ref(store),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rotated_keys_still_read_old_backups_by_the_ids_their_manifests_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    let (old_enc, new_enc) = (
+        EncryptionKey::from_bytes([1; 32]),
+        EncryptionKey::from_bytes([2; 32]),
+    );
+    let (old_sig, new_sig) = (
+        SigningKey::from_bytes(&[9; 32]),
+        SigningKey::from_bytes(&[8; 32]),
+    );
+    backup_with(&store, "old", options()).await;
+    backup_with(
+        &store,
+        "new",
+        BackupOptions {
+            encryption_key: Some(new_enc.clone()),
+            signing_key: Some(new_sig.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let rotated = RestoreOptions {
+        encryption_keys: vec![new_enc.clone(), old_enc.clone()],
+        trusted_keys: vec![new_sig.verifying_key(), old_sig.verifying_key()],
+        ..Default::default()
+    };
+    for id in ["old", "new"] {
+        let r = restore(&store, &loc(id), &rotated).await.unwrap();
+        assert_eq!(r.objects.len(), 8, "{id}");
+    }
+    // A signing key dropped from the keyring no longer vouches for what it signed.
+    let dropped = RestoreOptions {
+        trusted_keys: vec![new_sig.verifying_key()],
+        ..rotated.clone()
+    };
+    let err = restore(&store, &loc("old"), &dropped).await.unwrap_err();
+    assert_eq!(err.category(), "BadSignature", "{err}");
+    let listed = store
+        .list_trusted("team-a", "nightly", &dropped.trusted_keys)
+        .await
+        .unwrap();
+    let trusted: Vec<&str> = listed
+        .iter()
+        .filter(|e| e.manifest.is_ok())
+        .map(|e| e.backup_id.as_str())
+        .collect();
+    assert_eq!(trusted, ["new"]);
+}
+
+#[tokio::test]
+async fn a_manifest_forged_by_someone_who_can_write_the_store_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_with(&store, "real", options()).await;
+    // Unsigned, and signed by the tenant's own key: both written straight into the store.
+    let unsigned = BackupOptions {
+        signing_key: None,
+        ..options()
+    };
+    backup_with(&store, "unsigned", unsigned).await;
+    let tenant_key = SigningKey::from_bytes(&[42; 32]);
+    backup_with(
+        &store,
+        "forged",
+        BackupOptions {
+            signing_key: Some(tenant_key),
+            ..options()
+        },
+    )
+    .await;
+    let trusted = [signing_key().verifying_key()];
+    let listed = store
+        .list_trusted("team-a", "nightly", &trusted)
+        .await
+        .unwrap();
+    let ok: Vec<&str> = listed
+        .iter()
+        .filter(|e| e.manifest.is_ok())
+        .map(|e| e.backup_id.as_str())
+        .collect();
+    assert_eq!(ok, ["real"]);
+    for id in ["unsigned", "forged"] {
+        let err = restore(&store, &loc(id), &restore_options())
+            .await
+            .unwrap_err();
+        assert_eq!(err.category(), "BadSignature", "{id}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_saying_unencrypted_is_refused_by_a_reader_that_holds_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    let plain = BackupOptions {
+        encryption_key: None,
+        ..options()
+    };
+    backup_with(&store, "plain", plain).await;
+    let err = restore(&store, &loc("plain"), &restore_options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestoreError::NotEncrypted { .. }), "{err}");
+    assert_eq!(err.category(), "EncryptionMismatch");
+    let err = verify(&store, &loc("plain"), &restore_options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "EncryptionMismatch");
+    // A reader without keys (a policy that does not encrypt) reads it.
+    let no_keys = RestoreOptions {
+        encryption_keys: vec![],
+        ..restore_options()
+    };
+    assert_eq!(
+        restore(&store, &loc("plain"), &no_keys)
+            .await
+            .unwrap()
+            .objects
+            .len(),
+        8
+    );
 }

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod baseline;
+pub mod tenant;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ pub struct Context {
     pub reporter: Reporter,
     /// Where a controller says its caches hold a complete first list (for `/readyz`).
     pub synced: Arc<Synced>,
+    /// Acting for tenants, and the provider's limits on it.
+    pub tenancy: Arc<tenant::Tenancy>,
 }
 
 /// Which started controllers still wait for their caches' first complete list.
@@ -159,12 +162,14 @@ impl Controllers {
     pub fn start(
         args: &crate::config::RunArgs,
         client: Client,
+        tenancy: Arc<tenant::Tenancy>,
         metrics: Arc<Metrics>,
         synced: Arc<Synced>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let ctx = Context {
             client,
+            tenancy,
             metrics,
             synced: synced.clone(),
             reporter: Reporter {

@@ -38,6 +38,10 @@ pub enum RuntimeError {
     Lease(#[from] LeaseError),
     #[error("invalid --controllers: {0}")]
     Controllers(String),
+    #[error("invalid tenancy settings")]
+    Tenancy(#[source] crate::backup::EndpointError),
+    #[error("no Kubernetes client configuration (kubeconfig or in-cluster)")]
+    Config(#[source] kube::config::InferConfigError),
     #[error("leader election task ended unexpectedly")]
     LeaseTask(#[source] tokio::task::JoinError),
 }
@@ -72,7 +76,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     crate::telemetry::init(args.log_format);
     args.check_controllers()
         .map_err(RuntimeError::Controllers)?;
-    let client = Client::try_default().await.map_err(RuntimeError::Client)?;
+    let config = kube::Config::infer().await.map_err(RuntimeError::Config)?;
+    let client = Client::try_from(config.clone()).map_err(RuntimeError::Client)?;
+    let tenancy = Arc::new(
+        crate::controller::tenant::Tenancy::new(config, &args.tenancy)
+            .map_err(RuntimeError::Tenancy)?,
+    );
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     info!(%identity, lease = %args.lease_name, namespace = %args.lease_namespace, "starting");
 
@@ -130,6 +139,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         let controllers = crate::controller::Controllers::start(
             &args,
             client.clone(),
+            tenancy.clone(),
             metrics.clone(),
             synced,
             shutdown_rx.clone(),

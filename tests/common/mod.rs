@@ -26,6 +26,14 @@ pub async fn client() -> Client {
         .unwrap_or_else(|e| panic!("no client for KUBECONFIG={kubeconfig}: {e}"))
 }
 
+/// A client acting as `user` (impersonated by the test's admin), judged by RBAC as that user.
+pub async fn client_as(user: &str) -> Client {
+    opsec_operator::install_crypto_provider();
+    let mut config = kube::Config::infer().await.expect("kubeconfig");
+    config.auth_info.impersonate = Some(user.into());
+    Client::try_from(config).expect("impersonating client")
+}
+
 /// Path of the repository root.
 pub fn repo_root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -103,7 +111,6 @@ pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -
     name
 }
 
-/// Deletes a test namespace (the namespace controller finishes the deletion).
 /// The ids of the backups a store holds for `policy` in `namespace` (complete copies only), sorted.
 pub async fn stored_backup_ids(
     store: &opsec_operator::backup::Store,
@@ -120,6 +127,7 @@ pub async fn stored_backup_ids(
     Ok(ids)
 }
 
+/// Deletes a test namespace (the namespace controller finishes the deletion).
 pub async fn delete_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let _ = api.delete(name, &DeleteParams::default()).await;
@@ -153,10 +161,158 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The operator's namespace in the tests, as config/rbac names it.
+pub const OPERATOR_NAMESPACE: &str = "opsec-system";
+/// The ServiceAccount tenant work acts as by default (the operator's default, which
+/// config/rbac lets it impersonate).
+pub const TENANT_ACCOUNT: &str = "opsec-tenant";
+
+/// A kubeconfig for the operator's own ServiceAccount with the shipped RBAC applied
+/// (`kubectl apply -k config/rbac`, as a user installs it), made once per test binary: the
+/// operator under test holds exactly the rights it ships with, never the test's admin rights.
+pub fn operator_kubeconfig() -> std::path::PathBuf {
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let (_, _, _) = kubectl(&["create", "namespace", OPERATOR_NAMESPACE]);
+        let (ok, out, err) = kubectl(&["apply", "--server-side", "--force-conflicts", "-k", "config/rbac"]);
+        assert!(ok, "kubectl apply -k config/rbac failed:\n{out}\n{err}");
+        let (ok, token, err) = kubectl(&[
+            "create", "token", "opsec-operator", "-n", OPERATOR_NAMESPACE, "--duration", "24h",
+        ]);
+        assert!(ok, "kubectl create token failed: {err}");
+        let (ok, view, err) = kubectl(&["config", "view", "--raw", "--minify", "-o", "json"]);
+        assert!(ok, "kubectl config view failed: {err}");
+        let view: serde_json::Value = serde_json::from_str(&view).expect("kubeconfig JSON");
+        let cluster = &view["clusters"][0]["cluster"];
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": cluster}],
+            "users": [{"name": "opsec-operator", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "opsec-operator"}}],
+            "current-context": "operator",
+        });
+        let path = std::env::temp_dir().join(format!("opsec-operator-{}.kubeconfig", std::process::id()));
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).expect("write kubeconfig");
+        path
+    })
+    .clone()
+}
+
+/// The root of the test operator's local stores (`--local-store-root`), one per test binary.
+pub fn local_root() -> std::path::PathBuf {
+    static ROOT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("opsec-local-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("local store root");
+        root
+    })
+    .clone()
+}
+
+/// Gives namespace `ns` the ServiceAccount tenant work acts as, bound to the built-in `admin`
+/// role there: the rights a tenant admin has in its own namespace, and no more.
+pub async fn tenant_account(ns: &str) {
+    let manifest = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": TENANT_ACCOUNT, "namespace": ns}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": TENANT_ACCOUNT, "namespace": ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+         "subjects": [{"kind": "ServiceAccount", "name": TENANT_ACCOUNT, "namespace": ns}]}
+    ]});
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (ok, out, err) = kubectl(&["apply", "-f", file.path().to_str().unwrap()]);
+    assert!(
+        ok,
+        "creating the tenant ServiceAccount in {ns}: {out} {err}"
+    );
+}
+
+/// Binds the tenant ServiceAccount of `account_ns` to `admin` in `ns`: a tenant letting its
+/// work in one namespace write into another of its namespaces.
+pub async fn bind_admin(ns: &str, account_ns: &str) {
+    let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": format!("{TENANT_ACCOUNT}-from-{account_ns}"), "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": TENANT_ACCOUNT, "namespace": account_ns}]});
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&binding).unwrap()).unwrap();
+    let (ok, out, err) = kubectl(&["apply", "-f", file.path().to_str().unwrap()]);
+    assert!(
+        ok,
+        "binding {account_ns}'s tenant ServiceAccount in {ns}: {out} {err}"
+    );
+}
+
+/// The operator's active signing key (its keyring Secret in [`OPERATOR_NAMESPACE`], created
+/// here as the operator would when it does not exist yet): for tests that seed a store as the
+/// operator would have written it.
+pub async fn operator_signing_key(client: &Client) -> ed25519_dalek::SigningKey {
+    use k8s_openapi::api::core::v1::Secret;
+    use opsec_operator::backup::SigningKeyring;
+    operator_kubeconfig();
+    let api: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let secret = match api
+        .get_opt("opsec-signing-keys")
+        .await
+        .expect("read keyring")
+    {
+        Some(s) => s,
+        None => {
+            let entries = SigningKeyring::generate("k1").unwrap();
+            let fresh: Secret = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "opsec-signing-keys"},
+                "stringData": entries.iter().map(|(k, v)| (k.clone(), String::from_utf8(v.clone()).unwrap())).collect::<std::collections::BTreeMap<_, _>>(),
+            }))
+            .unwrap();
+            match api.create(&PostParams::default(), &fresh).await {
+                Ok(s) => s,
+                Err(_) => api.get("opsec-signing-keys").await.expect("read keyring"),
+            }
+        }
+    };
+    let entries = opsec_operator::controller::backup::signing::secret_entries(&secret);
+    SigningKeyring::from_entries(&entries)
+        .expect("the operator's keyring")
+        .active()
+        .clone()
+}
+
+/// The arguments of an operator under test: its ServiceAccount's kubeconfig is passed as
+/// KUBECONFIG by [`operator_command`].
+pub fn operator_command(controllers: &str, lease: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsec-operator"));
+    cmd.args(["run", "--controllers", controllers])
+        .args([
+            "--lease-name",
+            lease,
+            "--lease-namespace",
+            OPERATOR_NAMESPACE,
+        ])
+        .args(["--operator-namespace", OPERATOR_NAMESPACE])
+        .arg("--local-store-root")
+        .arg(local_root())
+        .env("KUBECONFIG", operator_kubeconfig())
+        .env("RUST_LOG", "info,opsec_operator=debug");
+    let mut allowed = vec![format!("http://127.0.0.1:{}", relay_port())];
+    if let Ok(endpoint) = std::env::var("OPSEC_S3_ENDPOINT") {
+        allowed.push(endpoint.trim_end_matches('/').to_string());
+    }
+    cmd.args(["--s3-endpoint-allowlist", &allowed.join(",")]);
+    cmd
+}
+
+/// A loopback port the test operator's S3 allowlist names besides the real S3 server's: a test
+/// brings an S3 relay up and down on it (an off-site store that is down, then back).
+pub fn relay_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(free_port)
+}
+
 /// Starts one `opsec-operator run` for this test binary (running only `controllers`, with a
-/// Lease of its own) and returns its admin port. It stops when the test process exits: its
-/// standard input is a pipe this process holds, and `--exit-on-stdin-close` ends it when that
-/// pipe closes.
+/// Lease of its own, as its own ServiceAccount) and returns its admin port. It stops when the
+/// test process exits: its standard input is a pipe this process holds, and
+/// `--exit-on-stdin-close` ends it when that pipe closes.
 pub fn operator(controllers: &str) -> u16 {
     use std::process::{Child, ChildStdin, Stdio};
     static OPERATOR: OnceLock<(u16, std::sync::Mutex<(Child, ChildStdin)>)> = OnceLock::new();
@@ -169,16 +325,10 @@ pub fn operator(controllers: &str) -> u16 {
         ));
         let log_file = std::fs::File::create(&log).expect("operator log file");
         eprintln!("operator log: {}", log.display());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_opsec-operator"))
-            .args(["run", "--controllers", controllers, "--exit-on-stdin-close"])
+        let mut child = operator_command(controllers, &unique("opsec-test"))
+            .arg("--exit-on-stdin-close")
             .args(["--admin-addr", &format!("127.0.0.1:{port}")])
-            .args([
-                "--lease-name",
-                &unique("opsec-test"),
-                "--lease-duration",
-                "10s",
-            ])
-            .env("RUST_LOG", "info,opsec_operator=debug")
+            .args(["--lease-duration", "10s"])
             .stdin(Stdio::piped())
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)

@@ -13,12 +13,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::objects;
-use super::resolve::{self, error_chain};
+use super::resolve::{Access, error_chain};
 use super::{Error, State, time, write_status};
 use crate::api::backup::{BackupLocationStatus, BackupPhase, BackupStatus, BackupTrigger};
 use crate::api::common::{ConditionStatus, set_condition};
 use crate::api::{Backup, BackupPolicy};
-use crate::backup::{BackupMeta, BackupOptions, BackupWriter, RetentionSettings, retention};
+use crate::backup::{BackupMeta, BackupWriter, RetentionSettings, retention};
 
 /// Reconciles one Backup: runs it when it has not run yet.
 pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
@@ -71,10 +71,34 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
 
-    if status.phase.is_none() {
+    // The run acts as the policy's ServiceAccount: until it exists, the Backup waits.
+    let access = match st
+        .access(&ns, policy.spec.service_account_name.as_deref())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            let mut s = status.clone();
+            s.phase = Some(BackupPhase::Pending);
+            s.backup_id = Some(name.clone());
+            set_condition(
+                &mut s.conditions,
+                "Ready",
+                ConditionStatus::False,
+                e.category(),
+                error_chain(&e),
+                b.metadata.generation,
+                Timestamp::now(),
+            );
+            write_status(st, b, previous.as_ref(), &s).await?;
+            return Ok(Action::requeue(super::ACCESS_RETRY));
+        }
+    };
+    if status.phase.is_none() || status.phase == Some(BackupPhase::Pending) {
         let mut s = status.clone();
         s.phase = Some(BackupPhase::Pending);
         s.backup_id = Some(name.clone());
+        s.conditions.retain(|c| c.type_ != "Ready");
         write_status(st, b, previous.as_ref(), &s).await?;
     }
     let _permit = st.backups.acquire().await;
@@ -82,13 +106,14 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
     let _running = st.start_running(&uid);
     let started = Timestamp::now();
     let mut running = status.clone();
+    running.conditions.retain(|c| c.type_ != "Ready");
     running.phase = Some(BackupPhase::Running);
     running.backup_id = Some(name.clone());
     running.start_time = Some(time(started));
     running.observed_generation = b.metadata.generation;
     write_status(st, b, None, &running).await?;
 
-    let result = run(st, &policy, &name, started, running.clone()).await;
+    let result = run(&access, &policy, &name, started, running.clone()).await;
     let final_status = match result {
         Ok(s) => s,
         Err((reason, message)) => {
@@ -191,7 +216,13 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
             source,
         })?;
     let recovered = match &policy {
-        Some(p) => recover_from_stores(st, p, &id, previous.clone()).await,
+        Some(p) => match st.access(&ns, p.spec.service_account_name.as_deref()).await {
+            Ok(access) => recover_from_stores(&access, p, &id, previous.clone()).await,
+            Err(e) => {
+                tracing::warn!(backup = %name, error = %error_chain(&e), "cannot look for the interrupted run's copies");
+                None
+            }
+        },
         None => None,
     };
     let (status, type_, reason, note) = match recovered {
@@ -232,20 +263,25 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
 
 /// The status of an interrupted backup completed from its copies, when a store holds one.
 async fn recover_from_stores(
-    st: &State,
+    access: &Access,
     policy: &BackupPolicy,
     backup_id: &str,
     mut status: BackupStatus,
 ) -> Option<BackupStatus> {
     let ns = policy.namespace().unwrap_or_default();
     let loc = crate::backup::BackupLocation::new(&ns, policy.name_any(), backup_id).ok()?;
-    let stores = resolve::stores(&st.ctx.client, policy).await;
+    let stores = access.stores(policy).await;
     let now = Timestamp::now();
     let mut manifest = None;
     let mut locations = Vec::new();
     for store in &stores.ready {
         let path = Some(store.backup_dir(&loc).to_string());
-        match store.read_manifest(&loc).await {
+        // Only a copy the operator signed counts: anyone who can write the store could leave
+        // a manifest there.
+        match store
+            .read_manifest_trusted(&loc, access.signing.trusted())
+            .await
+        {
             Ok(m) => {
                 manifest.get_or_insert(m);
                 locations.push(BackupLocationStatus {
@@ -306,20 +342,19 @@ fn fail(s: &mut BackupStatus, reason: &str, message: String, generation: Option<
     );
 }
 
-/// Runs the backup; an error is (reason, message).
+/// Runs the backup as the policy's tenant: it lists with the tenant's rights (a kind it may
+/// not list is left out and named in `unreadableKinds`); an error is (reason, message).
 async fn run(
-    st: &State,
+    access: &Access,
     policy: &BackupPolicy,
     backup_id: &str,
     started: Timestamp,
     mut status: BackupStatus,
 ) -> Result<BackupStatus, (&'static str, String)> {
-    let client = &st.ctx.client;
+    let client = &access.tenant.client;
     let ns = policy.namespace().unwrap_or_default();
-    let keys = resolve::keys(client, policy)
-        .await
-        .map_err(|e| ("InvalidKey", e))?;
-    let stores = resolve::stores(client, policy).await;
+    let keys = access.keys(policy).await.map_err(|e| ("InvalidKey", e))?;
+    let stores = access.stores(policy).await;
     if stores.ready.is_empty() {
         return Err(("StorageFailed", failures_text(&stores.failed)));
     }
@@ -339,11 +374,7 @@ async fn run(
         backup_id: backup_id.into(),
         created_at: started,
     };
-    let options = BackupOptions {
-        encryption_key: keys.encryption.clone(),
-        signing_key: keys.signing.clone(),
-        ..Default::default()
-    };
+    let options = keys.backup_options();
     // The first page is on its way while the stores start their uploads.
     let mut pages = objects::ListAhead::start(client.clone(), ns.clone(), kinds, selector);
     let mut writer = BackupWriter::begin(meta, options, &stores.ready)
@@ -370,6 +401,7 @@ async fn run(
             }
         }
     }
+    let unreadable = pages.forbidden();
     drop(pages);
     let location = writer.location().clone();
     let summary = writer
@@ -425,18 +457,28 @@ async fn run(
     status.locations = locations;
     status.expires_at = expires.map(time);
     status.error = None;
+    let left_out = if unreadable.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; left out, as {} may not list them: {}",
+            access.tenant.user(),
+            unreadable.join(", ")
+        )
+    };
+    status.unreadable_kinds = unreadable;
     let (cs, reason, msg) = if failed.is_empty() {
         (
             ConditionStatus::True,
             "Completed",
-            format!("written to {}", summary.succeeded().join(", ")),
+            format!("written to {}{left_out}", summary.succeeded().join(", ")),
         )
     } else {
         (
             ConditionStatus::True,
             "PartiallyReplicated",
             format!(
-                "written to {}; failed: {}",
+                "written to {}; failed: {}{left_out}",
                 summary.succeeded().join(", "),
                 failed.join("; ")
             ),

@@ -13,7 +13,9 @@ pub mod objects;
 pub mod policy;
 pub mod resolve;
 pub mod restore;
+pub mod restore_test;
 pub mod schedule;
+pub mod signing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -81,6 +83,29 @@ impl Error {
     }
 }
 
+/// Why the operator cannot act for a policy's or restore's tenant now (waited for, with the
+/// reason in a condition: it heals once the ServiceAccount or the keyring is there).
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(transparent)]
+    Act(#[from] super::tenant::ActError),
+    #[error(transparent)]
+    Signing(#[from] signing::SigningError),
+}
+
+impl AccessError {
+    /// Short stable category: condition reason and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Act(e) => e.category(),
+            Self::Signing(_) => "SigningKeyUnavailable",
+        }
+    }
+}
+
+/// How soon work that waits for access (a missing ServiceAccount) is looked at again.
+pub const ACCESS_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What the three controllers share.
 pub struct State {
     pub ctx: Context,
@@ -112,6 +137,23 @@ impl Drop for RunningGuard<'_> {
 }
 
 impl State {
+    /// What the operator may use to act for the tenant of `namespace` as ServiceAccount
+    /// `named` (or the default): its impersonating client and the operator's signing keyring.
+    pub async fn access(
+        &self,
+        namespace: &str,
+        named: Option<&str>,
+    ) -> Result<resolve::Access, AccessError> {
+        let tenancy = self.ctx.tenancy.clone();
+        let tenant = tenancy.act_as(&self.ctx.client, namespace, named).await?;
+        let signing = signing::keyring(&self.ctx.client, &tenancy).await?;
+        Ok(resolve::Access {
+            tenant,
+            tenancy,
+            signing,
+        })
+    }
+
     /// Marks a Backup as run by this process until the guard drops.
     pub fn start_running(&self, uid: &str) -> RunningGuard<'_> {
         self.running
@@ -241,6 +283,8 @@ fn key<K: Resource>(obj: &K) -> String {
 pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = ctx.client.clone();
+        // No restore test runs yet: the scratch namespaces there are were left by a stop.
+        restore_test::delete_left_behind(&client).await;
         let st = Arc::new(State {
             recorder: Recorder::new(client.clone(), ctx.reporter.clone()),
             reconciles: crate::controller::Reconciles::new(CONTROLLER, ctx.metrics.clone()),

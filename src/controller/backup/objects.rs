@@ -6,16 +6,15 @@
 use std::collections::HashMap;
 
 use kube::Client;
-use kube::Resource;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::Request;
 use kube::discovery::{Discovery, Scope, verbs};
+use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::api::backup::{BackupResources, ExistingObjects};
 use crate::backup::protobuf::{self, ProtobufKind};
 use crate::backup::{RawListPage, RawObject};
-use crate::controller::FIELD_MANAGER;
 
 /// Kinds never backed up: recreated by the cluster, or (Backup, Restore) objects whose restore
 /// would start backups or restores of their own.
@@ -94,8 +93,9 @@ pub fn selector_string(
 }
 
 /// Lists one page of a kind, kept as raw JSON fields (see [`RawListPage`]); `Ok(None)` when
-/// the kind cannot be listed here (forbidden, gone, an unavailable aggregated API), which skips
-/// it rather than failing the backup.
+/// the kind cannot be listed here (gone, an unavailable aggregated API), which skips it rather
+/// than failing the backup. A kind the acting ServiceAccount may not list is an
+/// [`is_forbidden`] error: the caller reports it, since the backup then lacks that kind.
 ///
 /// ConfigMaps and Secrets are asked for in protobuf while `state` allows it (see
 /// [`crate::backup::protobuf`]: half the API server's CPU of JSON); a page the decoder refuses
@@ -126,6 +126,8 @@ pub async fn list_page(
         match list_page_protobuf(client, kind, request()?, &mut state.body).await? {
             Listed::Page(page) => return Ok(Some(page)),
             Listed::NotListable => return Ok(None),
+            // The JSON request reads the error (a 403 with the API server's message).
+            Listed::Forbidden => {}
             // The JSON request reads the error (or succeeds, if it was passing).
             Listed::Failed => {}
             Listed::Refused(why) => {
@@ -180,12 +182,18 @@ impl ListState {
 }
 
 /// Status codes of a kind that cannot be listed here: skipped, not a failed backup.
-const NOT_LISTABLE: [u16; 4] = [403, 404, 405, 503];
+const NOT_LISTABLE: [u16; 3] = [404, 405, 503];
+
+/// Whether a list failed because the acting ServiceAccount may not list the kind.
+pub fn is_forbidden(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(e) if e.code == 403)
+}
 
 /// What a protobuf list request gave.
 enum Listed {
     Page(RawListPage),
     NotListable,
+    Forbidden,
     /// An error status: this page is listed again as JSON, whose error body kube-rs reads.
     Failed,
     /// The decoder refused the page (a field it does not know): it and the kind's further
@@ -210,6 +218,9 @@ async fn list_page_protobuf(
     let status = response.status();
     if NOT_LISTABLE.contains(&status.as_u16()) {
         return Ok(Listed::NotListable);
+    }
+    if status == http::StatusCode::FORBIDDEN {
+        return Ok(Listed::Forbidden);
     }
     if !status.is_success() {
         return Ok(Listed::Failed);
@@ -267,10 +278,12 @@ pub struct ListError {
 
 /// Every page of a namespace's kinds, listed by a task of its own one page ahead of the reader,
 /// so that the next page is on its way (and parsed) while the last one is archived. The first
-/// error ends it; dropping it stops the task.
+/// error ends it, except that a kind the client may not list is skipped and named in
+/// [`forbidden`](Self::forbidden); dropping it stops the task.
 pub struct ListAhead {
     pages: tokio::sync::mpsc::Receiver<Result<ListedPage, ListError>>,
     task: tokio::task::JoinHandle<()>,
+    forbidden: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ListAhead {
@@ -282,6 +295,8 @@ impl ListAhead {
         selector: String,
     ) -> Self {
         let (tx, pages) = tokio::sync::mpsc::channel(1);
+        let forbidden = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refused = forbidden.clone();
         let task = tokio::spawn(async move {
             let mut limit = FIRST_LIST_PAGE;
             for kind in kinds {
@@ -301,6 +316,13 @@ impl ListAhead {
                     let page = match page {
                         Ok(Some(page)) => page,
                         Ok(None) => break,
+                        Err(e) if is_forbidden(&e) => {
+                            refused
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(format!("{}/{}", kind.api_version, kind.kind));
+                            break;
+                        }
                         Err(source) => {
                             let kind = kind.kind.clone();
                             let _ = tx.send(Err(ListError { kind, source })).await;
@@ -322,12 +344,24 @@ impl ListAhead {
                 }
             }
         });
-        Self { pages, task }
+        Self {
+            pages,
+            task,
+            forbidden,
+        }
     }
 
     /// The next page, `None` after the last.
     pub async fn next(&mut self) -> Option<Result<ListedPage, ListError>> {
         self.pages.recv().await
+    }
+
+    /// The kinds (`apiVersion/Kind`) the client was forbidden to list, skipped so far.
+    pub fn forbidden(&self) -> Vec<String> {
+        self.forbidden
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -349,11 +383,17 @@ pub struct Applied {
 /// Max errors kept in a status.
 pub const MAX_ERRORS: usize = 20;
 
-/// Resolves API resources of restored objects, once per kind.
+/// Resolves API resources of restored objects, once per kind. A cluster-scoped kind is refused:
+/// a restore writes into one namespace, and a backup (which a tenant may have crafted) never
+/// reaches beyond it.
 #[derive(Default)]
 pub struct Resolver {
     cache: HashMap<(String, String), Result<ApiResource, String>>,
 }
+
+/// Field manager of restored objects: a tenant's restore, told apart from what the operator's
+/// baselines apply as [`FIELD_MANAGER`](crate::FIELD_MANAGER).
+pub const RESTORE_FIELD_MANAGER: &str = "opsec-operator-restore";
 
 impl Resolver {
     pub async fn resource(
@@ -371,10 +411,13 @@ impl Resolver {
             None => ("", api_version),
         };
         let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-        let r = kube::discovery::pinned_kind(client, &gvk)
-            .await
-            .map(|(ar, _)| ar)
-            .map_err(|e| format!("{api_version}/{kind} is not served here: {e}"));
+        let r = match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok((_, caps)) if caps.scope == Scope::Cluster => Err(format!(
+                "{api_version}/{kind} is cluster-scoped: a restore writes only into its namespace"
+            )),
+            Ok((ar, _)) => Ok(ar),
+            Err(e) => Err(format!("{api_version}/{kind} is not served here: {e}")),
+        };
         self.cache.insert(key, r.clone());
         r
     }
@@ -389,7 +432,15 @@ fn describe(obj: &Value) -> String {
     )
 }
 
-/// Creates `objects` (already in restore order) in `namespace`.
+/// Whether an object carries the label of a SecurityBaseline that stamped it: the provider's
+/// configuration, which a restore never writes (the baseline puts back its own).
+pub fn stamped_by_baseline(obj: &Value) -> bool {
+    !obj["metadata"]["labels"][crate::baseline::BASELINE_LABEL].is_null()
+}
+
+/// Creates `objects` (already in restore order) in `namespace` with `client` (a tenant's, so
+/// the API server judges every write as the tenant's). Objects a baseline stamps are skipped,
+/// whether the backup or the namespace holds them.
 pub async fn apply_objects(
     client: &Client,
     namespace: &str,
@@ -430,19 +481,27 @@ async fn apply_one(
         .unwrap_or_default()
         .to_string();
     let ar = resolver.resource(client, api_version, kind).await?;
+    if stamped_by_baseline(obj) {
+        return Ok(false);
+    }
     let mut body = obj.clone();
     body["metadata"]["namespace"] = Value::String(namespace.into());
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
     match existing {
-        ExistingObjects::Overwrite => api
-            .patch(
+        ExistingObjects::Overwrite => {
+            let current = api.get_opt(&name).await.map_err(|e| e.to_string())?;
+            if current.is_some_and(|c| c.labels().contains_key(crate::baseline::BASELINE_LABEL)) {
+                return Ok(false);
+            }
+            api.patch(
                 &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
+                &PatchParams::apply(RESTORE_FIELD_MANAGER).force(),
                 &Patch::Apply(body),
             )
             .await
             .map(|_| true)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| e.to_string())
+        }
         ExistingObjects::Skip => {
             let dynobj: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
             match api.create(&PostParams::default(), &dynobj).await {

@@ -6,7 +6,7 @@
 //! when it changed).
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
@@ -15,18 +15,17 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::resolve::{self, Stores, error_chain};
-use super::restore::read_backup;
-use super::schedule;
+use super::resolve::{Access, Stores, error_chain};
 use super::{
-    Error, POLICY_LABEL, RESTORE_TEST_LABEL, RESTORE_TEST_NOW_ANNOTATION, State,
-    VERIFY_NOW_ANNOTATION, objects, time, write_status,
+    Error, POLICY_LABEL, RESTORE_TEST_NOW_ANNOTATION, State, VERIFY_NOW_ANNOTATION, time,
+    write_status,
 };
+use super::{restore_test, schedule};
 use crate::api::backup::{
     BackupLocationStatus, BackupPhase, BackupPolicyStatus, BackupSpec, BackupStatus, BackupSummary,
-    BackupTrigger, BackupVerification, ExistingObjects, RestoreTestSummary, VerificationSummary,
+    BackupTrigger, BackupVerification, RestoreTestSummary, VerificationSummary,
 };
-use crate::api::common::{ConditionStatus, LocalObjectRef, format_duration, set_condition};
+use crate::api::common::{ConditionStatus, LocalObjectRef, set_condition};
 use crate::api::{Backup, BackupPolicy};
 use crate::backup::retention::DeleteReason;
 use crate::backup::store::CopyOutcome;
@@ -94,13 +93,37 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
+    // Everything below acts as the policy's ServiceAccount: until it exists, the policy waits.
+    let access = match st.access(&ns, p.spec.service_account_name.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => {
+            let msg = error_chain(&e);
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                ConditionStatus::False,
+                e.category(),
+                msg.clone(),
+                generation,
+                Timestamp::now(),
+            );
+            let was_ready = condition_status(&previous, "Ready");
+            write_status(st, p, previous.as_ref(), &status).await?;
+            if was_ready.as_deref() != Some("False") {
+                st.publish(p, EventType::Warning, e.category(), "Access", msg, None)
+                    .await;
+            }
+            return Ok(Action::requeue(super::ACCESS_RETRY));
+        }
+    };
     let backups_api: Api<Backup> = Api::namespaced(client.clone(), &ns);
     let mut backups = list_backups(&backups_api, &name).await?;
-    let stores = resolve::stores(client, p).await;
+    let stores = access.stores(p).await;
+    let keys = access.keys(p).await;
     let mut unreachable = stores.failed.clone();
 
     // D: the catalogue comes back from the stores.
-    let rebuilt = rebuild_catalogue(st, p, &stores, &backups, &mut unreachable).await;
+    let rebuilt = rebuild_catalogue(st, p, &access, &stores, &backups, &mut unreachable).await;
     if !rebuilt.is_empty() {
         st.publish(
             p,
@@ -135,8 +158,8 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
         }
         Err(e) => ready_problem = Some(("InvalidSchedule", e.to_string())),
     }
-    if let Err(e) = resolve::keys(client, p).await {
-        ready_problem = Some(("InvalidKey", e));
+    if let Err(e) = &keys {
+        ready_problem = Some(("InvalidKey", e.clone()));
     }
     let in_flight = backups
         .iter()
@@ -168,7 +191,8 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
         match schedule::next_cron(&v.schedule.0, tz, last) {
             Ok(due_at) => {
                 if asked || now >= due_at {
-                    let summary = verify_all(st, p, &stores, &mut backups).await;
+                    let options = keys.as_ref().ok().map(|k| k.restore_options());
+                    let summary = verify_all(st, p, &stores, &mut backups, options).await;
                     let (cs, reason, msg) = if summary.failed == 0 {
                         (
                             ConditionStatus::True,
@@ -227,9 +251,19 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                             .filter(|b| is_good(b))
                             .max_by_key(|b| created(b))
                             .cloned();
-                        let summary = match newest {
-                            Some(b) => restore_test(st, p, &b, timeout).await,
-                            None => RestoreTestSummary {
+                        let summary = match (newest, &keys) {
+                            (Some(b), Ok(keys)) => {
+                                restore_test::run(st, &access, keys, p, &b, timeout).await
+                            }
+                            (_, Err(e)) => RestoreTestSummary {
+                                time: time(Timestamp::now()),
+                                duration: "0ms".into(),
+                                result: "Failed".into(),
+                                objects_compared: 0,
+                                mismatches: 0,
+                                message: Some(e.clone()),
+                            },
+                            (None, _) => RestoreTestSummary {
                                 time: time(Timestamp::now()),
                                 duration: "0ms".into(),
                                 result: "Failed".into(),
@@ -538,6 +572,7 @@ async fn create_backup(
 async fn rebuild_catalogue(
     st: &State,
     p: &BackupPolicy,
+    access: &Access,
     stores: &Stores,
     backups: &[Backup],
     unreachable: &mut Vec<(String, String)>,
@@ -553,23 +588,37 @@ async fn rebuild_catalogue(
         ),
     > = BTreeMap::new();
     for store in &stores.ready {
-        match store.list_backups(&ns, &name).await {
+        // Only manifests the operator signed enter the catalogue: anyone who can write the
+        // store can leave one there, and a forged one must neither count for the RPO nor push
+        // real backups out of retention.
+        match store
+            .list_trusted(&ns, &name, access.signing.trusted())
+            .await
+        {
             Ok(entries) => {
                 for e in entries {
-                    let Ok(m) = e.manifest else { continue };
+                    let m = match e.manifest {
+                        Ok(m) => m,
+                        Err(err) => {
+                            tracing::warn!(namespace = %ns, policy = %name, backup = %e.backup_id, store = store.name(), error = %error_chain(&err), "a stored backup that is not trusted was left out of the catalogue");
+                            continue;
+                        }
+                    };
+                    // Times are the operator's own, from the signed manifest (never in the
+                    // future), not the store's file dates.
+                    let signed_at = m.created_at.min(Timestamp::now());
                     let path = BackupLocation::new(&ns, &name, &e.backup_id)
                         .ok()
                         .map(|l| store.backup_dir(&l).to_string());
                     let entry =
                         found
                             .entry(e.backup_id.clone())
-                            .or_insert((m, e.completed_at, Vec::new()));
-                    entry.1 = entry.1.max(e.completed_at);
+                            .or_insert((m, signed_at, Vec::new()));
                     entry.2.push(BackupLocationStatus {
                         name: store.name().into(),
                         state: "Written".into(),
                         path,
-                        time: Some(time(e.completed_at)),
+                        time: Some(time(signed_at)),
                         error: None,
                     });
                 }
@@ -594,7 +643,7 @@ async fn rebuild_catalogue(
         let status = BackupStatus {
             phase: Some(BackupPhase::Completed),
             backup_id: Some(id.clone()),
-            start_time: Some(time(m.created_at)),
+            start_time: Some(time(completed_at)),
             completion_time: Some(time(completed_at)),
             objects: m.objects.len() as i64,
             bytes: m.archive.size as i64,
@@ -617,13 +666,10 @@ async fn verify_all(
     p: &BackupPolicy,
     stores: &Stores,
     backups: &mut [Backup],
+    options: Option<crate::backup::RestoreOptions>,
 ) -> VerificationSummary {
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
-    let options = match resolve::keys(&st.ctx.client, p).await {
-        Ok(k) => Some(k.restore_options()),
-        Err(_) => None,
-    };
     let (mut verified, mut failed) = (0, 0);
     for b in backups.iter_mut() {
         let Some(previous) = b.status.clone() else {
@@ -672,6 +718,7 @@ async fn verify_all(
                             | "BadManifest"
                             | "MissingManifest"
                             | "UnsafeArchive"
+                            | "EncryptionMismatch"
                     ) {
                         l.state = "Corrupt".into();
                     }
@@ -747,114 +794,6 @@ async fn verify_all(
         time: time(Timestamp::now()),
         verified,
         failed,
-    }
-}
-
-fn scratch_namespace(ns: &str, backup_id: &str) -> String {
-    let short = &crate::backup::crypto::sha256_hex(
-        format!("{backup_id}/{}", Timestamp::now().as_nanosecond()).as_bytes(),
-    )[..8];
-    let max = 63 - "-rt-".len() - short.len();
-    let base = if ns.len() > max {
-        ns[..max].trim_end_matches('-')
-    } else {
-        ns
-    };
-    format!("{base}-rt-{short}")
-}
-
-/// Restores `backup` into a scratch namespace, compares object by object, and deletes the
-/// namespace; the time it took is the measured RTO.
-async fn restore_test(
-    st: &State,
-    p: &BackupPolicy,
-    backup: &Backup,
-    timeout: Duration,
-) -> RestoreTestSummary {
-    let client = &st.ctx.client;
-    let ns = p.namespace().unwrap_or_default();
-    let at = Timestamp::now();
-    let started = Instant::now();
-    let id = backup
-        .status
-        .as_ref()
-        .and_then(|s| s.backup_id.clone())
-        .unwrap_or_else(|| backup.name_any());
-    let scratch = scratch_namespace(&ns, &id);
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let mut labels = BTreeMap::from([(RESTORE_TEST_LABEL.to_string(), ns.clone())]);
-    if p.name_any().len() <= 63 {
-        labels.insert(POLICY_LABEL.into(), p.name_any());
-    }
-    let ns_obj = Namespace {
-        metadata: ObjectMeta {
-            name: Some(scratch.clone()),
-            labels: Some(labels),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let work = async {
-        namespaces
-            .create(&PostParams::default(), &ns_obj)
-            .await
-            .map_err(|e| format!("creating scratch namespace {scratch}: {e}"))?;
-        let read = read_backup(st, p, &id, None).await?;
-        // Not restored into a scratch namespace: operator kinds (a policy there would start
-        // backing it up) and objects a SecurityBaseline stamped (the baseline prunes or reverts
-        // them in a namespace it does not select, and recreates them in a real restore).
-        let objs: Vec<serde_json::Value> = read
-            .backup
-            .objects
-            .into_iter()
-            .filter(|o| {
-                !o["apiVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .starts_with("opsec.x1642.dev/")
-                    && o["metadata"]["labels"][crate::baseline::BASELINE_LABEL].is_null()
-            })
-            .collect();
-        let applied =
-            objects::apply_objects(client, &scratch, &objs, ExistingObjects::Overwrite).await;
-        let (compared, mismatches, messages) = objects::compare(client, &scratch, &objs).await;
-        let mut msgs = applied.errors;
-        msgs.extend(messages);
-        Ok::<_, String>((compared, mismatches + applied.failed.min(compared), msgs))
-    };
-    let outcome = tokio::time::timeout(timeout, work).await;
-    let duration = started.elapsed();
-    if let Err(e) = namespaces.delete(&scratch, &DeleteParams::default()).await
-        && !matches!(&e, kube::Error::Api(a) if a.code == 404)
-    {
-        tracing::warn!(namespace = %scratch, error = %e, "could not delete a restore test's scratch namespace");
-    }
-    let (result, compared, mismatches, message) = match outcome {
-        Err(_) => (
-            "TimedOut",
-            0,
-            0,
-            Some(format!(
-                "the restore test took longer than {}",
-                format_duration(timeout)
-            )),
-        ),
-        Ok(Err(e)) => ("Failed", 0, 0, Some(e)),
-        Ok(Ok((c, m, msgs))) if m == 0 => (
-            "Passed",
-            c,
-            m,
-            msgs.first().cloned().map(|_| msgs.join("; ")),
-        ),
-        Ok(Ok((c, m, msgs))) => ("Failed", c, m, Some(msgs.join("; "))),
-    };
-    RestoreTestSummary {
-        time: time(at),
-        duration: format_duration(duration),
-        result: result.into(),
-        objects_compared: compared,
-        mismatches,
-        message: message.map(|m| m.chars().take(1024).collect()),
     }
 }
 
@@ -1292,15 +1231,6 @@ mod tests {
         )));
         assert!(!is_good(&backup(BackupPhase::Failed, &[])));
         assert!(!is_good(&backup(BackupPhase::Running, &[])));
-    }
-
-    #[test]
-    fn scratch_namespaces_are_valid_names() {
-        let long = "a".repeat(63);
-        for ns in ["team-a", long.as_str()] {
-            let n = scratch_namespace(ns, "p-20260101000000");
-            assert!(n.len() <= 63 && n.contains("-rt-"), "{n}");
-        }
     }
 
     #[test]

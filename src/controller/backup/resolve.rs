@@ -1,18 +1,27 @@
-//! From a BackupPolicy to what the engine needs: its stores (S3 credentials from a Secret of the
-//! policy's own namespace, never another) and its keys (encryption and signing keys from Secrets
-//! of the same namespace).
+//! From a BackupPolicy to what the engine needs, read as the policy's tenant: its keys (the
+//! tenant's encryption keyring from a Secret of its namespace, the operator's signing keyring)
+//! and its stores, each within the provider's limits ([`Tenancy`]): `local` under the
+//! operator's root in a directory of the namespace's own, a claim of the namespace that is
+//! bound and mounted, an S3 endpoint from the allowlist with credentials from a Secret of the
+//! namespace. Nothing a tenant writes makes the operator read another namespace's Secret, write
+//! outside its namespace's directory, or connect somewhere the provider did not allow.
 
-use ed25519_dalek::SigningKey;
-use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::Api;
 
+use super::signing::secret_entries;
 use crate::api::backup::{BackupPolicy, StorageLocation};
-use crate::api::common::SecretKeyRef;
-use crate::backup::{EncryptionKey, RestoreOptions, S3Config, Store, parse_signing_key};
+use crate::backup::endpoint::aws_endpoint;
+use crate::backup::{
+    BackupOptions, EncryptionKeyring, RestoreOptions, S3Config, SigningKeyring, Store,
+};
+use crate::controller::tenant::{Tenancy, Tenant};
 
-/// Where PersistentVolumeClaims are mounted into the operator.
-pub const PVC_ROOT: &str = "/var/lib/opsec/pvc";
+pub use crate::backup::error_chain;
 
 /// The stores of a policy: those that could be built, and why the others could not.
 #[derive(Debug, Default)]
@@ -23,146 +32,267 @@ pub struct Stores {
 }
 
 /// Keys of a policy.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Keys {
-    pub encryption: Option<EncryptionKey>,
-    pub signing: Option<SigningKey>,
+    /// The tenant's encryption keyring, when the policy encrypts.
+    pub encryption: Option<EncryptionKeyring>,
+    /// The operator's signing keyring.
+    pub signing: SigningKeyring,
 }
 
 impl Keys {
-    /// Options to read the policy's backups back: the signature must verify when it signs.
+    /// Options to write a backup: the active encryption key, the operator's active signing key.
+    pub fn backup_options(&self) -> BackupOptions {
+        BackupOptions {
+            encryption_key: self.encryption.as_ref().map(|r| r.active().clone()),
+            signing_key: Some(self.signing.active().clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Options to read the policy's backups back: signed by a key the operator trusts, and
+    /// encrypted when the policy encrypts (with any key of the tenant's keyring).
     pub fn restore_options(&self) -> RestoreOptions {
         RestoreOptions {
-            encryption_key: self.encryption.clone(),
-            verifying_key: self.signing.as_ref().map(|k| k.verifying_key()),
+            encryption_keys: self
+                .encryption
+                .as_ref()
+                .map(|r| r.all().to_vec())
+                .unwrap_or_default(),
+            trusted_keys: self.signing.trusted().to_vec(),
             ..Default::default()
         }
     }
 }
 
-/// Reads one key of a Secret in `namespace`.
-pub async fn secret_key(
-    client: &Client,
-    namespace: &str,
-    secret: &str,
-    key: &str,
-) -> Result<Vec<u8>, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let s = match api.get_opt(secret).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err(format!("Secret {namespace}/{secret} not found")),
-        Err(e) => return Err(format!("reading Secret {namespace}/{secret}: {e}")),
-    };
-    s.data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            s.string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|v| v.as_bytes().to_vec())
-        })
-        .ok_or_else(|| format!("Secret {namespace}/{secret} has no key {key:?}"))
+/// What the operator may use to act for one policy's tenant.
+#[derive(Clone)]
+pub struct Access {
+    pub tenant: Tenant,
+    pub tenancy: Arc<Tenancy>,
+    pub signing: SigningKeyring,
 }
 
-async fn key_ref(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<Vec<u8>, String> {
-    secret_key(client, namespace, &r.name, &r.key).await
+/// Every entry of a Secret of the tenant's namespace, read as the tenant.
+async fn tenant_secret(tenant: &Tenant, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let ns = &tenant.namespace;
+    let api: Api<Secret> = Api::namespaced(tenant.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(s)) => Ok(secret_entries(&s)),
+        Ok(None) => Err(format!("Secret {ns}/{name} not found")),
+        Err(e) => Err(format!(
+            "reading Secret {ns}/{name} as {}: {}",
+            tenant.user(),
+            error_chain(&e)
+        )),
+    }
 }
 
-/// The policy's keys; an error names the Secret and what is wrong with it.
-pub async fn keys(client: &Client, policy: &BackupPolicy) -> Result<Keys, String> {
-    let ns = policy.metadata.namespace.as_deref().unwrap_or_default();
-    let mut keys = Keys::default();
-    if let Some(enc) = &policy.spec.encryption {
-        let raw = key_ref(client, ns, &enc.key_secret_ref).await?;
-        keys.encryption = Some(EncryptionKey::parse(&raw).map_err(|e| {
-            format!(
-                "encryption key in Secret {ns}/{}: {e}",
-                enc.key_secret_ref.name
-            )
-        })?);
-    }
-    if let Some(sig) = &policy.spec.signing {
-        let raw = key_ref(client, ns, &sig.key_secret_ref).await?;
-        keys.signing = Some(parse_signing_key(&raw).map_err(|e| {
-            format!(
-                "signing key in Secret {ns}/{}: {e}",
-                sig.key_secret_ref.name
-            )
-        })?);
-    }
-    Ok(keys)
+fn entry(entries: &BTreeMap<String, Vec<u8>>, secret: &str, key: &str) -> Result<String, String> {
+    let raw = entries
+        .get(key)
+        .ok_or_else(|| format!("Secret {secret} has no key {key:?}"))?;
+    String::from_utf8(raw.clone())
+        .map(|s| s.trim().to_string())
+        .map_err(|_| format!("{key} in Secret {secret} is not UTF-8"))
 }
 
-/// Builds one store of a policy.
-pub async fn store(
-    client: &Client,
-    namespace: &str,
-    location: &StorageLocation,
-) -> Result<Store, String> {
-    let name = location.name.clone();
-    if let Some(local) = &location.local {
-        return Store::local(name, &local.path).map_err(|e| error_chain(&e));
-    }
-    if let Some(pvc) = &location.persistent_volume_claim {
-        let mut dir = std::path::PathBuf::from(PVC_ROOT).join(&pvc.claim_name);
-        if let Some(sub) = &pvc.path {
-            dir = dir.join(sub.trim_start_matches('/'));
-        }
-        return Store::local(name, dir).map_err(|e| error_chain(&e));
-    }
-    if let Some(s3) = &location.s3 {
-        let secret = &s3.credentials_secret_ref.name;
-        let access_key_id =
-            String::from_utf8(secret_key(client, namespace, secret, "AWS_ACCESS_KEY_ID").await?)
-                .map_err(|_| {
-                    format!("AWS_ACCESS_KEY_ID in Secret {namespace}/{secret} is not UTF-8")
-                })?;
-        let secret_access_key = String::from_utf8(
-            secret_key(client, namespace, secret, "AWS_SECRET_ACCESS_KEY").await?,
-        )
-        .map_err(|_| {
-            format!("AWS_SECRET_ACCESS_KEY in Secret {namespace}/{secret} is not UTF-8")
-        })?;
-        let config = S3Config {
-            bucket: s3.bucket.clone(),
-            endpoint: s3.endpoint.clone(),
-            region: s3.region.clone(),
-            prefix: s3.prefix.clone(),
-            access_key_id: access_key_id.trim().to_string(),
-            secret_access_key: secret_access_key.trim().to_string(),
-            force_path_style: s3.force_path_style,
+impl Access {
+    /// The policy's keys; an error names the Secret and what is wrong with it.
+    pub async fn keys(&self, policy: &BackupPolicy) -> Result<Keys, String> {
+        let encryption = match &policy.spec.encryption {
+            Some(enc) => {
+                let r = &enc.key_secret_ref;
+                let entries = tenant_secret(&self.tenant, &r.name).await?;
+                Some(
+                    EncryptionKeyring::from_entries(&entries, &r.key).map_err(|e| {
+                        format!(
+                            "encryption key in Secret {}/{}: {}",
+                            self.tenant.namespace,
+                            r.name,
+                            error_chain(&e)
+                        )
+                    })?,
+                )
+            }
+            None => None,
         };
-        return Store::s3(name, &config).map_err(|e| error_chain(&e));
+        Ok(Keys {
+            encryption,
+            signing: self.signing.clone(),
+        })
     }
-    Err("no storage kind set".into())
+
+    /// Every store of a policy.
+    pub async fn stores(&self, policy: &BackupPolicy) -> Stores {
+        let mut out = Stores::default();
+        for location in &policy.spec.storage {
+            match self.store(location).await {
+                Ok(s) => out.ready.push(s),
+                Err(e) => out.failed.push((location.name.clone(), e)),
+            }
+        }
+        out
+    }
+
+    /// Builds one store of a policy within the provider's limits.
+    pub async fn store(&self, location: &StorageLocation) -> Result<Store, String> {
+        let name = location.name.clone();
+        let ns = &self.tenant.namespace;
+        if let Some(local) = &location.local {
+            let dir = local_dir(&self.tenancy.local_root, ns, &local.path)?;
+            return Store::local(name, dir).map_err(|e| error_chain(&e));
+        }
+        if let Some(pvc) = &location.persistent_volume_claim {
+            let dir = self.claim_dir(&pvc.claim_name).await?;
+            let dir = match &pvc.path {
+                Some(sub) if !sub.trim_matches('/').is_empty() => {
+                    dir.join(relative(sub.trim_matches('/'))?)
+                }
+                _ => dir,
+            };
+            return Store::local(name, dir).map_err(|e| error_chain(&e));
+        }
+        if let Some(s3) = &location.s3 {
+            let endpoint = s3
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| aws_endpoint(&s3.region));
+            // Checked before the credentials are read: a refused endpoint gets nothing.
+            let resolver = self
+                .tenancy
+                .endpoints
+                .allow(&endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            let secret = &s3.credentials_secret_ref.name;
+            let entries = tenant_secret(&self.tenant, secret).await?;
+            let shown = format!("{ns}/{secret}");
+            let config = S3Config {
+                bucket: s3.bucket.clone(),
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                prefix: s3.prefix.clone(),
+                access_key_id: entry(&entries, &shown, "AWS_ACCESS_KEY_ID")?,
+                secret_access_key: entry(&entries, &shown, "AWS_SECRET_ACCESS_KEY")?,
+                force_path_style: s3.force_path_style,
+            };
+            return Store::s3_resolved(name, &config, resolver).map_err(|e| error_chain(&e));
+        }
+        Err("no storage kind set".into())
+    }
+
+    /// Where a claim of the tenant's namespace is mounted into the operator: it must exist, be
+    /// bound, and be mounted there, or nothing is written (a plain directory there would be the
+    /// operator's own disk, shared and lost with the pod).
+    async fn claim_dir(&self, claim: &str) -> Result<PathBuf, String> {
+        let ns = &self.tenant.namespace;
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.tenant.client.clone(), ns);
+        let pvc = api
+            .get_opt(claim)
+            .await
+            .map_err(|e| {
+                format!(
+                    "reading PersistentVolumeClaim {ns}/{claim} as {}: {}",
+                    self.tenant.user(),
+                    error_chain(&e)
+                )
+            })?
+            .ok_or_else(|| format!("PersistentVolumeClaim {ns}/{claim} not found"))?;
+        let phase = pvc
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase != "Bound" {
+            return Err(format!(
+                "PersistentVolumeClaim {ns}/{claim} is not bound (phase {phase:?})"
+            ));
+        }
+        let dir = self.tenancy.pvc_root.join(ns).join(claim);
+        if !is_mount_point(&dir) {
+            return Err(format!(
+                "PersistentVolumeClaim {ns}/{claim} is not mounted into the operator at {}",
+                dir.display()
+            ));
+        }
+        Ok(dir)
+    }
 }
 
-/// Every store of a policy.
-pub async fn stores(client: &Client, policy: &BackupPolicy) -> Stores {
-    let ns = policy.metadata.namespace.as_deref().unwrap_or_default();
-    let mut out = Stores::default();
-    for location in &policy.spec.storage {
-        match store(client, ns, location).await {
-            Ok(s) => out.ready.push(s),
-            Err(e) => out.failed.push((location.name.clone(), e)),
+/// A relative path of safe segments (no `.`, `..`, empty or absolute parts).
+fn relative(path: &str) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for seg in path.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(format!(
+                "path {path:?} must be relative, of letters, digits, '-', '_' and '.', without '.' or '..' segments"
+            ));
         }
+        out.push(seg);
     }
-    out
+    Ok(out)
 }
 
-/// An error and its sources on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut src = err.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
+/// `<root>/<namespace>/<path>`: a namespace's local stores never overlap another's.
+pub fn local_dir(root: &Path, namespace: &str, path: &str) -> Result<PathBuf, String> {
+    Ok(root.join(relative(namespace)?).join(relative(path)?))
+}
+
+/// Whether `dir` is a mount point: it exists and its device differs from its parent's (or it
+/// is the root).
+pub fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    match dir.parent().map(std::fs::metadata) {
+        Some(Ok(parent)) => {
+            meta.is_dir() && (meta.dev() != parent.dev() || meta.ino() == parent.ino())
         }
-        src = s.source();
+        Some(Err(_)) => false,
+        None => true,
     }
-    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_stores_stay_in_their_namespace_directory() {
+        let root = Path::new("/var/lib/opsec/backups");
+        assert_eq!(
+            local_dir(root, "team-a", "onsite/daily").unwrap(),
+            Path::new("/var/lib/opsec/backups/team-a/onsite/daily")
+        );
+        for bad in [
+            "",
+            "/etc",
+            "../team-b",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/.",
+            "a b",
+        ] {
+            assert!(local_dir(root, "team-a", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn only_mount_points_count_as_mounted_claims() {
+        assert!(is_mount_point(Path::new("/")));
+        assert!(is_mount_point(Path::new("/proc")));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(&dir.path().join("missing")));
+        std::fs::create_dir(dir.path().join("plain")).unwrap();
+        assert!(!is_mount_point(&dir.path().join("plain")));
+    }
 }

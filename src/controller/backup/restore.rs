@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::objects;
-use super::resolve::{self, error_chain};
+use super::resolve::{Access, Keys, error_chain};
 use super::{Error, State, time, write_status};
 use crate::api::backup::{RestorePhase, RestoreStatus};
 use crate::api::common::{ConditionStatus, format_duration, set_condition};
@@ -28,20 +28,20 @@ pub struct ReadBack {
 }
 
 /// Reads backup `backup_id` of `policy` from its first good copy (`only` restricts to one
-/// location). Fails only when no copy checks out, naming every location's reason.
+/// location), as `access`'s tenant with the policy's `keys`. Fails only when no copy checks
+/// out, naming every location's reason.
 pub async fn read_backup(
-    st: &State,
+    access: &Access,
+    keys: &Keys,
     policy: &BackupPolicy,
     backup_id: &str,
     only: Option<&str>,
 ) -> Result<ReadBack, String> {
-    let client = &st.ctx.client;
     let ns = policy.namespace().unwrap_or_default();
-    let keys = resolve::keys(client, policy).await?;
     let options = keys.restore_options();
     let loc =
         BackupLocation::new(&ns, policy.name_any(), backup_id).map_err(|e| error_chain(&e))?;
-    let stores = resolve::stores(client, policy).await;
+    let stores = access.stores(policy).await;
     let mut failures: Vec<(String, String, &'static str)> = stores
         .failed
         .iter()
@@ -120,16 +120,37 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
     }
+    // The restore acts as its ServiceAccount: until that exists, it waits.
+    let ns = r.namespace().unwrap_or_default();
+    let access = match st.access(&ns, r.spec.service_account_name.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => {
+            let mut waiting = status.clone();
+            waiting.phase = Some(RestorePhase::Pending);
+            set_condition(
+                &mut waiting.conditions,
+                "Ready",
+                ConditionStatus::False,
+                e.category(),
+                error_chain(&e),
+                r.metadata.generation,
+                Timestamp::now(),
+            );
+            write_status(st, r, previous.as_ref(), &waiting).await?;
+            return Ok(Action::requeue(super::ACCESS_RETRY));
+        }
+    };
     let started = Instant::now();
     let start_time = Timestamp::now();
     let mut running = status.clone();
+    running.conditions.retain(|c| c.type_ != "Ready");
     running.phase = Some(RestorePhase::Running);
     running.start_time = Some(time(start_time));
     running.observed_generation = r.metadata.generation;
     write_status(st, r, previous.as_ref(), &running).await?;
 
     let mut done = running.clone();
-    let outcome = run(st, r, &mut done).await;
+    let outcome = run(st, &access, r, &mut done).await;
     done.completion_time = Some(time(Timestamp::now()));
     done.duration = Some(format_duration(started.elapsed()));
     let now = Timestamp::now();
@@ -202,12 +223,15 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// Runs the restore as its tenant: every read of the Backup, the policy and its keys, and
+/// every write of a restored object, is the ServiceAccount's.
 async fn run(
     st: &State,
+    access: &Access,
     r: &Restore,
     status: &mut RestoreStatus,
 ) -> Result<(), (&'static str, String)> {
-    let client = &st.ctx.client;
+    let client = &access.tenant.client;
     let ns = r.namespace().unwrap_or_default();
     let target = r
         .spec
@@ -275,7 +299,8 @@ async fn run(
             ));
         }
     }
-    let read = read_backup(st, &policy, &backup_id, only.as_deref())
+    let keys = access.keys(&policy).await.map_err(|e| ("InvalidKey", e))?;
+    let read = read_backup(access, &keys, &policy, &backup_id, only.as_deref())
         .await
         .map_err(|e| ("NoGoodCopy", e))?;
     for (loc, reason, category) in &read.failures {
