@@ -767,3 +767,86 @@ async fn a_restore_waits_for_its_service_account_and_one_the_operator_may_not_im
     assert!(errors.contains("impersonate"), "{refused:?}");
     common::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn a_claim_that_is_missing_unbound_or_not_mounted_into_the_operator_is_never_written_to() {
+    let client = common::client().await;
+    let ns = tenant(&client, "conf-pvc").await;
+    policy(
+        &client,
+        &ns,
+        "p",
+        json!({"rpo": "1h", "suspend": true,
+        "storage": [{"name": "claim", "persistentVolumeClaim": {"claimName": "backups"}}],
+        "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}}),
+    )
+    .await;
+    let policies = Api::<BackupPolicy>::namespaced(client.clone(), &ns);
+    let reachable = |needle: &'static str| {
+        let policies = policies.clone();
+        async move {
+            common::eventually(
+                WAIT,
+                &format!("StorageReachable False with {needle:?}"),
+                || {
+                    let policies = policies.clone();
+                    async move {
+                        let p = policies.get("p").await.ok()?;
+                        let c = p
+                            .status?
+                            .conditions
+                            .into_iter()
+                            .find(|c| c.type_ == "StorageReachable")?;
+                        (c.status == "False" && c.message.contains(needle)).then_some(c)
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let touch = |n: &str| {
+        let policies = policies.clone();
+        let n = n.to_string();
+        async move {
+            policies
+                .patch(
+                    "p",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"step": n}}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    reachable("not found").await;
+    // A claim with no volume yet.
+    apply(&client, &ns, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "backups"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": format!("{ns}-pv"),
+            "resources": {"requests": {"storage": "1Gi"}}}})).await;
+    touch("unbound").await;
+    reachable("not bound").await;
+    // Bound to a volume, but not mounted into the operator: its directory there would be the
+    // operator's own disk, shared and lost with the pod.
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("{ns}-pv")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+            "hostPath": {"path": "/tmp/opsec-pv"},
+            "claimRef": {"namespace": ns, "name": "backups"}}});
+    apply(&client, &ns, pv).await;
+    let claims =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    common::eventually(WAIT, "the claim to be bound", || {
+        let claims = claims.clone();
+        async move {
+            let c = claims.get("backups").await.ok()?;
+            (c.status?.phase.as_deref() == Some("Bound")).then_some(())
+        }
+    })
+    .await;
+    touch("bound").await;
+    let c = reachable("not mounted into the operator").await;
+    let expected = common::pvc_root().join(&ns).join("backups");
+    assert!(c.message.contains(&expected.display().to_string()), "{c:?}");
+    assert!(!expected.exists(), "the operator made the directory itself");
+    let (_, _, _) = common::kubectl(&["delete", "pv", &format!("{ns}-pv"), "--wait=false"]);
+    common::delete_namespace(&client, &ns).await;
+}

@@ -209,6 +209,11 @@ pub fn local_root() -> std::path::PathBuf {
     .clone()
 }
 
+/// Where the test operator looks for mounted claims (`--pvc-root`), one per test binary.
+pub fn pvc_root() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("opsec-pvc-{}", std::process::id()))
+}
+
 /// Gives namespace `ns` the ServiceAccount tenant work acts as, bound to the built-in `admin`
 /// role there: the rights a tenant admin has in its own namespace, and no more.
 pub async fn tenant_account(ns: &str) {
@@ -292,6 +297,8 @@ pub fn operator_command(controllers: &str, lease: &str) -> Command {
         .args(["--operator-namespace", OPERATOR_NAMESPACE])
         .arg("--local-store-root")
         .arg(local_root())
+        .arg("--pvc-root")
+        .arg(pvc_root())
         .env("KUBECONFIG", operator_kubeconfig())
         .env("RUST_LOG", "info,opsec_operator=debug");
     let mut allowed = vec![format!("http://127.0.0.1:{}", relay_port())];
