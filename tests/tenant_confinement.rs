@@ -17,6 +17,7 @@ use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use opsec_operator::api::backup::{BackupPhase, RestorePhase};
@@ -75,14 +76,86 @@ async fn policy(client: &Client, ns: &str, name: &str, spec: Value) {
         .expect("create BackupPolicy");
 }
 
+/// The on-site storage every test policy has: `onsite` under the namespace's local root.
+fn onsite() -> Value {
+    json!([{"name": "onsite", "local": {"path": "onsite"}}])
+}
+
+/// A policy that backs up only when asked (its schedule suspended), encrypted with the tenant's
+/// key, writing to `storage`, with any `extra` fields.
+async fn asked_policy(client: &Client, ns: &str, name: &str, storage: Value, extra: Value) {
+    let mut spec = json!({"rpo": "1h", "suspend": true, "storage": storage,
+        "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    policy(client, ns, name, spec).await;
+}
+
+/// Backup `name` of policy `p`, asked for now (as the provider); returned once it completed.
+async fn backup_now(client: &Client, ns: &str, name: &'static str) -> Backup {
+    let b: Backup = serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1",
+        "kind": "Backup", "metadata": {"name": name, "namespace": ns},
+        "spec": {"policyRef": {"name": "p"}}}))
+    .unwrap();
+    let backups = Api::<Backup>::namespaced(client.clone(), ns);
+    backups.create(&PostParams::default(), &b).await.unwrap();
+    common::eventually(WAIT, &format!("Backup {name} to complete"), || {
+        let backups = backups.clone();
+        async move {
+            let b = backups.get(name).await.ok()?;
+            (b.status.as_ref()?.phase == Some(BackupPhase::Completed)).then_some(b)
+        }
+    })
+    .await
+}
+
+/// Policy `name`'s condition `type_`, once `ok` holds for it.
+async fn policy_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &'static str,
+    ok: impl Fn(&Condition) -> bool,
+) -> Condition {
+    let policies = Api::<BackupPolicy>::namespaced(client.clone(), ns);
+    common::eventually(WAIT, &format!("{name}'s {type_} condition"), || {
+        let policies = policies.clone();
+        let ok = &ok;
+        async move {
+            let p = policies.get(name).await.ok()?;
+            let c = p
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == type_)?;
+            ok(&c).then_some(c)
+        }
+    })
+    .await
+}
+
+/// Makes policy `name` reconcile now: a label change is a change it watches.
+async fn touch(client: &Client, ns: &str, name: &str, value: &str) {
+    Api::<BackupPolicy>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"touched": value}}})),
+        )
+        .await
+        .unwrap();
+}
+
 fn local_store(ns: &str) -> Store {
     Store::local("onsite", common::local_root().join(ns).join("onsite")).unwrap()
 }
 
 /// Writes an archive of exactly `objects` into the tenant's on-site store, as backup `id` of
-/// policy `p`, with the given keys: what anyone who can write the store can leave there.
+/// `policy`, with the given keys: what anyone who can write the store can leave there.
 async fn plant(
     ns: &str,
+    policy: &str,
     id: &str,
     objects: &[Value],
     encryption: Option<EncryptionKey>,
@@ -91,7 +164,7 @@ async fn plant(
 ) {
     let meta = BackupMeta {
         namespace: ns.into(),
-        policy: "p".into(),
+        policy: policy.into(),
         backup_id: id.into(),
         created_at,
     };
@@ -164,15 +237,7 @@ async fn a_forged_backup_restored_by_a_tenant_changes_nothing_the_tenant_could_n
         "spec": {"containers": [{"name": "c", "image": "registry.example/app:1"}]}}),
     )
     .await;
-    policy(
-        &client,
-        &ns,
-        "p",
-        json!({"rpo": "1h", "suspend": true,
-        "storage": [{"name": "onsite", "local": {"path": "onsite"}}],
-        "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}}),
-    )
-    .await;
+    asked_policy(&client, &ns, "p", onsite(), json!({})).await;
 
     // Even an archive the operator's own key signed (the strongest forgery there could be) can
     // bring back only what the tenant may write itself.
@@ -205,6 +270,7 @@ async fn a_forged_backup_restored_by_a_tenant_changes_nothing_the_tenant_could_n
     let operator_key = common::operator_signing_key(&client).await;
     plant(
         &ns,
+        "p",
         "forged",
         &hostile,
         Some(EncryptionKey::from_bytes(TENANT_KEY)),
@@ -300,44 +366,26 @@ async fn manifests_anyone_can_write_into_a_store_enter_no_catalogue_count_for_no
  {
     let client = common::client().await;
     let ns = tenant(&client, "conf-catalogue").await;
-    let store_spec = json!([{"name": "onsite", "local": {"path": "onsite"}}]);
-    policy(&client, &ns, "p", json!({"rpo": "1h", "suspend": true, "storage": store_spec,
-        "retention": {"copies": 2}, "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}})).await;
+    asked_policy(
+        &client,
+        &ns,
+        "p",
+        onsite(),
+        json!({"retention": {"copies": 2}}),
+    )
+    .await;
     let backups = Api::<Backup>::namespaced(client.clone(), &ns);
-    let manual = |name: &str| -> Backup {
-        serde_json::from_value(
-            json!({"apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "Backup",
-            "metadata": {"name": name, "namespace": ns}, "spec": {"policyRef": {"name": "p"}}}),
-        )
-        .unwrap()
-    };
-    let completed = |name: &'static str| {
-        let backups = backups.clone();
-        async move {
-            common::eventually(WAIT, &format!("Backup {name} to complete"), || {
-                let backups = backups.clone();
-                async move {
-                    let b = backups.get(name).await.ok()?;
-                    (b.status.as_ref()?.phase == Some(BackupPhase::Completed)).then_some(b)
-                }
-            })
-            .await
-        }
-    };
-    backups
-        .create(&PostParams::default(), &manual("real-1"))
-        .await
-        .unwrap();
-    completed("real-1").await;
+    backup_now(&client, &ns, "real-1").await;
 
     // A year ahead, each newer than any real backup: unsigned, and signed with the tenant's
     // own key (it cannot read the operator's).
     let future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365);
     let cm = [json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})];
     let key = || Some(EncryptionKey::from_bytes(TENANT_KEY));
-    plant(&ns, "forged-unsigned", &cm, key(), None, future).await;
+    plant(&ns, "p", "forged-unsigned", &cm, key(), None, future).await;
     plant(
         &ns,
+        "p",
         "forged-tenant-signed",
         &cm,
         key(),
@@ -346,11 +394,7 @@ async fn manifests_anyone_can_write_into_a_store_enter_no_catalogue_count_for_no
     )
     .await;
 
-    backups
-        .create(&PostParams::default(), &manual("real-2"))
-        .await
-        .unwrap();
-    let real_2 = completed("real-2").await;
+    let real_2 = backup_now(&client, &ns, "real-2").await;
     let done = real_2.status.unwrap().completion_time.unwrap();
     let policies = Api::<BackupPolicy>::namespaced(client.clone(), &ns);
     let p = common::eventually(WAIT, "the policy to count real-2", || {
@@ -392,50 +436,19 @@ async fn manifests_anyone_can_write_into_a_store_enter_no_catalogue_count_for_no
         ("True", "WithinRPO")
     );
 
-    // A policy whose store holds only forgeries has no backup at all.
-    policy(&client, &ns, "q", json!({"rpo": "1h", "suspend": true, "storage": [{"name": "onsite", "local": {"path": "onsite"}}],
-        "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}})).await;
-    let meta = |id: &str| BackupMeta {
-        namespace: ns.clone(),
-        policy: "q".into(),
-        backup_id: id.into(),
-        created_at: future,
-    };
-    let mut w = BackupWriter::begin(
-        meta("forged-q"),
-        BackupOptions {
-            encryption_key: key(),
-            signing_key: Some(SigningKey::from_bytes(&[42; 32])),
-            ..Default::default()
-        },
-        &[local_store(&ns)],
+    // A policy whose store held only forgeries before it was created has no backup at all.
+    plant(
+        &ns,
+        "q",
+        "forged-q",
+        &cm,
+        key(),
+        Some(SigningKey::from_bytes(&[42; 32])),
+        future,
     )
-    .await
-    .unwrap();
-    w.add_verbatim(&cm[0]).await.unwrap();
-    w.finish().await.unwrap();
-    // (Re-)annotating the policy makes it reconcile now.
-    policies
-        .patch(
-            "q",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"touched": "1"}}})),
-        )
-        .await
-        .unwrap();
-    let q = common::eventually(WAIT, "q's RPOMet", || {
-        let policies = policies.clone();
-        async move {
-            let q = policies.get("q").await.ok()?;
-            let c = q
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "RPOMet")?;
-            Some(c)
-        }
-    })
     .await;
+    asked_policy(&client, &ns, "q", onsite(), json!({})).await;
+    let q = policy_condition(&client, &ns, "q", "RPOMet", |_| true).await;
     assert_eq!(
         (q.status.as_str(), q.reason.as_str()),
         ("False", "NoBackup")
@@ -510,32 +523,11 @@ async fn an_s3_endpoint_outside_the_allowlist_gets_no_request_and_a_servers_word
         json!({"name": name, "s3": {"bucket": "tenant",
         "endpoint": endpoint, "credentialsSecretRef": {"name": "s3-creds"}}})
     };
-    policy(
-        &client,
-        &ns,
-        "p",
-        json!({"rpo": "1h", "suspend": true,
-        "storage": [{"name": "onsite", "local": {"path": "onsite"}},
-            s3("outside", format!("http://127.0.0.1:{port}")),
-            s3("refusing", format!("http://127.0.0.1:{}", common::relay_port()))],
-        "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}}),
-    )
-    .await;
-    let b: Backup = serde_json::from_value(
-        json!({"apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "Backup",
-        "metadata": {"name": "now", "namespace": ns}, "spec": {"policyRef": {"name": "p"}}}),
-    )
-    .unwrap();
-    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
-    backups.create(&PostParams::default(), &b).await.unwrap();
-    let b = common::eventually(WAIT, "the Backup to complete", || {
-        let backups = backups.clone();
-        async move {
-            let b = backups.get("now").await.ok()?;
-            (b.status.as_ref()?.phase == Some(BackupPhase::Completed)).then_some(b)
-        }
-    })
-    .await;
+    let storage = json!([{"name": "onsite", "local": {"path": "onsite"}},
+        s3("outside", format!("http://127.0.0.1:{port}")),
+        s3("refusing", format!("http://127.0.0.1:{}", common::relay_port()))]);
+    asked_policy(&client, &ns, "p", storage, json!({})).await;
+    let b = backup_now(&client, &ns, "now").await;
     let s = b.status.unwrap();
     let loc = |name: &str| s.locations.iter().find(|l| l.name == name).unwrap().clone();
     assert_eq!(loc("onsite").state, "Written", "{s:?}");
@@ -551,18 +543,8 @@ async fn an_s3_endpoint_outside_the_allowlist_gets_no_request_and_a_servers_word
     );
     let refusing = loc("refusing");
     assert_eq!(refusing.state, "Failed", "{s:?}");
-    let policies = Api::<BackupPolicy>::namespaced(client.clone(), &ns);
-    let reachable = common::eventually(WAIT, "StorageReachable False", || {
-        let policies = policies.clone();
-        async move {
-            let p = policies.get("p").await.ok()?;
-            let c = p
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "StorageReachable")?;
-            (c.status == "False").then_some(c)
-        }
+    let reachable = policy_condition(&client, &ns, "p", "StorageReachable", |c| {
+        c.status == "False"
     })
     .await;
     assert!(reachable.message.contains("allowlist"), "{reachable:?}");
@@ -588,37 +570,8 @@ async fn rotated_encryption_and_signing_keys_still_restore_old_backups_and_an_un
     let client = common::client().await;
     let ns = tenant(&client, "conf-rotate").await;
     apply(&client, &ns, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"}, "data": {"v": "1"}})).await;
-    policy(
-        &client,
-        &ns,
-        "p",
-        json!({"rpo": "1h", "suspend": true,
-        "storage": [{"name": "onsite", "local": {"path": "onsite"}}],
-        "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}}),
-    )
-    .await;
-    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
-    let run = |name: &'static str| {
-        let backups = backups.clone();
-        let ns = ns.clone();
-        async move {
-            let b: Backup =
-                serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1",
-                "kind": "Backup", "metadata": {"name": name, "namespace": ns},
-                "spec": {"policyRef": {"name": "p"}}}))
-                .unwrap();
-            backups.create(&PostParams::default(), &b).await.unwrap();
-            common::eventually(WAIT, &format!("{name} to complete"), || {
-                let backups = backups.clone();
-                async move {
-                    let b = backups.get(name).await.ok()?;
-                    (b.status.as_ref()?.phase == Some(BackupPhase::Completed)).then_some(b)
-                }
-            })
-            .await
-        }
-    };
-    let old = run("old").await.status.unwrap();
+    asked_policy(&client, &ns, "p", onsite(), json!({})).await;
+    let old = backup_now(&client, &ns, "old").await.status.unwrap();
 
     // The tenant rotates its encryption key; the provider rotates the operator's signing key
     // (a new key, made active; the old one stays in the keyring).
@@ -648,7 +601,7 @@ async fn rotated_encryption_and_signing_keys_still_restore_old_backups_and_an_un
         )
         .await
         .unwrap();
-    let new = run("new").await.status.unwrap();
+    let new = backup_now(&client, &ns, "new").await.status.unwrap();
     let rotated_id = opsec_operator::backup::crypto::signing_key_id(&rotated.verifying_key());
     assert_eq!(new.signature_key_id.as_deref(), Some(rotated_id.as_str()));
     assert_ne!(old.signature_key_id, new.signature_key_id);
@@ -676,6 +629,7 @@ async fn rotated_encryption_and_signing_keys_still_restore_old_backups_and_an_un
     // one signed by the operator's key).
     plant(
         &ns,
+        "p",
         "plain",
         &[json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain"}})],
         None,
@@ -713,15 +667,7 @@ async fn a_restore_waits_for_its_service_account_and_one_the_operator_may_not_im
  {
     let client = common::client().await;
     let ns = tenant(&client, "conf-sa").await;
-    policy(
-        &client,
-        &ns,
-        "p",
-        json!({"rpo": "1h", "suspend": true,
-        "storage": [{"name": "onsite", "local": {"path": "onsite"}}],
-        "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}}),
-    )
-    .await;
+    asked_policy(&client, &ns, "p", onsite(), json!({})).await;
     // A ServiceAccount the tenant made and bound to admin, but the operator's RBAC does not let
     // it act as: the tenant cannot pick an account with more rights through the operator, and
     // a name that does not exist is waited for, not failed.
@@ -772,59 +718,20 @@ async fn a_restore_waits_for_its_service_account_and_one_the_operator_may_not_im
 async fn a_claim_that_is_missing_unbound_or_not_mounted_into_the_operator_is_never_written_to() {
     let client = common::client().await;
     let ns = tenant(&client, "conf-pvc").await;
-    policy(
-        &client,
-        &ns,
-        "p",
-        json!({"rpo": "1h", "suspend": true,
-        "storage": [{"name": "claim", "persistentVolumeClaim": {"claimName": "backups"}}],
-        "encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}}),
-    )
-    .await;
-    let policies = Api::<BackupPolicy>::namespaced(client.clone(), &ns);
-    let reachable = |needle: &'static str| {
-        let policies = policies.clone();
-        async move {
-            common::eventually(
-                WAIT,
-                &format!("StorageReachable False with {needle:?}"),
-                || {
-                    let policies = policies.clone();
-                    async move {
-                        let p = policies.get("p").await.ok()?;
-                        let c = p
-                            .status?
-                            .conditions
-                            .into_iter()
-                            .find(|c| c.type_ == "StorageReachable")?;
-                        (c.status == "False" && c.message.contains(needle)).then_some(c)
-                    }
-                },
-            )
-            .await
-        }
+    let claim = json!([{"name": "claim", "persistentVolumeClaim": {"claimName": "backups"}}]);
+    asked_policy(&client, &ns, "p", claim, json!({})).await;
+    let unreachable = |needle: &'static str| {
+        policy_condition(&client, &ns, "p", "StorageReachable", move |c| {
+            c.status == "False" && c.message.contains(needle)
+        })
     };
-    let touch = |n: &str| {
-        let policies = policies.clone();
-        let n = n.to_string();
-        async move {
-            policies
-                .patch(
-                    "p",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"labels": {"step": n}}})),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    reachable("not found").await;
+    unreachable("not found").await;
     // A claim with no volume yet.
     apply(&client, &ns, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "backups"},
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": format!("{ns}-pv"),
             "resources": {"requests": {"storage": "1Gi"}}}})).await;
-    touch("unbound").await;
-    reachable("not bound").await;
+    touch(&client, &ns, "p", "unbound").await;
+    unreachable("not bound").await;
     // Bound to a volume, but not mounted into the operator: its directory there would be the
     // operator's own disk, shared and lost with the pod.
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("{ns}-pv")},
@@ -842,8 +749,8 @@ async fn a_claim_that_is_missing_unbound_or_not_mounted_into_the_operator_is_nev
         }
     })
     .await;
-    touch("bound").await;
-    let c = reachable("not mounted into the operator").await;
+    touch(&client, &ns, "p", "bound").await;
+    let c = unreachable("not mounted into the operator").await;
     let expected = common::pvc_root().join(&ns).join("backups");
     assert!(c.message.contains(&expected.display().to_string()), "{c:?}");
     assert!(!expected.exists(), "the operator made the directory itself");
