@@ -436,7 +436,6 @@ workloadTemplates:
 async fn equal_priorities_apply_neither_and_name_each_other_while_a_higher_priority_wins() {
     let client = setup().await;
     let class = common::unique("conf");
-    let ns = tenant_ns(&client, &class, "acme").await;
     let shared = |v: &str, prio: i32| {
         format!(
             "priority: {prio}\ntemplates:\n- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: shared}}, data: {{from: {v}}}}}\n"
@@ -445,6 +444,9 @@ async fn equal_priorities_apply_neither_and_name_each_other_while_a_higher_prior
     let (a, b) = (common::unique("sbl-a"), common::unique("sbl-b"));
     create_baseline(&client, &a, &spec(&class, &shared("a", 0))).await;
     create_baseline(&client, &b, &spec(&class, &shared("b", 0))).await;
+    // Both exist before they select a namespace. (A baseline that arrives after another
+    // applied the object finds it in place: the tie is reported, the object is not removed.)
+    let ns = tenant_ns(&client, &class, "acme").await;
     let sa = status_until(&client, &a, "a conflicted", |s| {
         condition(s, "Conflicted") == Some("True")
     })
