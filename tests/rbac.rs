@@ -64,8 +64,8 @@ const JUSTIFIED: &[Justified] = &[
     (
         "backuppolicies.opsec.x1642.dev",
         &[],
-        &["get", "list", "watch", "patch"],
-        "policy controller; handled trigger annotations removed",
+        &["get", "list", "watch"],
+        "policy controller (handled requests are recorded in status)",
     ),
     (
         "backuppolicies.opsec.x1642.dev/status",

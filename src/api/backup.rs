@@ -300,6 +300,13 @@ pub struct BackupPolicyStatus {
     /// The newest restore test; its duration is the measured RTO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore_test: Option<RestoreTestSummary>,
+    /// The last `opsec.x1642.dev/verify-now` token handled: a verification runs when the
+    /// annotation holds another value (re-applying the same manifest asks for nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_verify_now: Option<String>,
+    /// The last `opsec.x1642.dev/restore-test-now` token handled, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_restore_test_now: Option<String>,
     /// Ready, RPOMet, RTOMet, Verified, StorageReachable.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]

@@ -36,6 +36,25 @@ pub struct ArchiveLimits {
     pub max_total_bytes: u64,
 }
 
+impl ArchiveLimits {
+    /// These limits tightened to what a manifest lists: no more entries than its objects, no
+    /// object larger than its largest, no more bytes than their sum. Reading an archive against
+    /// its (signed) manifest can then never hold more than the manifest promised.
+    pub fn within(self, objects: impl Iterator<Item = u64>) -> Self {
+        let (mut count, mut largest, mut total) = (0usize, 0u64, 0u64);
+        for size in objects {
+            count += 1;
+            largest = largest.max(size);
+            total = total.saturating_add(size);
+        }
+        Self {
+            max_object_bytes: self.max_object_bytes.min(largest),
+            max_entries: self.max_entries.min(count),
+            max_total_bytes: self.max_total_bytes.min(total),
+        }
+    }
+}
+
 impl Default for ArchiveLimits {
     fn default() -> Self {
         Self {
@@ -387,22 +406,43 @@ fn entry_kind(t: tar::EntryType) -> String {
     }
 }
 
+/// Largest zstd window a reader accepts (2^24 = 16 MiB; the writer's level-3 frames use far
+/// less): a frame that asks for more is refused before the decoder allocates it.
+pub const MAX_WINDOW_LOG: u32 = 24;
+
 /// Reads a zstd-compressed tar from `reader` within `limits`, then drains `reader` to its end
 /// (so that a digest or authentication layer below sees every byte).
 pub fn read_archive<R: Read>(
     reader: R,
     limits: &ArchiveLimits,
 ) -> Result<Vec<ArchiveEntry>, ArchiveError> {
-    let decoder = zstd::stream::read::Decoder::new(reader).map_err(ArchiveError::Read)?;
+    let mut out = Vec::new();
+    visit_archive(reader, limits, |entry| {
+        out.push(entry);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`read_archive`] handing each entry to `visit` as it is read, so that only one object is in
+/// memory at a time (a verification keeps none of them); `visit`'s error ends the read.
+pub fn visit_archive<R: Read>(
+    reader: R,
+    limits: &ArchiveLimits,
+    mut visit: impl FnMut(ArchiveEntry) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
+    let mut decoder = zstd::stream::read::Decoder::new(reader).map_err(ArchiveError::Read)?;
+    decoder
+        .window_log_max(MAX_WINDOW_LOG)
+        .map_err(ArchiveError::Read)?;
     let mut archive = tar::Archive::new(decoder);
     let mut seen = HashSet::new();
-    let mut out = Vec::new();
     let mut total: u64 = 0;
     for entry in archive.entries().map_err(ArchiveError::Read)? {
         let mut entry = entry.map_err(ArchiveError::Read)?;
         let path_bytes = entry.path_bytes().into_owned();
         let path = String::from_utf8_lossy(&path_bytes).into_owned();
-        if out.len() >= limits.max_entries {
+        if seen.len() >= limits.max_entries {
             return Err(ArchiveError::TooManyEntries {
                 limit: limits.max_entries,
             });
@@ -443,7 +483,7 @@ pub fn read_archive<R: Read>(
                 format!("entry {path:?} is shorter than its header says"),
             )));
         }
-        out.push(ArchiveEntry { path, key, data });
+        visit(ArchiveEntry { path, key, data })?;
     }
     // After the end-of-archive marker only zero padding may follow; reading to the end also pulls
     // the layers below to their end (final frame, digest).
@@ -456,7 +496,7 @@ pub fn read_archive<R: Read>(
     if trailer.len() as u64 > MAX_TRAILER || trailer.iter().any(|b| *b != 0) {
         return Err(ArchiveError::TrailingData);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub enum ManifestError {
     Unsigned,
     #[error("manifest was signed by key {found}, expected {expected}")]
     WrongSigningKey { expected: String, found: String },
+    #[error("manifest is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
     #[error("manifest names signing key {found}, which is not one the reader trusts")]
     UntrustedKey { found: String },
     #[error("manifest signature does not verify")]
@@ -196,6 +198,15 @@ impl Manifest {
 
     /// Checks that the archive holds exactly the manifest's objects, each with its digest.
     pub fn check_objects(&self, entries: &[ArchiveEntry]) -> Result<(), ManifestError> {
+        let mut checker = self.object_checker()?;
+        for e in entries {
+            checker.check(e)?;
+        }
+        checker.finish()
+    }
+
+    /// A checker of entries one at a time as they are read, against this manifest's objects.
+    pub fn object_checker(&self) -> Result<ObjectChecker<'_>, ManifestError> {
         let mut expected = std::collections::HashMap::with_capacity(self.objects.len());
         for o in &self.objects {
             let path = o.key().entry_path().map_err(ManifestError::BadObject)?;
@@ -203,25 +214,43 @@ impl Manifest {
                 return Err(ManifestError::DuplicateObject { path });
             }
         }
-        for e in entries {
-            let o = expected
-                .remove(&e.path)
-                .ok_or_else(|| ManifestError::UnlistedObject {
-                    path: e.path.clone(),
-                })?;
-            if o.size != e.data.len() as u64 || o.sha256 != crypto::sha256_hex(&e.data) {
-                return Err(ManifestError::ObjectDigest {
-                    path: e.path.clone(),
-                });
-            }
-        }
-        if let Some(first) = expected.keys().min() {
-            return Err(ManifestError::MissingObjects {
-                count: expected.len(),
-                first: first.clone(),
+        Ok(ObjectChecker { expected })
+    }
+}
+
+/// Checks archive entries against a manifest one at a time ([`Manifest::object_checker`]):
+/// every entry must be listed with its size and digest, and [`finish`](Self::finish) that none
+/// is missing.
+pub struct ObjectChecker<'m> {
+    expected: std::collections::HashMap<String, &'m ManifestObject>,
+}
+
+impl ObjectChecker<'_> {
+    /// Checks one entry (each may appear once).
+    pub fn check(&mut self, e: &ArchiveEntry) -> Result<(), ManifestError> {
+        let o = self
+            .expected
+            .remove(&e.path)
+            .ok_or_else(|| ManifestError::UnlistedObject {
+                path: e.path.clone(),
+            })?;
+        if o.size != e.data.len() as u64 || o.sha256 != crypto::sha256_hex(&e.data) {
+            return Err(ManifestError::ObjectDigest {
+                path: e.path.clone(),
             });
         }
         Ok(())
+    }
+
+    /// Fails when a listed object never came.
+    pub fn finish(self) -> Result<(), ManifestError> {
+        match self.expected.keys().min() {
+            Some(first) => Err(ManifestError::MissingObjects {
+                count: self.expected.len(),
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

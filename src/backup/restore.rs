@@ -13,6 +13,7 @@ use std::io::{self, Read};
 use bytes::{Buf, Bytes};
 use ed25519_dalek::VerifyingKey;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde_json::Value;
 
 use super::archive::{self, ArchiveEntry, ArchiveError, ArchiveLimits, ObjectKey};
@@ -222,27 +223,49 @@ fn check_key<'k>(
     }
 }
 
-/// Reads a stored archive from `data` against its (already checked) manifest: decrypts, checks
-/// the archive digest and every object's digest, and returns the entries. Synchronous: the
-/// async entry points run it on a blocking thread.
+/// Reads a stored archive from `data` against its (already checked) manifest: decrypts,
+/// checks every object's digest as it is read and hands it to `visit`, then checks the archive
+/// digest. The archive may hold no more than the manifest lists (its limits are tightened to
+/// it, [`ArchiveLimits::within`]). Synchronous: the async entry points run it on a blocking
+/// thread.
 pub fn read_verified(
     manifest: &Manifest,
     data: impl Read,
     keys: &[EncryptionKey],
     limits: &ArchiveLimits,
-) -> Result<Vec<ArchiveEntry>, RestoreError> {
+    mut visit: impl FnMut(ArchiveEntry),
+) -> Result<(), RestoreError> {
     let id = manifest.backup_id.as_str();
     let key = check_key(manifest, keys)?;
+    let limits = limits.within(manifest.objects.iter().map(|o| o.size));
+    let mut checker = manifest
+        .object_checker()
+        .map_err(|e| RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))))?;
+    let mut object_error = None;
+    let mut each = |entry: ArchiveEntry| match checker.check(&entry) {
+        Ok(()) => {
+            visit(entry);
+            Ok(())
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            object_error = Some(e);
+            Err(ArchiveError::Read(io::Error::other(msg)))
+        }
+    };
     let mut hashed = HashingReader::new(data);
-    let entries = match (manifest.archive.encryption, key) {
+    let read = match (manifest.archive.encryption, key) {
         (EncryptionScheme::Aes256GcmStream, Some(key)) => {
             let reader = DecryptReader::new(&mut hashed, key)
                 .map_err(|e| classify_archive_error(id, ArchiveError::Read(e)))?;
-            archive::read_archive(reader, limits)
+            archive::visit_archive(reader, &limits, &mut each)
         }
-        _ => archive::read_archive(&mut hashed, limits),
+        _ => archive::visit_archive(&mut hashed, &limits, &mut each),
     };
-    let entries = entries.map_err(|e| classify_archive_error(id, e))?;
+    if let Some(e) = object_error {
+        return Err(RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))));
+    }
+    read.map_err(|e| classify_archive_error(id, e))?;
     // Anything left unread (there should be nothing) still counts for the digest.
     io::copy(&mut hashed, &mut io::sink())
         .map_err(|e| classify_archive_error(id, ArchiveError::Read(e)))?;
@@ -250,10 +273,10 @@ pub fn read_verified(
     manifest
         .check_archive(&sha, size)
         .map_err(|e| RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))))?;
-    manifest
-        .check_objects(&entries)
+    checker
+        .finish()
         .map_err(|e| RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))))?;
-    Ok(entries)
+    Ok(())
 }
 
 /// Parses entries into objects, checks each names its entry, and sorts them in restore order.
@@ -348,31 +371,67 @@ async fn read_manifest_checked(
     check_manifest(loc, &bytes, signature.as_deref(), trusted_keys)
 }
 
-/// Streams the data file through `read_verified` on a blocking thread.
-async fn stream_verified(
+/// Opens the data file; a missing one is a corrupt backup (its manifest says it exists).
+async fn open_data(
+    store: &Store,
+    loc: &BackupLocation,
+) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, RestoreError> {
+    let id = loc.backup_id();
+    match store.read_data(loc).await {
+        Ok((_, stream)) => Ok(stream),
+        Err(e) if e.is_not_found() => Err(RestoreError::corrupt(
+            id,
+            "the data file is missing",
+            Some(Box::new(e)),
+        )),
+        Err(source) => Err(RestoreError::Store {
+            backup_id: id.into(),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// The first pass over a stored archive: its bytes are hashed and compared with the (already
+/// authenticated) manifest before anything is decrypted or decompressed, and reading stops as
+/// soon as it holds more bytes than the manifest says. An archive swapped for a decompression
+/// bomb is refused here, at the cost of its stored size read once.
+async fn check_stored(
+    store: &Store,
+    loc: &BackupLocation,
+    manifest: &Manifest,
+) -> Result<(), RestoreError> {
+    let id = loc.backup_id();
+    let mut stream = open_data(store, loc).await?;
+    let mut hash = super::crypto::Sha256Counter::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| RestoreError::Store {
+            backup_id: id.into(),
+            source: Box::new(source),
+        })?;
+        hash.update(&chunk);
+        if hash.bytes() > manifest.archive.size {
+            break;
+        }
+    }
+    let (sha, size) = hash.finish();
+    manifest
+        .check_archive(&sha, size)
+        .map_err(|e| RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))))
+}
+
+/// The second pass: streams the data file through [`read_verified`] on a blocking thread,
+/// folding each verified entry into `acc` with `step` there.
+async fn stream_verified<A: Send + 'static>(
     store: &Store,
     loc: &BackupLocation,
     manifest: &Manifest,
     keys: Vec<EncryptionKey>,
     limits: ArchiveLimits,
-) -> Result<Vec<ArchiveEntry>, RestoreError> {
+    acc: A,
+    step: fn(&mut A, ArchiveEntry),
+) -> Result<A, RestoreError> {
     let id = loc.backup_id().to_string();
-    let (_, mut stream) = match store.read_data(loc).await {
-        Ok(s) => s,
-        Err(e) if e.is_not_found() => {
-            return Err(RestoreError::corrupt(
-                &id,
-                "the data file is missing",
-                Some(Box::new(e)),
-            ));
-        }
-        Err(source) => {
-            return Err(RestoreError::Store {
-                backup_id: id,
-                source: Box::new(source),
-            });
-        }
-    };
+    let mut stream = open_data(store, loc).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let m = manifest.clone();
     let worker = tokio::task::spawn_blocking(move || {
@@ -380,7 +439,8 @@ async fn stream_verified(
             rx,
             current: Bytes::new(),
         };
-        read_verified(&m, reader, &keys, &limits)
+        let mut acc = acc;
+        read_verified(&m, reader, &keys, &limits, |e| step(&mut acc, e)).map(|()| acc)
     });
     let mut store_failure = None;
     while let Some(chunk) = stream.next().await {
@@ -410,8 +470,9 @@ async fn stream_verified(
     }
 }
 
-/// Reads a backup for a restore: verifies the signature (when a verifying key is given), streams
-/// and decrypts the data, checks every digest, extracts within the limits and returns the
+/// Reads a backup for a restore: verifies the signature (when trusted keys are given), checks
+/// the stored archive's digest, then streams and decrypts the data, checks every object's
+/// digest, extracts within the limits (and no more than the manifest lists) and returns the
 /// objects in restore order. Any mismatch is an error and nothing is returned.
 pub async fn restore(
     store: &Store,
@@ -419,21 +480,25 @@ pub async fn restore(
     options: &RestoreOptions,
 ) -> Result<RestoredBackup, RestoreError> {
     let manifest = read_manifest_checked(store, loc, &options.trusted_keys).await?;
+    check_key(&manifest, &options.encryption_keys)?;
+    check_stored(store, loc, &manifest).await?;
     let entries = stream_verified(
         store,
         loc,
         &manifest,
         options.encryption_keys.clone(),
         options.limits,
+        Vec::new(),
+        |all, e| all.push(e),
     )
     .await?;
     let objects = into_restore_order(loc.backup_id(), entries)?;
     Ok(RestoredBackup { manifest, objects })
 }
 
-/// Verifies a stored copy. With the encryption key (or for an unencrypted backup) this is a full
-/// read as for a restore; without it only the signature and the stored archive's digest and
-/// size are checked.
+/// Verifies a stored copy: the signature, then the stored archive's digest and size; then,
+/// with the encryption key (or for an unencrypted backup), every object's digest, one object
+/// in memory at a time.
 pub async fn verify(
     store: &Store,
     loc: &BackupLocation,
@@ -443,37 +508,23 @@ pub async fn verify(
     let signature_checked = !options.trusted_keys.is_empty();
     let full = manifest.archive.encryption == EncryptionScheme::None
         || !options.encryption_keys.is_empty();
+    if full {
+        check_key(&manifest, &options.encryption_keys)?;
+    }
+    check_stored(store, loc, &manifest).await?;
     let objects_checked = if full {
-        let entries = stream_verified(
+        let count = stream_verified(
             store,
             loc,
             &manifest,
             options.encryption_keys.clone(),
             options.limits,
+            0usize,
+            |n, _| *n += 1,
         )
         .await?;
-        Some(into_restore_order(loc.backup_id(), entries)?.len())
+        Some(count)
     } else {
-        let id = loc.backup_id();
-        let (_, mut stream) = store
-            .read_data(loc)
-            .await
-            .map_err(|source| RestoreError::Store {
-                backup_id: id.into(),
-                source: Box::new(source),
-            })?;
-        let mut hash = super::crypto::Sha256Counter::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| RestoreError::Store {
-                backup_id: id.into(),
-                source: Box::new(source),
-            })?;
-            hash.update(&chunk);
-        }
-        let (sha, size) = hash.finish();
-        manifest
-            .check_archive(&sha, size)
-            .map_err(|e| RestoreError::corrupt(id, e.to_string(), Some(Box::new(e))))?;
         None
     };
     Ok(VerifyReport {

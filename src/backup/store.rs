@@ -33,6 +33,11 @@ pub const DATA_FILE: &str = "data.tar.zst.enc";
 pub const SIGNATURE_FILE: &str = "manifest.sig";
 /// The manifest: written last, its presence marks a complete backup.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Largest `manifest.json` read (a line of about 150 bytes per object: far more objects than a
+/// backup may hold), so a store cannot make a catalogue listing read gigabytes.
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest `manifest.sig` read (a base64 Ed25519 signature is 88 bytes).
+pub const MAX_SIGNATURE_BYTES: u64 = 4096;
 /// Parts of one data upload in flight at once (each up to 5 MiB, the S3 minimum part size).
 const MAX_PARTS_IN_FLIGHT: usize = 2;
 
@@ -105,6 +110,8 @@ pub enum StoreError {
     },
     #[error("{path} is not UTF-8 text")]
     NotText { path: String },
+    #[error("{path} is {size} bytes, over the limit of {limit}")]
+    TooLarge { path: String, size: u64, limit: u64 },
     #[error("the copy read from {path} does not match its manifest")]
     SourceMismatch {
         path: String,
@@ -486,7 +493,9 @@ impl Store {
         self.put(self.file_path(loc, file), bytes).await
     }
 
-    async fn get_bytes(&self, path: Path) -> Result<Bytes, StoreError> {
+    /// A whole small file, refused unread when the store says it is larger than `limit`, and
+    /// cut off when it sends more (whoever writes the store decides what is there).
+    async fn get_bytes(&self, path: Path, limit: u64) -> Result<Bytes, StoreError> {
         let map = |source: object_store::Error, path: &Path| match source {
             object_store::Error::NotFound { .. } => StoreError::NotFound {
                 path: path.to_string(),
@@ -496,14 +505,32 @@ impl Store {
                 source,
             },
         };
+        let too_large = |size: u64| StoreError::TooLarge {
+            path: path.to_string(),
+            size,
+            limit,
+        };
         let got = self.backend.get(&path).await.map_err(|e| map(e, &path))?;
-        got.bytes().await.map_err(|e| map(e, &path))
+        if got.meta.size > limit {
+            return Err(too_large(got.meta.size));
+        }
+        let mut body = Vec::with_capacity(got.meta.size as usize);
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| map(e, &path))?;
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
     }
 
     /// The stored bytes of `manifest.json` ([`StoreError::NotFound`] when the backup is
-    /// incomplete or absent).
+    /// incomplete or absent), at most [`MAX_MANIFEST_BYTES`].
     pub async fn read_manifest_bytes(&self, loc: &BackupLocation) -> Result<Bytes, StoreError> {
-        self.get_bytes(self.file_path(loc, MANIFEST_FILE)).await
+        self.get_bytes(self.file_path(loc, MANIFEST_FILE), MAX_MANIFEST_BYTES)
+            .await
     }
 
     /// Reads and parses `manifest.json`, checking that it names this location (no signature
@@ -534,7 +561,7 @@ impl Store {
     /// `manifest.sig`, `None` when absent.
     pub async fn read_signature(&self, loc: &BackupLocation) -> Result<Option<String>, StoreError> {
         let path = self.file_path(loc, SIGNATURE_FILE);
-        match self.get_bytes(path.clone()).await {
+        match self.get_bytes(path.clone(), MAX_SIGNATURE_BYTES).await {
             Ok(b) => String::from_utf8(b.to_vec())
                 .map(Some)
                 .map_err(|_| StoreError::NotText {
@@ -625,15 +652,47 @@ impl Store {
         policy: &str,
         trusted: &[ed25519_dalek::VerifyingKey],
     ) -> Result<Vec<CatalogueEntry>, StoreError> {
+        Ok(self
+            .list_some(namespace, policy, trusted, |_| true, usize::MAX)
+            .await?
+            .0)
+    }
+
+    /// [`list_trusted`](Self::list_trusted) of the complete backups whose id `wanted` accepts,
+    /// reading at most `max_reads` manifests (oldest id first); the flag says whether wanted
+    /// ones were left for another call. One listing of the store, and bounded work, whatever
+    /// the store holds.
+    pub async fn list_some(
+        &self,
+        namespace: &str,
+        policy: &str,
+        trusted: &[ed25519_dalek::VerifyingKey],
+        wanted: impl Fn(&str) -> bool,
+        max_reads: usize,
+    ) -> Result<(Vec<CatalogueEntry>, bool), StoreError> {
         let mut out = Vec::new();
         for (id, metas) in self.scan(namespace, policy).await? {
             let file = |name: &str| metas.iter().find(|m| m.location.filename() == Some(name));
             let Some(manifest_meta) = file(MANIFEST_FILE) else {
                 continue;
             };
+            if !wanted(&id) {
+                continue;
+            }
+            if out.len() >= max_reads {
+                return Ok((out, true));
+            }
             let loc = BackupLocation::new(namespace, policy, id.clone());
             let manifest = match loc {
+                // Too large to be one of ours: not even read.
+                Ok(_) if manifest_meta.size > MAX_MANIFEST_BYTES => Err(ManifestError::TooLarge {
+                    size: manifest_meta.size,
+                    limit: MAX_MANIFEST_BYTES,
+                }),
                 Ok(loc) => match self.read_manifest_trusted(&loc, trusted).await {
+                    Err(ReadManifestError::Store(StoreError::TooLarge { size, limit, .. })) => {
+                        Err(ManifestError::TooLarge { size, limit })
+                    }
                     Ok(m) => Ok(m),
                     Err(ReadManifestError::Store(e)) => return Err(e),
                     Err(ReadManifestError::Manifest(e)) => Err(e),
@@ -653,7 +712,7 @@ impl Store {
                 completed_at: to_jiff(manifest_meta.last_modified),
             });
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// Backup directories without `manifest.json`.

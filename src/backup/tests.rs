@@ -560,3 +560,92 @@ async fn a_manifest_saying_unencrypted_is_refused_by_a_reader_that_holds_a_key()
         8
     );
 }
+
+/// A zstd-compressed tar of one entry of `size` zero bytes: a few kilobytes that decompress to
+/// `size`.
+fn bomb(path: &str, size: u64) -> Vec<u8> {
+    let mut tar = tar::Builder::new(zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(
+        &mut header,
+        path,
+        std::io::Read::take(std::io::repeat(0), size),
+    )
+    .unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_data_file_swapped_for_a_decompression_bomb_is_refused_before_it_is_decompressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    // An unencrypted policy: nothing but the digest stands between the bomb and the decoder.
+    let plain = BackupOptions {
+        encryption_key: None,
+        ..options()
+    };
+    backup_with(&store, "b1", plain).await;
+    let path = "objects/core/v1/ConfigMap/obj-00001.json";
+    let payload = bomb(path, 1 << 30);
+    assert!(payload.len() < 1 << 20, "{} bytes", payload.len());
+    std::fs::write(data_path(dir.path(), "b1", DATA_FILE), &payload).unwrap();
+    let reader = RestoreOptions {
+        encryption_keys: vec![],
+        ..restore_options()
+    };
+    let started = Instant::now();
+    for result in [
+        restore(&store, &loc("b1"), &reader).await.map(|_| ()),
+        verify(&store, &loc("b1"), &reader).await.map(|_| ()),
+    ] {
+        let err = result.unwrap_err();
+        assert_eq!(err.category(), "Corrupt", "{err}");
+        assert!(
+            error_chain(&err).contains("archive digest mismatch"),
+            "{err}"
+        );
+    }
+    // Refused from its stored bytes alone: a gigabyte was never decompressed.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn an_archive_holds_no_more_than_its_manifest_lists() {
+    let limits = ArchiveLimits::default().within([10u64, 300, 20].into_iter());
+    assert_eq!(limits.max_entries, 3);
+    assert_eq!(limits.max_object_bytes, 300);
+    assert_eq!(limits.max_total_bytes, 330);
+    // Never looser than the defaults.
+    let huge = ArchiveLimits::default().within([u64::MAX].into_iter());
+    assert_eq!(
+        huge.max_object_bytes,
+        ArchiveLimits::default().max_object_bytes
+    );
+    let path = "objects/core/v1/ConfigMap/x.json";
+    let err = archive::read_archive(&bomb(path, 400)[..], &limits).unwrap_err();
+    assert!(err.is_unsafe(), "{err}");
+}
+
+#[tokio::test]
+async fn a_manifest_over_its_size_limit_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_with(&store, "b1", options()).await;
+    let manifest = data_path(dir.path(), "b1", MANIFEST_FILE);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&manifest)
+        .unwrap();
+    file.set_len(store::MAX_MANIFEST_BYTES + 1).unwrap();
+    let err = store.read_manifest_bytes(&loc("b1")).await.unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+    let listed = store.list_backups("team-a", "nightly").await.unwrap();
+    assert!(listed[0].manifest.is_err());
+    let err = restore(&store, &loc("b1"), &restore_options())
+        .await
+        .unwrap_err();
+    assert!(error_chain(&err).contains("over the limit"), "{err}");
+}

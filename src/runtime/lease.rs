@@ -94,6 +94,15 @@ pub enum LeaseError {
     },
 }
 
+/// Why one round of leader election failed.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error(transparent)]
+    Api(kube::Error),
+    #[error("the API server did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
 /// A candidate for the leader Lease.
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -132,9 +141,30 @@ impl LeaderElector {
         let mut last_renew: Option<tokio::time::Instant> = None;
         // A leader that cannot renew for this long stops before its Lease can expire elsewhere.
         let renew_deadline = self.lease_duration.mul_f32(2.0 / 3.0);
+        // No round may outlast the renew deadline: an API server that stops answering (a
+        // stalled connection, not a refused one) would otherwise hold the leader in a request
+        // past its Lease's expiry, acting while a standby takes over.
+        // A leader's round may last only until that deadline.
         loop {
             let now = Timestamp::now();
-            let wait = match self.round(now).await {
+            let leading = *role.borrow() == Role::Leading;
+            let since_renew = last_renew.map(|t| t.elapsed()).unwrap_or_default();
+            if leading && since_renew >= renew_deadline {
+                return Err(LeaseError::Lost {
+                    name: self.name.clone(),
+                    elapsed: since_renew,
+                });
+            }
+            let round_timeout = if leading {
+                self.retry.min(renew_deadline - since_renew)
+            } else {
+                self.retry
+            };
+            let round = match tokio::time::timeout(round_timeout, self.round(now)).await {
+                Ok(r) => r.map_err(RoundError::Api),
+                Err(_) => Err(RoundError::TimedOut(round_timeout)),
+            };
+            let wait = match round {
                 Ok(Decision::Renew) | Ok(Decision::Acquire) => {
                     if *role.borrow() != Role::Leading {
                         info!(lease = %self.name, identity = %self.identity, "became leader");
@@ -162,16 +192,14 @@ impl LeaderElector {
                 }
                 Err(err) => {
                     warn!(lease = %self.name, error = %err, "leader election round failed");
+                    // A leader tries again at once if its deadline is near.
+                    let left = renew_deadline
+                        .saturating_sub(last_renew.map(|t| t.elapsed()).unwrap_or_default());
                     if *role.borrow() == Role::Leading {
-                        let elapsed = last_renew.map(|t| t.elapsed()).unwrap_or_default();
-                        if elapsed > renew_deadline {
-                            return Err(LeaseError::Lost {
-                                name: self.name.clone(),
-                                elapsed,
-                            });
-                        }
+                        (self.retry / 2).min(left)
+                    } else {
+                        self.retry / 2
                     }
-                    self.retry / 2
                 }
             };
             tokio::select! {
@@ -260,7 +288,7 @@ impl LeaderElector {
 
     /// Gives the Lease up on shutdown so that a standby does not wait for it to expire.
     async fn release(&self) {
-        let result = async {
+        let result = tokio::time::timeout(self.retry, async {
             let Some(mut lease) = self.api.get_opt(&self.name).await? else {
                 return Ok(());
             };
@@ -274,8 +302,10 @@ impl LeaderElector {
                 .replace(&self.name, &PostParams::default(), &lease)
                 .await
                 .map(|_| ())
-        }
-        .await;
+        })
+        .await
+        .map_err(|_| RoundError::TimedOut(self.retry))
+        .and_then(|r| r.map_err(RoundError::Api));
         match result {
             Ok(()) => info!(lease = %self.name, "released the leader Lease"),
             Err(err) => {

@@ -42,10 +42,14 @@ pub const MAX_CONCURRENT_BACKUPS: usize = 2;
 pub const POLICY_LABEL: &str = "opsec.x1642.dev/backup-policy";
 /// Label of a restore test's scratch namespace: the namespace it tests.
 pub const RESTORE_TEST_LABEL: &str = "opsec.x1642.dev/restore-test-of";
-/// Annotation on a BackupPolicy asking for a verification now (removed when done).
+/// Annotation on a BackupPolicy asking for a verification now: its value is a token, and a
+/// new token asks again (the last one handled is in status; the annotation is never removed).
 pub const VERIFY_NOW_ANNOTATION: &str = "opsec.x1642.dev/verify-now";
-/// Annotation on a BackupPolicy asking for a restore test now (removed when done).
+/// Annotation on a BackupPolicy asking for a restore test now, likewise.
 pub const RESTORE_TEST_NOW_ANNOTATION: &str = "opsec.x1642.dev/restore-test-now";
+/// Restores, verifications and restore tests running at once across all objects: each reads a
+/// whole backup, so they are bounded together.
+pub const MAX_CONCURRENT_READS: usize = 2;
 const CONTROLLER: &str = "backup";
 
 /// Why a reconcile failed (retried with per-object backoff).
@@ -111,6 +115,8 @@ pub struct State {
     pub ctx: Context,
     pub recorder: Recorder,
     pub backups: Semaphore,
+    /// Restores, verifications and restore tests ([`MAX_CONCURRENT_READS`]).
+    pub reads: Semaphore,
     reconciles: crate::controller::Reconciles,
     /// Uids of the Backups this process is running now: a Backup found `Running` that is not
     /// here was left behind by a process that stopped (see [`execute`]).
@@ -290,6 +296,7 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             reconciles: crate::controller::Reconciles::new(CONTROLLER, ctx.metrics.clone()),
             ctx,
             backups: Semaphore::new(MAX_CONCURRENT_BACKUPS),
+            reads: Semaphore::new(MAX_CONCURRENT_READS),
             running: Mutex::default(),
             copy_retries: Mutex::default(),
         });

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -123,7 +123,17 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     let mut unreachable = stores.failed.clone();
 
     // D: the catalogue comes back from the stores.
-    let rebuilt = rebuild_catalogue(st, p, &access, &stores, &backups, &mut unreachable).await;
+    let mut more_to_read = false;
+    let rebuilt = rebuild_catalogue(
+        st,
+        p,
+        &access,
+        &stores,
+        &backups,
+        &mut unreachable,
+        &mut more_to_read,
+    )
+    .await;
     if !rebuilt.is_empty() {
         st.publish(
             p,
@@ -144,6 +154,10 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     // Partial copies of interrupted runs go; failed copies are retried from a good one.
     cleanup_incomplete(st, p, &stores, &backups, &unreachable).await;
     let mut wake: Vec<Timestamp> = Vec::new();
+    if more_to_read {
+        // The rest of the catalogue in the next round.
+        wake.push(Timestamp::now());
+    }
     retry_copies(st, p, &stores, &mut backups, &mut wake).await;
 
     // A: the schedule.
@@ -187,10 +201,17 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
             .as_ref()
             .map(|l| l.time.0)
             .unwrap_or(since);
-        let asked = p.annotations().contains_key(VERIFY_NOW_ANNOTATION);
+        let asked = requested(p, VERIFY_NOW_ANNOTATION, &status.last_handled_verify_now);
         match schedule::next_cron(&v.schedule.0, tz, last) {
             Ok(due_at) => {
-                if asked || now >= due_at {
+                if asked.is_some() || now >= due_at {
+                    // The request is recorded as handled before the work starts: a crash in
+                    // the middle does not make it run again and again.
+                    if let Some(token) = asked {
+                        status.last_handled_verify_now = Some(token);
+                        write_status(st, p, previous.as_ref(), &status).await?;
+                    }
+                    let _permit = st.reads.acquire().await;
                     let options = keys.as_ref().ok().map(|k| k.restore_options());
                     let summary = verify_all(st, p, &stores, &mut backups, options).await;
                     let (cs, reason, msg) = if summary.failed == 0 {
@@ -219,9 +240,6 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                         Timestamp::now(),
                     );
                     status.last_verification = Some(summary);
-                    if asked {
-                        remove_annotation(st, p, VERIFY_NOW_ANNOTATION).await;
-                    }
                 }
                 let last = status
                     .last_verification
@@ -241,10 +259,19 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                 .as_ref()
                 .map(|l| l.time.0)
                 .unwrap_or(since);
-            let asked = p.annotations().contains_key(RESTORE_TEST_NOW_ANNOTATION);
+            let asked = requested(
+                p,
+                RESTORE_TEST_NOW_ANNOTATION,
+                &status.last_handled_restore_test_now,
+            );
             match schedule::next_cron(&rt.schedule.0, tz, last) {
                 Ok(due_at) => {
-                    if asked || now >= due_at {
+                    if asked.is_some() || now >= due_at {
+                        if let Some(token) = asked {
+                            status.last_handled_restore_test_now = Some(token);
+                            write_status(st, p, previous.as_ref(), &status).await?;
+                        }
+                        let _permit = st.reads.acquire().await;
                         let timeout = rt.timeout.to_std().unwrap_or(Duration::from_secs(1800));
                         let newest = backups
                             .iter()
@@ -303,9 +330,6 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                         )
                         .await;
                         status.last_restore_test = Some(summary);
-                        if asked {
-                            remove_annotation(st, p, RESTORE_TEST_NOW_ANNOTATION).await;
-                        }
                     }
                     let last = status
                         .last_restore_test
@@ -576,9 +600,19 @@ async fn rebuild_catalogue(
     stores: &Stores,
     backups: &[Backup],
     unreachable: &mut Vec<(String, String)>,
+    more_to_read: &mut bool,
 ) -> Vec<String> {
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
+    // Backups the catalogue already has, by the id their copies are stored under.
+    let known: HashSet<String> = backups
+        .iter()
+        .flat_map(|b| {
+            let id = b.status.as_ref().and_then(|s| s.backup_id.clone());
+            [Some(b.name_any()), id]
+        })
+        .flatten()
+        .collect();
     let mut found: BTreeMap<
         String,
         (
@@ -591,11 +625,19 @@ async fn rebuild_catalogue(
         // Only manifests the operator signed enter the catalogue: anyone who can write the
         // store can leave one there, and a forged one must neither count for the RPO nor push
         // real backups out of retention.
+        // Only ids without a Backup are read, and a bounded number per reconcile.
         match store
-            .list_trusted(&ns, &name, access.signing.trusted())
+            .list_some(
+                &ns,
+                &name,
+                access.signing.trusted(),
+                |id| !known.contains(id),
+                CATALOGUE_READS,
+            )
             .await
         {
-            Ok(entries) => {
+            Ok((entries, more)) => {
+                *more_to_read |= more;
                 for e in entries {
                     let m = match e.manifest {
                         Ok(m) => m,
@@ -626,10 +668,9 @@ async fn rebuild_catalogue(
             Err(e) => unreachable.push((store.name().into(), error_chain(&e))),
         }
     }
-    let existing: HashSet<String> = backups.iter().map(|b| b.name_any()).collect();
     let mut out = Vec::new();
     for (id, (m, completed_at, locations)) in found {
-        if existing.contains(&id) {
+        if known.contains(&id) {
             continue;
         }
         let created = match create_backup(st, &ns, &name, &id, BackupTrigger::Catalogue).await {
@@ -859,16 +900,13 @@ fn rto_condition(p: &BackupPolicy, status: &mut BackupPolicyStatus, summary: &Re
     }
 }
 
-async fn remove_annotation(st: &State, p: &BackupPolicy, key: &str) {
-    let api: Api<BackupPolicy> =
-        Api::namespaced(st.ctx.client.clone(), &p.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"metadata": {"annotations": {key: null}}});
-    if let Err(e) = api
-        .patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        tracing::warn!(error = %e, annotation = key, "could not remove an annotation");
-    }
+/// The token of a "do it now" annotation not handled yet: its value when it differs from the
+/// last one handled (recorded in status), so re-applying the same manifest asks for nothing.
+fn requested(p: &BackupPolicy, annotation: &str, handled: &Option<String>) -> Option<String> {
+    p.annotations()
+        .get(annotation)
+        .filter(|token| handled.as_ref() != Some(*token))
+        .cloned()
 }
 
 /// Deletes what retention no longer keeps: the stored copies, then the Backup object.
@@ -954,6 +992,10 @@ async fn apply_retention(st: &State, p: &BackupPolicy, stores: &Stores, backups:
         .unwrap_or_else(|_| backups.iter().map(|b| b.name_any()).collect());
     backups.retain(|b| kept.contains(&b.name_any()));
 }
+
+/// Manifests the catalogue reads per store in one reconcile: a store holding many backups
+/// without Backup objects is brought back over several rounds, each bounded.
+pub const CATALOGUE_READS: usize = 50;
 
 /// How long an incomplete copy (no `manifest.json`) must sit untouched before it is deleted: a
 /// writer between its data and its manifest takes seconds, never this long.

@@ -150,7 +150,10 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     write_status(st, r, previous.as_ref(), &running).await?;
 
     let mut done = running.clone();
-    let outcome = run(st, &access, r, &mut done).await;
+    let outcome = {
+        let _permit = st.reads.acquire().await;
+        run(st, &access, r, &mut done).await
+    };
     done.completion_time = Some(time(Timestamp::now()));
     done.duration = Some(format_duration(started.elapsed()));
     let now = Timestamp::now();
