@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -34,44 +34,12 @@ fn apiserver_pid() -> u32 {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let flag = format!("--secure-port={port}");
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("kube-apiserver")) && args.contains(&flag) {
-            return pid;
-        }
-    }
-    panic!(
-        "no local kube-apiserver serves {server}: this test freezes the API server process, so it \
-         needs the control plane `make test` starts"
-    );
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
-/// Thaws the API server however the test ends.
-struct Frozen(u32);
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        signal(self.0, "-CONT");
-    }
+    common::process_with("kube-apiserver", &format!("--secure-port={port}")).unwrap_or_else(|| {
+        panic!(
+            "no local kube-apiserver serves {server}: this test freezes the API server process, \
+             so it needs the control plane `make test` starts"
+        )
+    })
 }
 
 struct Operator {
@@ -157,9 +125,7 @@ async fn a_leader_whose_api_server_stalls_stands_down_before_its_lease_expires()
     let b = Operator::start(&lease, &format!("{lease}-b"));
     b.ready_as("standby").await;
 
-    let pid = apiserver_pid();
-    let frozen = Frozen(pid);
-    signal(pid, "-STOP");
+    let frozen = common::Frozen::stop(apiserver_pid());
     // Wait past the lease duration, watching for the leader to stop.
     let mut stood_down = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(LEASE_SECONDS + 3);

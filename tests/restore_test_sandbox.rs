@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn start(lease: &str) -> Child {
+fn start(lease: &str) -> common::OperatorProcess {
     let log = std::env::temp_dir().join(format!("{lease}.log"));
     let file = std::fs::File::create(&log).unwrap();
     eprintln!("operator log: {}", log.display());
@@ -35,6 +35,7 @@ fn start(lease: &str) -> Child {
         .stdout(file.try_clone().unwrap())
         .stderr(file)
         .spawn()
+        .map(common::OperatorProcess)
         .expect("start opsec-operator")
 }
 
@@ -181,8 +182,7 @@ async fn a_restore_test_runs_in_a_sandbox_that_refuses_privileged_pods_and_a_cra
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        operator.kill().unwrap();
-        operator.wait().unwrap();
+        operator.kill();
         let now = Api::<Namespace>::all(client.clone())
             .get_opt(&scratch.name_any())
             .await
@@ -233,7 +233,6 @@ async fn a_restore_test_runs_in_a_sandbox_that_refuses_privileged_pods_and_a_cra
         }
     })
     .await;
-    operator.kill().unwrap();
-    let _ = operator.wait();
+    operator.kill();
     common::delete_namespace(&client, &ns).await;
 }

@@ -17,6 +17,7 @@
 
 pub mod archive;
 pub mod cli;
+mod copies;
 pub mod crypto;
 pub mod endpoint;
 pub mod export;
@@ -33,9 +34,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use copies::Copies;
 
 pub use archive::{ArchiveError, ArchiveLimits, ObjectKey};
 pub use crypto::{CryptoError, EncryptionKey, parse_signing_key, parse_verifying_key};
@@ -267,17 +270,6 @@ impl Write for Sink {
     }
 }
 
-enum Slot {
-    Writing(store::DataUpload),
-    Written,
-    Failed(StoreError),
-}
-
-struct Target {
-    store: Store,
-    slot: Slot,
-}
-
 /// One serialized object for the archiving thread.
 struct Entry {
     key: ObjectKey,
@@ -383,37 +375,25 @@ fn archive_thread(
     })
 }
 
-fn some_store_alive(targets: &[Target]) -> bool {
-    targets
-        .iter()
-        .any(|t| matches!(t.slot, Slot::Writing(_) | Slot::Written))
-}
-
-/// Hands the stored bytes to every live store, waiting while too many parts are in flight.
+/// Hands the stored bytes to every store still writing (each on its own task, [`copies`]).
 /// Ends when the chunks end or when no store is left (which stops the archiving thread).
 async fn upload_task(
-    mut targets: Vec<Target>,
+    mut copies: Copies,
     mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
-) -> Vec<Target> {
+) -> Copies {
     while let Some(chunk) = chunks.recv().await {
-        let bytes = Bytes::from(chunk);
-        for target in &mut targets {
-            let result = match &mut target.slot {
-                Slot::Writing(upload) => {
-                    upload.write(bytes.clone());
-                    upload.wait().await
-                }
-                _ => continue,
-            };
-            if let Err(e) = result {
-                Run::fail(target, e).await;
-            }
-        }
-        if !some_store_alive(&targets) {
+        copies.send(Bytes::from(chunk)).await;
+        if !copies.any_alive() {
             break;
         }
     }
-    targets
+    copies.end_data();
+    copies
+}
+
+/// An error of the pipeline itself that is not a task's failure.
+fn pipeline_error_text(what: &str) -> BackupError {
+    BackupError::Archive(ArchiveError::Finish(io::Error::other(what.to_string())))
 }
 
 /// An error of the pipeline itself (a thread or task that panicked).
@@ -441,7 +421,7 @@ pub struct BackupWriter {
     batch_bytes: usize,
     checker: archive::EntryChecker,
     archiver: Option<tokio::task::JoinHandle<Result<Archived, Stop>>>,
-    uploader: Option<tokio::task::JoinHandle<Vec<Target>>>,
+    uploader: Option<tokio::task::JoinHandle<Copies>>,
     run: Run,
 }
 
@@ -451,8 +431,8 @@ struct Run {
     location: BackupLocation,
     options: BackupOptions,
     skipped: BTreeMap<&'static str, usize>,
-    /// The stores, once the upload task has handed them back.
-    targets: Vec<Target>,
+    /// The stores' copies, once the upload task has handed them back.
+    copies: Option<Copies>,
 }
 
 impl std::fmt::Debug for BackupWriter {
@@ -492,32 +472,18 @@ impl BackupWriter {
             mtime,
         )
         .map_err(BackupError::Archive)?;
-        let mut targets = Vec::with_capacity(stores.len());
-        for store in stores {
-            let slot = match store.start_data(&location).await {
-                Ok(upload) => Slot::Writing(upload),
-                Err(e) => {
-                    tracing::warn!(store = store.name(), error = %e, "backup store failed to start");
-                    Slot::Failed(e)
-                }
-            };
-            targets.push(Target {
-                store: store.clone(),
-                slot,
-            });
-        }
-        let mut run = Run {
+        let copies = Copies::start(stores, &location);
+        let run = Run {
             meta,
             location,
             options,
             skipped: BTreeMap::new(),
-            targets,
+            copies: None,
         };
-        run.check_some_store_alive()?;
         let (jobs, jobs_rx) = std::sync::mpsc::channel();
         let (chunks, chunks_rx) = tokio::sync::mpsc::channel(CHUNKS_QUEUED);
         let (spare_tx, spare) = std::sync::mpsc::channel();
-        let uploader = tokio::spawn(upload_task(std::mem::take(&mut run.targets), chunks_rx));
+        let uploader = tokio::spawn(upload_task(copies, chunks_rx));
         let archiver =
             tokio::task::spawn_blocking(move || archive_thread(archive, jobs_rx, chunks, spare_tx));
         Ok(Self {
@@ -654,7 +620,7 @@ impl BackupWriter {
         let mut upload_failure = None;
         if let Some(handle) = self.uploader.take() {
             match handle.await {
-                Ok(targets) => self.run.targets = targets,
+                Ok(copies) => self.run.copies = Some(copies),
                 Err(e) => upload_failure = Some(pipeline_error("upload task", e)),
             }
         }
@@ -664,13 +630,19 @@ impl BackupWriter {
                 None => Ok(a),
             },
             Err(Stop::Failed(e)) => Err(e),
-            Err(Stop::UploadsGone | Stop::Abandoned) => Err(upload_failure
-                .or_else(|| self.run.check_some_store_alive().err())
-                .unwrap_or_else(|| {
-                    BackupError::Archive(ArchiveError::Finish(io::Error::other(
-                        "the backup was abandoned",
-                    )))
-                })),
+            Err(Stop::UploadsGone) if upload_failure.is_none() => {
+                // Every store failed: say why each did.
+                let failures = match self.run.copies.take() {
+                    Some(copies) => copies.abort().await,
+                    None => Vec::new(),
+                };
+                Err(BackupError::AllStoresFailed { failures })
+            }
+            Err(Stop::UploadsGone | Stop::Abandoned) => Err(upload_failure.unwrap_or_else(|| {
+                BackupError::Archive(ArchiveError::Finish(io::Error::other(
+                    "the backup was abandoned",
+                )))
+            })),
         }
     }
 
@@ -720,96 +692,46 @@ fn queue_permits(len: usize) -> u32 {
 }
 
 impl Run {
-    fn check_some_store_alive(&mut self) -> Result<(), BackupError> {
-        if some_store_alive(&self.targets) {
-            return Ok(());
-        }
-        let failures = self
-            .targets
-            .iter_mut()
-            .filter_map(|t| match std::mem::replace(&mut t.slot, Slot::Written) {
-                Slot::Failed(e) => Some((t.store.name().to_string(), e)),
-                _ => None,
-            })
-            .collect();
-        Err(BackupError::AllStoresFailed { failures })
-    }
-
-    async fn fail(target: &mut Target, error: StoreError) {
-        tracing::warn!(store = target.store.name(), error = %error, "backup store failed");
-        if let Slot::Writing(upload) = std::mem::replace(&mut target.slot, Slot::Failed(error)) {
-            // Best effort: the upload is abandoned either way.
-            let _ = upload.abort().await;
-        }
-    }
-
+    /// Abandons every copy still held.
     async fn abort(&mut self) {
-        for target in &mut self.targets {
-            if let Slot::Writing(upload) = std::mem::replace(&mut target.slot, Slot::Written) {
-                let _ = upload.abort().await;
-            }
+        if let Some(copies) = self.copies.take() {
+            copies.abort().await;
         }
     }
 
     async fn commit(&mut self, archived: Archived) -> Result<BackupSummary, BackupError> {
-        // The stores complete their data files (a local fsync beside the S3 upload of the last
-        // part) while the manifest is built and signed on a blocking thread (it needs only the
-        // archive) and each store gets `manifest.sig`: neither makes a backup look complete.
-        // Last, `manifest.json`, the commit marker, is written (one atomic PUT) to each store
-        // whose data and signature are written.
+        // The manifest is built and signed on a blocking thread (it needs only the archive);
+        // then each store commits on its own: its data completed, `manifest.sig`, and last
+        // `manifest.json`, the commit marker (one atomic PUT), so that no store's commit waits
+        // for another's.
         let built = tokio::task::spawn_blocking({
             let (meta, options) = (self.meta.clone(), self.options.clone());
             move || signed_manifest(&meta, &options, archived)
         });
-        let stores: Vec<Store> = self.targets.iter().map(|t| t.store.clone()).collect();
-        let location = &self.location;
-        let signing = async {
-            let (manifest, bytes, signature) =
-                built.await.map_err(|e| pipeline_error("manifest", e))??;
-            let signed: Vec<Result<(), StoreError>> =
-                futures::future::join_all(stores.iter().map(|store| async {
-                    match signature.as_deref() {
-                        Some(sig) => store.put_signature(location, sig).await,
-                        None => Ok(()),
-                    }
-                }))
-                .await;
-            Ok::<_, BackupError>((manifest, bytes, signature, signed))
+        let Some(copies) = self.copies.take() else {
+            return Err(pipeline_error_text("the stores were handed back twice"));
         };
-        let finishing =
-            futures::future::join_all(self.targets.iter_mut().map(|target| async move {
-                if let Slot::Writing(upload) = std::mem::replace(&mut target.slot, Slot::Written)
-                    && let Err(e) = upload.finish().await
-                {
-                    tracing::warn!(store = target.store.name(), error = %e, "backup store failed");
-                    target.slot = Slot::Failed(e);
-                }
-            }));
-        let (_, signed) = tokio::join!(finishing, signing);
-        let (manifest, bytes, signature, signed) = signed?;
-
-        let stores: Vec<StoreResult> = futures::future::join_all(
-            self.targets.iter_mut().zip(signed).map(|(target, signed)| {
-                let bytes = bytes.clone();
-                async move {
-                    let name = target.store.name().to_string();
-                    let slot = std::mem::replace(&mut target.slot, Slot::Written);
-                    // Every slot is Written or Failed once the data is finished.
-                    let result = match (slot, signed) {
-                        (Slot::Failed(e), _) | (_, Err(e)) => Err(e),
-                        (_, Ok(())) => target.store.put_manifest(location, bytes).await,
-                    };
-                    if let Err(e) = &result {
-                        tracing::warn!(store = %name, error = %e, "backup store failed");
-                    }
-                    StoreResult {
-                        store: name,
-                        result,
-                    }
-                }
-            }),
-        )
-        .await;
+        // The stores complete their data while the manifest is built; each writes it as soon
+        // as it has both.
+        let (built_tx, built_rx) = tokio::sync::oneshot::channel();
+        let parts = async move {
+            let built = built.await;
+            let parts = match &built {
+                Ok(Ok((_, bytes, signature))) => Some((bytes.clone(), signature.clone())),
+                _ => None,
+            };
+            let _ = built_tx.send(built);
+            parts
+        }
+        .boxed()
+        .shared();
+        let stores = copies.commit(parts.clone()).await;
+        // Built even when no store got as far as asking for it.
+        parts.await;
+        let (manifest, _, signature) = built_rx
+            .await
+            .map_err(|_| pipeline_error_text("the manifest was not built"))?
+            .map_err(|e| pipeline_error("manifest", e))??;
         if stores.iter().all(|s| s.result.is_err()) {
             let failures = stores
                 .into_iter()

@@ -112,6 +112,12 @@ pub enum StoreError {
     NotText { path: String },
     #[error("{path} is {size} bytes, over the limit of {limit}")]
     TooLarge { path: String, size: u64, limit: u64 },
+    #[error(
+        "writing {path} fell more than {queued} bytes behind the other stores: this copy is abandoned and replicated later from a complete one"
+    )]
+    FellBehind { path: String, queued: u64 },
+    #[error("the upload task of store {store} failed: {reason}")]
+    Task { store: String, reason: String },
     #[error("the copy read from {path} does not match its manifest")]
     SourceMismatch {
         path: String,
@@ -355,6 +361,9 @@ impl Store {
         let name = name.into();
         let mut options = object_store::ClientOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(10))
+            // No request may hang: a store that stops answering fails its copy in seconds (the
+            // other stores commit on their own meanwhile, and the policy retries the copy).
+            .with_timeout(std::time::Duration::from_secs(20))
             // What each file is, for whoever browses the bucket, and so that a server
             // does not sniff them: SeaweedFS, seeing JSON as text, gzips it on arrival.
             .with_content_type_for_suffix("json", "application/json")
@@ -374,13 +383,13 @@ impl Store {
             // manifest), and verification re-reads every copy; signing the payload would hash
             // every uploaded byte once more for nothing.
             .with_unsigned_payload(true)
-            // An unreachable endpoint fails a run in about a minute instead of object_store's
-            // default three minutes of retries, so the on-site copy and the status are not held
-            // up (the policy retries the failed location's copy from a stored one, on a backoff).
+            // An unreachable endpoint fails its copy within half a minute instead of
+            // object_store's default three minutes of retries, so the status is not held up
+            // (the policy retries the failed location's copy from a stored one, on a backoff).
             .with_client_options(options)
             .with_retry(object_store::RetryConfig {
-                max_retries: 3,
-                retry_timeout: std::time::Duration::from_secs(60),
+                max_retries: 2,
+                retry_timeout: std::time::Duration::from_secs(30),
                 ..Default::default()
             });
         if let Some(endpoint) = &config.endpoint {

@@ -332,7 +332,7 @@ async fn a_failing_store_does_not_stop_the_others() {
     let err = run_backup(meta("b2"), options(), stream(objects(5)), &stores[..1])
         .await
         .unwrap_err();
-    assert_eq!(err.category(), "StorageFailed");
+    assert_eq!(err.category(), "StorageFailed", "{}", error_chain(&err));
     assert!(err.to_string().contains("broken"), "{err}");
 }
 
@@ -648,4 +648,43 @@ async fn a_manifest_over_its_size_limit_is_refused_unread() {
         .await
         .unwrap_err();
     assert!(error_chain(&err).contains("over the limit"), "{err}");
+}
+
+#[tokio::test]
+async fn a_store_that_stops_answering_does_not_hold_up_the_others_commit() {
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    let dir = tempfile::tempdir().unwrap();
+    let onsite = Store::local("onsite", dir.path()).unwrap();
+    // Every write to it waits an hour: a store that stopped answering.
+    let hanging = ThrottledStore::new(
+        object_store::memory::InMemory::new(),
+        ThrottleConfig {
+            wait_put_per_call: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
+    let offsite = Store::from_object_store("offsite", std::sync::Arc::new(hanging), "").unwrap();
+    let stores = [offsite, onsite.clone()];
+    let run = tokio::spawn(async move { backup_to(&stores, "b1", 200).await });
+    // The on-site copy is complete while the other store still hangs.
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if onsite.read_manifest(&loc("b1")).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the on-site copy waited for the hanging store"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!run.is_finished(), "the run ended although a store hangs");
+    run.abort();
+    restore(&onsite_store(dir.path()), &loc("b1"), &restore_options())
+        .await
+        .unwrap();
+}
+
+fn onsite_store(dir: &std::path::Path) -> Store {
+    Store::local("onsite", dir).unwrap()
 }

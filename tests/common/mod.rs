@@ -152,6 +152,72 @@ where
     }
 }
 
+/// The pid of the local process whose program ends with `program` and whose arguments include
+/// `arg` (a server of the test environment, to signal it).
+pub fn process_with(program: &str, arg: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with(program)) && args.iter().any(|a| a == arg) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, `-KILL`) to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+/// An operator process a test started itself: killed however the test ends, so that a failed
+/// test leaves no operator acting on the next tests' objects.
+pub struct OperatorProcess(pub std::process::Child);
+
+impl OperatorProcess {
+    /// Kills it with SIGKILL (a crash, for the tests that simulate one) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Resumes a process stopped with SIGSTOP however the test ends.
+pub struct Frozen(pub u32);
+
+impl Frozen {
+    /// Stops `pid` with SIGSTOP until the guard drops.
+    pub fn stop(pid: u32) -> Self {
+        signal(pid, "-STOP");
+        Self(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

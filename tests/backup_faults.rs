@@ -1,0 +1,261 @@
+//! Backups under faults, against the real API server and a real S3 server (SeaweedFS): the
+//! off-site store frozen with SIGSTOP during a backup does not hold up the on-site commit, and
+//! the operator killed with SIGKILL in that window keeps the on-site copy when it restarts;
+//! wrong S3 credentials fail with a stable condition, so the status is not rewritten again and
+//! again. A test binary of its own: it freezes the S3 server and kills its own operator. Needs
+//! KUBECONFIG and the S3 settings (`make test`).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use opsec_operator::api::backup::BackupPhase;
+use opsec_operator::api::{Backup, BackupPolicy};
+use opsec_operator::backup::{BackupLocation, Store};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The tests take turns: one of them freezes the S3 server the other uses.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn start(lease: &str) -> common::OperatorProcess {
+    let log = std::env::temp_dir().join(format!("{lease}-{}.log", common::unique("run")));
+    eprintln!("operator log: {}", log.display());
+    let file = std::fs::File::create(&log).unwrap();
+    common::operator_command("backup", lease)
+        .args([
+            "--admin-addr",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .args(["--lease-duration", "4s", "--lease-retry", "1s"])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .map(common::OperatorProcess)
+        .expect("start opsec-operator")
+}
+
+fn apply(ns: &str, obj: &Value) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(obj).unwrap()).unwrap();
+    let (ok, out, err) = common::kubectl(&["apply", "-n", ns, "-f", file.path().to_str().unwrap()]);
+    assert!(ok, "{out} {err}");
+}
+
+/// A tenant namespace with its keys, S3 credentials (`secret` key as given) and a bucket.
+async fn tenant(client: &Client, prefix: &str, s3_secret: &str) -> (String, String) {
+    common::install_crds();
+    let ns = common::namespace(client, prefix, &[]).await;
+    common::tenant_account(&ns).await;
+    let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    apply(
+        &ns,
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": {"enc": key}}),
+    );
+    apply(
+        &ns,
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"}, "stringData": {
+        "AWS_ACCESS_KEY_ID": common::s3::env("AWS_ACCESS_KEY_ID"), "AWS_SECRET_ACCESS_KEY": s3_secret}}),
+    );
+    let items: Vec<Value> = (0..50)
+        .map(|i| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}")}, "data": {"i": i.to_string()}}))
+        .collect();
+    apply(
+        &ns,
+        &json!({"apiVersion": "v1", "kind": "List", "items": items}),
+    );
+    (ns, common::s3::bucket(prefix).await)
+}
+
+async fn policy(client: &Client, ns: &str, bucket: &str) {
+    let p: BackupPolicy = serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1",
+        "kind": "BackupPolicy", "metadata": {"name": "p", "namespace": ns},
+        "spec": {"rpo": "1h", "suspend": true,
+            "storage": [{"name": "onsite", "local": {"path": "onsite"}},
+                {"name": "offsite", "s3": {"bucket": bucket, "endpoint": common::s3::env("OPSEC_S3_ENDPOINT"),
+                    "prefix": "backups", "credentialsSecretRef": {"name": "s3"}}}],
+            "encryption": {"keySecretRef": {"name": "keys", "key": "enc"}}}}))
+    .unwrap();
+    Api::<BackupPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &p)
+        .await
+        .unwrap();
+}
+
+async fn backup_now(client: &Client, ns: &str, name: &str) {
+    let b: Backup = serde_json::from_value(
+        json!({"apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": name, "namespace": ns}, "spec": {"policyRef": {"name": "p"}}}),
+    )
+    .unwrap();
+    Api::<Backup>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &b)
+        .await
+        .unwrap();
+}
+
+fn seaweedfs_pid() -> u32 {
+    let endpoint = common::s3::env("OPSEC_S3_ENDPOINT");
+    let port = endpoint.rsplit(':').next().unwrap().trim_end_matches('/');
+    common::process_with("weed", &format!("-s3.port={port}"))
+        .unwrap_or_else(|| panic!("no local SeaweedFS serves {endpoint}: this test freezes it"))
+}
+
+#[tokio::test]
+async fn a_frozen_off_site_store_does_not_hold_up_the_on_site_commit_and_a_kill_then_keeps_it() {
+    let _turn = SERIAL.lock().await;
+    let client = common::client().await;
+    let (ns, bucket) = tenant(
+        &client,
+        "fault-s3",
+        &common::s3::env("AWS_SECRET_ACCESS_KEY"),
+    )
+    .await;
+    policy(&client, &ns, &bucket).await;
+    let lease = common::unique("fault-s3");
+    let mut operator = start(&lease);
+    let onsite = Store::local("onsite", common::local_root().join(&ns).join("onsite")).unwrap();
+    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
+
+    let frozen = common::Frozen::stop(seaweedfs_pid());
+    backup_now(&client, &ns, "during-freeze").await;
+    // The on-site copy commits while the off-site upload hangs: it is complete while the
+    // Backup still runs (the off-site copy can neither finish nor fail while S3 is frozen
+    // and its requests have not timed out).
+    let loc = BackupLocation::new(&ns, "p", "during-freeze").unwrap();
+    common::eventually(
+        WAIT,
+        "the on-site copy to commit while S3 is frozen",
+        || {
+            let (onsite, loc, backups) = (onsite.clone(), loc.clone(), backups.clone());
+            async move {
+                onsite.read_manifest(&loc).await.ok()?;
+                let b = backups.get("during-freeze").await.ok()?;
+                let phase = b.status.and_then(|s| s.phase);
+                assert_eq!(
+                    phase,
+                    Some(BackupPhase::Running),
+                    "the run ended before S3 answered"
+                );
+                Some(())
+            }
+        },
+    )
+    .await;
+    // Killed in that window, the operator loses nothing: restarted, it completes the Backup from
+    // the on-site copy (never running it again), and the off-site copy follows once S3 is back.
+    operator.kill();
+    let mut operator = start(&lease);
+    let b = common::eventually(
+        WAIT,
+        "the interrupted Backup completed from its copy",
+        || {
+            let backups = backups.clone();
+            async move {
+                let b = backups.get("during-freeze").await.ok()?;
+                (b.status.as_ref()?.phase == Some(BackupPhase::Completed)).then_some(b)
+            }
+        },
+    )
+    .await;
+    let s = b.status.unwrap();
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "Recovered", "{s:?}");
+    let state = |name: &str| {
+        s.locations
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.state.clone())
+    };
+    assert_eq!(state("onsite").as_deref(), Some("Written"), "{s:?}");
+    drop(frozen);
+    common::eventually(
+        Duration::from_secs(180),
+        "the off-site copy replicated",
+        || {
+            let backups = backups.clone();
+            async move {
+                let b = backups.get("during-freeze").await.ok()?;
+                let s = b.status?;
+                let offsite = s.locations.iter().find(|l| l.name == "offsite")?;
+                (offsite.state == "Written").then_some(())
+            }
+        },
+    )
+    .await;
+    operator.kill();
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn wrong_s3_credentials_leave_a_stable_condition_not_a_status_rewritten_again_and_again() {
+    let _turn = SERIAL.lock().await;
+    let client = common::client().await;
+    let (ns, bucket) = tenant(&client, "fault-creds", "not-the-secret").await;
+    policy(&client, &ns, &bucket).await;
+    let lease = common::unique("fault-creds");
+    let mut operator = start(&lease);
+    backup_now(&client, &ns, "with-wrong-creds").await;
+    let policies = Api::<BackupPolicy>::namespaced(client.clone(), &ns);
+    common::eventually(WAIT, "StorageReachable False", || {
+        let policies = policies.clone();
+        async move {
+            let p = policies.get("p").await.ok()?;
+            let c = p
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "StorageReachable")?;
+            (c.status == "False").then_some(())
+        }
+    })
+    .await;
+    // Settled: count the policy's writes over the next 20 s from a watch.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut seen = Vec::new();
+    let window = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut stream = watcher(
+            policies.clone(),
+            watcher::Config::default().fields("metadata.name=p"),
+        )
+        .applied_objects()
+        .boxed();
+        while let Some(Ok(p)) = stream.next().await {
+            seen.push(p.metadata.resource_version.unwrap_or_default());
+        }
+    })
+    .await;
+    assert!(window.is_err(), "the watch ended early");
+    seen.dedup();
+    // The first event is the object as it is; every further one is a write.
+    let writes = seen.len().saturating_sub(1);
+    let p = policies.get("p").await.unwrap();
+    let c = p
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "StorageReachable")
+        .unwrap();
+    println!("{writes} status writes in 20 s; condition: {}", c.message);
+    assert!(
+        writes <= 2,
+        "the policy was written {writes} times in 20 s: {}",
+        c.message
+    );
+    assert!(
+        c.message.contains("credentials") || c.message.contains("403"),
+        "{}",
+        c.message
+    );
+    operator.kill();
+    common::delete_namespace(&client, &ns).await;
+}
