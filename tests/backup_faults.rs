@@ -259,3 +259,102 @@ async fn wrong_s3_credentials_leave_a_stable_condition_not_a_status_rewritten_ag
     operator.kill();
     common::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn a_restore_cut_short_by_a_crash_says_so_and_its_next_run_completes_it() {
+    let _turn = SERIAL.lock().await;
+    let client = common::client().await;
+    let (ns, _) = tenant(
+        &client,
+        "fault-rst",
+        &common::s3::env("AWS_SECRET_ACCESS_KEY"),
+    )
+    .await;
+    let items: Vec<Value> = (0..400)
+        .map(|i| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("big-{i:03}")}, "data": {"i": i.to_string()}}))
+        .collect();
+    apply(
+        &ns,
+        &json!({"apiVersion": "v1", "kind": "List", "items": items}),
+    );
+    let p: BackupPolicy = serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1",
+        "kind": "BackupPolicy", "metadata": {"name": "p", "namespace": ns},
+        "spec": {"rpo": "1h", "suspend": true, "storage": [{"name": "onsite", "local": {"path": "onsite"}}],
+            "encryption": {"keySecretRef": {"name": "keys", "key": "enc"}}}}))
+    .unwrap();
+    Api::<BackupPolicy>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &p)
+        .await
+        .unwrap();
+    let lease = common::unique("fault-rst");
+    let mut operator = start(&lease);
+    backup_now(&client, &ns, "full").await;
+    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
+    common::eventually(WAIT, "the backup", || {
+        let backups = backups.clone();
+        async move {
+            let b = backups.get("full").await.ok()?;
+            (b.status?.phase == Some(BackupPhase::Completed)).then_some(())
+        }
+    })
+    .await;
+    let restores = Api::<opsec_operator::api::Restore>::namespaced(client.clone(), &ns);
+    // Kill the operator while a Restore runs (a quick one that ended first is asked again).
+    let mut cut = None;
+    for attempt in 0..5 {
+        let name = format!("rst-{attempt}");
+        let r: opsec_operator::api::Restore =
+            serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1",
+            "kind": "Restore", "metadata": {"name": name, "namespace": ns},
+            "spec": {"backupRef": {"name": "full"}, "existingObjects": "Overwrite"}}))
+            .unwrap();
+        restores.create(&PostParams::default(), &r).await.unwrap();
+        let phase = common::eventually(WAIT, "the Restore to start", || {
+            let restores = restores.clone();
+            let name = name.clone();
+            async move {
+                let p = restores.get(&name).await.ok()?.status?.phase?;
+                (p != opsec_operator::api::backup::RestorePhase::Pending).then_some(p)
+            }
+        })
+        .await;
+        operator.kill();
+        if phase == opsec_operator::api::backup::RestorePhase::Running {
+            cut = Some(name);
+            break;
+        }
+        operator = start(&lease);
+    }
+    let name = cut.expect("the operator was killed during a restore");
+    let running = restores.get(&name).await.unwrap().status.unwrap();
+    assert_eq!(
+        running.phase,
+        Some(opsec_operator::api::backup::RestorePhase::Running)
+    );
+    // Restarted, the operator says the run was cut short and runs it again to the end.
+    let _operator = start(&lease);
+    let done = common::eventually(WAIT, "the Restore to complete", || {
+        let restores = restores.clone();
+        let name = name.clone();
+        async move {
+            let s = restores.get(&name).await.ok()?.status?;
+            (s.phase == Some(opsec_operator::api::backup::RestorePhase::Completed)).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(done.attempts, 2, "{done:?}");
+    assert_eq!(done.failed, 0, "{done:?}");
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RestoreInterrupted")
+                && e.involved_object.name.as_deref() == Some(name.as_str())),
+        "no RestoreInterrupted Event"
+    );
+    common::delete_namespace(&client, &ns).await;
+}

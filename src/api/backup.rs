@@ -620,10 +620,18 @@ pub struct RestoreStatus {
     /// The first errors (capped at 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Runs started: a run cut short by an operator restart is run again (Event
+    /// `RestoreInterrupted`), at most 3 in all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: i32,
     /// Ready.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 fn default_copies() -> i32 {

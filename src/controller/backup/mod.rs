@@ -118,8 +118,8 @@ pub struct State {
     /// Restores, verifications and restore tests ([`MAX_CONCURRENT_READS`]).
     pub reads: Semaphore,
     reconciles: crate::controller::Reconciles,
-    /// Uids of the Backups this process is running now: a Backup found `Running` that is not
-    /// here was left behind by a process that stopped (see [`execute`]).
+    /// Uids of the Backups and Restores this process is running now: one found `Running` that
+    /// is not here was left behind by a process that stopped (see [`execute`], [`restore`]).
     running: Mutex<HashSet<String>>,
     /// Failed rounds in a row of copies to a storage location, and when the next may start,
     /// by `<policy uid>/<location>/<hash of its spec>` (a changed location starts afresh).

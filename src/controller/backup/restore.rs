@@ -93,7 +93,11 @@ pub fn kind_selected(kinds: &[String], obj: &serde_json::Value) -> bool {
         })
 }
 
-/// Reconciles one Restore: runs it once.
+/// Runs of one Restore at most: one cut short by an operator restart is run again (restoring
+/// is idempotent: what a run restored is skipped or overwritten again), up to this many.
+pub const MAX_RESTORE_RUNS: i32 = 3;
+
+/// Reconciles one Restore: runs it once (again after an interruption, [`MAX_RESTORE_RUNS`]).
 pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     let previous = r.status.clone();
     let status = previous.clone().unwrap_or_default();
@@ -104,9 +108,14 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
-    // The cache may still show the Running this process wrote before its own run finished (the
-    // Completed write not yet seen): the API server says whether the restore already ended.
+    let uid = r.uid().unwrap_or_default();
+    // Running: either this process runs it now, or its Completed write is not in the cache yet
+    // (the API server says), or the process that ran it stopped.
+    let mut interrupted = false;
     if status.phase == Some(RestorePhase::Running) {
+        if st.is_running(&uid) {
+            return Ok(Action::await_change());
+        }
         let api: Api<Restore> =
             Api::namespaced(st.ctx.client.clone(), &r.namespace().unwrap_or_default());
         let Ok(fresh) = api.get_opt(&r.name_any()).await else {
@@ -119,6 +128,53 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
         ) {
             return Ok(Action::await_change());
         }
+        interrupted = true;
+    }
+    if interrupted {
+        let run = status.attempts;
+        if run >= MAX_RESTORE_RUNS {
+            let msg = format!(
+                "interrupted: the operator stopped during each of its {run} runs; it is not run again"
+            );
+            let mut failed = status.clone();
+            failed.phase = Some(RestorePhase::Failed);
+            failed.completion_time = Some(time(Timestamp::now()));
+            failed.errors = vec![msg.clone()];
+            set_condition(
+                &mut failed.conditions,
+                "Ready",
+                ConditionStatus::False,
+                "Interrupted",
+                msg.clone(),
+                r.metadata.generation,
+                Timestamp::now(),
+            );
+            write_status(st, r, previous.as_ref(), &failed).await?;
+            st.publish(
+                r,
+                EventType::Warning,
+                "RestoreInterrupted",
+                "Restore",
+                msg,
+                None,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        st.publish(
+            r,
+            EventType::Warning,
+            "RestoreInterrupted",
+            "Restore",
+            format!(
+                "run {run} was interrupted: the operator stopped while it ran; running it again \
+                 (run {} of at most {MAX_RESTORE_RUNS}; what it restored is skipped or \
+                 overwritten as the spec says)",
+                run + 1
+            ),
+            None,
+        )
+        .await;
     }
     // The restore acts as its ServiceAccount: until that exists, it waits.
     let ns = r.namespace().unwrap_or_default();
@@ -140,11 +196,13 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
             return Ok(Action::requeue(super::ACCESS_RETRY));
         }
     };
+    let _running = st.start_running(&uid);
     let started = Instant::now();
     let start_time = Timestamp::now();
     let mut running = status.clone();
     running.conditions.retain(|c| c.type_ != "Ready");
     running.phase = Some(RestorePhase::Running);
+    running.attempts = status.attempts + 1;
     running.start_time = Some(time(start_time));
     running.observed_generation = r.metadata.generation;
     write_status(st, r, previous.as_ref(), &running).await?;
