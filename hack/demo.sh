@@ -51,7 +51,12 @@ for _ in $(seq 1 100); do
 done
 echo "readyz: $(curl -sS "127.0.0.1:$port/readyz")"
 echo "lease holder: $(kubectl get lease -n opsec-system opsec-operator -o jsonpath='{.spec.holderIdentity}')"
-curl -sS "127.0.0.1:$port/metrics" | grep -E '^opsec_(leader|build_info)'
+echo "/metrics without a token: $(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/metrics")"
+kubectl create serviceaccount demo-scraper -n opsec-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl create clusterrolebinding demo-scraper --clusterrole=opsec-operator-metrics-reader \
+  --serviceaccount=opsec-system:demo-scraper --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+scrape=(-H "Authorization: Bearer $(kubectl create token demo-scraper -n opsec-system)")
+curl -sS "${scrape[@]}" "127.0.0.1:$port/metrics" | grep -E '^opsec_(leader|build_info)'
 
 step "SecurityBaseline tenant-standard: every standard tenant namespace made compliant"
 kubectl wait securitybaseline/tenant-standard --for=condition=Ready --timeout=60s
@@ -101,7 +106,7 @@ kubectl get events -A --field-selector reason=ConfigurationMigrated -o custom-co
 step "Status and metrics"
 kubectl get securitybaseline tenant-standard -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}){"\n"}{end}'
 kubectl get securitybaseline tenant-standard -o jsonpath='{range .status.history[*]}{.revision} {.summary}{"\n"}{end}'
-curl -sS "127.0.0.1:$port/metrics" | grep -E '^opsec_(leader|baseline_)'
+curl -sS "${scrape[@]}" "127.0.0.1:$port/metrics" | grep -E '^opsec_(leader|baseline_)'
 
 step "Backups (8.10): a BackupPolicy in tenant-b-prod, encrypted with the tenant's key and signed with the operator's, run as the tenant's ServiceAccount opsec-tenant (stamped by the baseline)"
 kubectl -n tenant-b-prod get serviceaccount opsec-tenant -o name

@@ -9,6 +9,11 @@ pub struct RunArgs {
     #[arg(long, env = "OPSEC_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
 
+    /// Serve /metrics only to callers the API server authenticates (TokenReview) and allows to
+    /// `get` the non-resource URL /metrics (SubjectAccessReview).
+    #[arg(long, env = "OPSEC_METRICS_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_auth: bool,
+
     /// Log format.
     #[arg(long, env = "OPSEC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

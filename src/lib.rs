@@ -21,9 +21,9 @@ pub use error::Error;
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "opsec-operator";
 
-/// Selects rustls's ring provider for the whole process. Two providers are compiled in (kube
-/// uses ring, the S3 client aws-lc-rs), and rustls refuses to guess between them, so every
-/// entry point calls this before making a client. Calling it again does nothing.
+/// Selects rustls's ring provider for the whole process: the one crypto stack (kube's client
+/// and the S3 client both take it; deny.toml refuses a second). Every entry point calls this
+/// before making a client, and the S3 store does too. Calling it again does nothing.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

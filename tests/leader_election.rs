@@ -57,7 +57,12 @@ impl Operator {
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.port, path).await
+        http_get(self.port, path, None).await
+    }
+
+    /// `/metrics` as a scraper allowed to read it.
+    async fn metrics(&self) -> Option<(u16, String)> {
+        http_get(self.port, "/metrics", Some(&common::metrics_token())).await
     }
 
     fn signal(&self, sig: &str) {
@@ -82,11 +87,14 @@ impl Drop for Operator {
 }
 
 /// A minimal HTTP/1.1 GET on loopback: (status, body).
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+async fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf))
@@ -137,8 +145,8 @@ async fn standby_takes_over_when_the_leader_dies_but_not_before_its_lease_expire
 
     let lease = leases.get(lease_name).await.expect("lease exists");
     assert_eq!(holder(&lease).as_deref(), Some(a.identity.as_str()));
-    let (_, metrics_a) = a.get("/metrics").await.expect("metrics of a");
-    let (_, metrics_b) = b.get("/metrics").await.expect("metrics of b");
+    let (_, metrics_a) = a.metrics().await.expect("metrics of a");
+    let (_, metrics_b) = b.metrics().await.expect("metrics of b");
     assert!(metrics_a.contains("opsec_leader 1"), "{metrics_a}");
     assert!(metrics_b.contains("opsec_leader 0"), "{metrics_b}");
 
@@ -195,7 +203,7 @@ async fn standby_takes_over_when_the_leader_dies_but_not_before_its_lease_expire
         Some(1)
     );
     wait_ready_as(&b, "leading").await;
-    let (_, metrics_b) = b.get("/metrics").await.expect("metrics of b");
+    let (_, metrics_b) = b.metrics().await.expect("metrics of b");
     assert!(metrics_b.contains("opsec_leader 1"), "{metrics_b}");
     common::delete_namespace(&client, &ns).await;
 }
@@ -255,5 +263,38 @@ async fn a_leader_stopped_with_sigterm_releases_the_lease_and_the_standby_takes_
         b.logs()
     );
     drop(b);
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_only_to_callers_the_api_server_authenticates_and_allows() {
+    let client = common::client().await;
+    common::install_crds();
+    let ns = common::namespace(&client, "lease", &[]).await;
+    let a = Operator::start("opsec-operator", &ns, &format!("{ns}-a"));
+    wait_ready_as(&a, "leading").await;
+    // Probes stay open; /metrics wants a token the API server accepts ...
+    assert_eq!(a.get("/healthz").await.map(|r| r.0), Some(200));
+    let (status, _) = a.get("/metrics").await.expect("an answer");
+    assert_eq!(status, 401);
+    let (status, _) = http_get(a.port, "/metrics", Some("not-a-token"))
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    // ... of an account allowed to get /metrics.
+    let _ = common::kubectl(&[
+        "create",
+        "serviceaccount",
+        "nobody",
+        "-n",
+        common::OPERATOR_NAMESPACE,
+    ]);
+    let (status, body) = http_get(a.port, "/metrics", Some(&common::token_of("nobody")))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = a.metrics().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("opsec_leader 1"), "{body}");
     common::delete_namespace(&client, &ns).await;
 }

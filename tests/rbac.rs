@@ -199,6 +199,18 @@ const JUSTIFIED: &[Justified] = &[
         &["impersonate"],
         "acting for tenants (controller/tenant.rs)",
     ),
+    (
+        "tokenreviews.authentication.k8s.io",
+        &[],
+        &["create"],
+        "who scrapes /metrics (runtime/metrics_auth.rs)",
+    ),
+    (
+        "subjectaccessreviews.authorization.k8s.io",
+        &[],
+        &["create"],
+        "may they scrape /metrics (runtime/metrics_auth.rs)",
+    ),
     // The provider's template kinds (config/rbac/cluster_role_templates.yaml): configuration.
     (
         "configmaps",

@@ -358,6 +358,8 @@ impl Store {
         config: &S3Config,
         resolver: Option<Arc<dyn object_store::client::DnsResolver>>,
     ) -> Result<Self, StoreError> {
+        // The S3 client's TLS runs on the process's ring provider (one crypto stack).
+        crate::install_crypto_provider();
         let name = name.into();
         let mut options = object_store::ClientOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(10))

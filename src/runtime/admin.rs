@@ -1,5 +1,6 @@
 //! The admin port: `/healthz` (the process serves), `/readyz` (ready to act or to take over) and
-//! `/metrics` (Prometheus text format).
+//! `/metrics` (Prometheus text format, for callers the API server authenticates and authorises:
+//! [`super::metrics_auth`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use super::RuntimeState;
+use super::metrics_auth::Verdict;
 
 /// Serves the admin port until `shutdown` turns true.
 pub async fn serve(
@@ -44,7 +46,33 @@ async fn readyz(State(state): State<Arc<RuntimeState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<Arc<RuntimeState>>) -> impl IntoResponse {
+async fn metrics(
+    State(state): State<Arc<RuntimeState>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Some(auth) = &state.metrics_auth {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.check(bearer).await {
+            Verdict::Allowed => {}
+            Verdict::Unauthenticated => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "a bearer token the API server accepts is required\n",
+                )
+                    .into_response();
+            }
+            Verdict::Forbidden => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "not allowed to get /metrics (ClusterRole opsec-operator-metrics-reader)\n",
+                )
+                    .into_response();
+            }
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -52,4 +80,5 @@ async fn metrics(State(state): State<Arc<RuntimeState>>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
+        .into_response()
 }

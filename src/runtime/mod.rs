@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod lease;
+pub mod metrics_auth;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,8 @@ pub enum RuntimeError {
 /// What `/readyz` and `/metrics` read.
 pub struct RuntimeState {
     pub metrics: Arc<Metrics>,
+    /// Reviews `/metrics` callers; `None` when `--metrics-auth=false`.
+    pub metrics_auth: Option<metrics_auth::MetricsAuth>,
     synced: Arc<crate::controller::Synced>,
     crds_established: AtomicBool,
     role: watch::Receiver<Role>,
@@ -90,6 +93,9 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let synced = Arc::new(crate::controller::Synced::default());
     let state = Arc::new(RuntimeState {
         metrics: metrics.clone(),
+        metrics_auth: args
+            .metrics_auth
+            .then(|| metrics_auth::MetricsAuth::new(client.clone())),
         synced: synced.clone(),
         crds_established: AtomicBool::new(false),
         role: role_rx.clone(),

@@ -275,6 +275,47 @@ pub fn local_root() -> std::path::PathBuf {
     .clone()
 }
 
+/// A bearer token allowed to scrape the operator's /metrics: of the ServiceAccount
+/// `opsec-metrics-scraper`, bound to the shipped ClusterRole `opsec-operator-metrics-reader`.
+pub fn metrics_token() -> String {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            operator_kubeconfig();
+            let _ = kubectl(&[
+                "create",
+                "serviceaccount",
+                "opsec-metrics-scraper",
+                "-n",
+                OPERATOR_NAMESPACE,
+            ]);
+            let _ = kubectl(&[
+                "create",
+                "clusterrolebinding",
+                "opsec-metrics-scraper",
+                "--clusterrole=opsec-operator-metrics-reader",
+                &format!("--serviceaccount={OPERATOR_NAMESPACE}:opsec-metrics-scraper"),
+            ]);
+            token_of("opsec-metrics-scraper")
+        })
+        .clone()
+}
+
+/// A token of ServiceAccount `name` in [`OPERATOR_NAMESPACE`].
+pub fn token_of(name: &str) -> String {
+    let (ok, token, err) = kubectl(&[
+        "create",
+        "token",
+        name,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--duration",
+        "1h",
+    ]);
+    assert!(ok, "kubectl create token {name}: {err}");
+    token.trim().to_string()
+}
+
 /// Where the test operator looks for mounted claims (`--pvc-root`), one per test binary.
 pub fn pvc_root() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("opsec-pvc-{}", std::process::id()))

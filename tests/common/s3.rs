@@ -37,6 +37,7 @@ pub fn settings() -> Settings {
 /// A bucket of the test's own (object_store cannot create buckets): one SigV4-signed
 /// `PUT /<bucket>`, signed and sent with object_store's own client.
 pub async fn bucket(tag: &str) -> String {
+    opsec_operator::install_crypto_provider();
     let s = settings();
     let bucket = super::unique(&format!("opsec-{tag}"));
     let credential = AwsCredential {
