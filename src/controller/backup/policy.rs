@@ -212,7 +212,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                         write_status(st, p, previous.as_ref(), &status).await?;
                     }
                     let _permit = st.reads.acquire().await;
-                    let options = keys.as_ref().ok().map(|k| k.restore_options());
+                    let options = keys.as_ref().ok().map(|k| k.verify_options());
                     let summary = verify_all(st, p, &stores, &mut backups, options).await;
                     let (cs, reason, msg) = if summary.failed == 0 {
                         (

@@ -17,11 +17,18 @@ use super::signing::secret_entries;
 use crate::api::backup::{BackupPolicy, StorageLocation};
 use crate::backup::endpoint::aws_endpoint;
 use crate::backup::{
-    BackupOptions, EncryptionKeyring, RestoreOptions, S3Config, SigningKeyring, Store,
+    ArchiveLimits, BackupOptions, EncryptionKeyring, RestoreOptions, S3Config, SigningKeyring,
+    Store,
 };
 use crate::controller::tenant::{Tenancy, Tenant};
 
 pub use crate::backup::error_chain;
+
+/// Objects a restore or restore test holds at most, decompressed: a restore reads the whole
+/// backup before it writes (well below the operator's 512 MiB memory limit, beside the JSON
+/// values the objects become). A larger backup fails with the limit named; the CLI
+/// (`opsec-operator backup restore`) restores it without one.
+pub const RESTORE_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
 
 /// The stores of a policy: those that could be built, and why the others could not.
 #[derive(Debug, Default)]
@@ -51,7 +58,8 @@ impl Keys {
     }
 
     /// Options to read the policy's backups back: signed by a key the operator trusts, and
-    /// encrypted when the policy encrypts (with any key of the tenant's keyring).
+    /// encrypted when the policy encrypts (with any key of the tenant's keyring), holding no
+    /// more than [`RESTORE_MEMORY_BYTES`] of objects.
     pub fn restore_options(&self) -> RestoreOptions {
         RestoreOptions {
             encryption_keys: self
@@ -60,7 +68,19 @@ impl Keys {
                 .map(|r| r.all().to_vec())
                 .unwrap_or_default(),
             trusted_keys: self.signing.trusted().to_vec(),
-            ..Default::default()
+            limits: ArchiveLimits {
+                max_total_bytes: RESTORE_MEMORY_BYTES,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Options to verify the policy's stored copies: as for a restore, without the memory
+    /// bound (a verification holds one object at a time).
+    pub fn verify_options(&self) -> RestoreOptions {
+        RestoreOptions {
+            limits: ArchiveLimits::default(),
+            ..self.restore_options()
         }
     }
 }
