@@ -358,3 +358,111 @@ async fn a_restore_cut_short_by_a_crash_says_so_and_its_next_run_completes_it() 
     );
     common::delete_namespace(&client, &ns).await;
 }
+
+/// The peak resident memory of a process, in MiB (VmHWM).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// A zstd-compressed tar of one entry of `size` zero bytes (a few kilobytes).
+fn bomb(size: u64) -> Vec<u8> {
+    let mut tar = tar::Builder::new(zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(
+        &mut header,
+        "objects/core/v1/ConfigMap/cm-1.json",
+        std::io::Read::take(std::io::repeat(0), size),
+    )
+    .unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_and_a_huge_manifest_in_a_store_are_refused_in_bounded_memory() {
+    let _turn = SERIAL.lock().await;
+    let client = common::client().await;
+    let (ns, _) = tenant(
+        &client,
+        "fault-bomb",
+        &common::s3::env("AWS_SECRET_ACCESS_KEY"),
+    )
+    .await;
+    let p: BackupPolicy = serde_json::from_value(json!({"apiVersion": "opsec.x1642.dev/v1alpha1",
+        "kind": "BackupPolicy", "metadata": {"name": "p", "namespace": ns},
+        "spec": {"rpo": "1h", "suspend": true, "storage": [{"name": "onsite", "local": {"path": "onsite"}}],
+            "verification": {"schedule": "@yearly"}}}))
+    .unwrap();
+    let policies = Api::<BackupPolicy>::namespaced(client.clone(), &ns);
+    policies.create(&PostParams::default(), &p).await.unwrap();
+    let lease = common::unique("fault-bomb");
+    let operator = start(&lease);
+    backup_now(&client, &ns, "real").await;
+    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
+    common::eventually(WAIT, "the backup", || {
+        let backups = backups.clone();
+        async move {
+            let b = backups.get("real").await.ok()?;
+            (b.status?.phase == Some(BackupPhase::Completed)).then_some(())
+        }
+    })
+    .await;
+    // Whoever can write the store swaps the archive for 24 KB that decompress to 2 GiB, and
+    // leaves a 400 MB manifest beside it.
+    let dir = common::local_root()
+        .join(&ns)
+        .join("onsite")
+        .join(&ns)
+        .join("p");
+    let payload = bomb(2 << 30);
+    println!("bomb: {} bytes decompressing to 2 GiB", payload.len());
+    std::fs::write(dir.join("real").join("data.tar.zst.enc"), &payload).unwrap();
+    std::fs::create_dir_all(dir.join("huge")).unwrap();
+    std::fs::File::create(dir.join("huge").join("manifest.json"))
+        .unwrap()
+        .set_len(400 << 20)
+        .unwrap();
+    policies
+        .patch(
+            "p",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"opsec.x1642.dev/verify-now": "bomb"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let b = common::eventually(WAIT, "the swapped copy found corrupt", || {
+        let backups = backups.clone();
+        async move {
+            let b = backups.get("real").await.ok()?;
+            (b.status.as_ref()?.phase == Some(BackupPhase::Corrupt)).then_some(b)
+        }
+    })
+    .await;
+    let v = b.status.unwrap().verification.unwrap();
+    assert!(
+        v.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("archive digest mismatch"),
+        "{v:?}"
+    );
+    let peak = peak_rss_mib(operator.0.id());
+    println!("operator peak RSS after the bomb and the huge manifest: {peak} MiB");
+    // The Deployment's limit is 512 MiB; the bomb alone drove it to 713 MB before.
+    assert!(peak < 256, "peak RSS {peak} MiB");
+    // Nothing entered the catalogue from the oversized manifest.
+    assert!(backups.get_opt("huge").await.unwrap().is_none());
+    drop(operator);
+    common::delete_namespace(&client, &ns).await;
+}
