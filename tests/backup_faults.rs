@@ -466,3 +466,140 @@ async fn a_decompression_bomb_and_a_huge_manifest_in_a_store_are_refused_in_boun
     drop(operator);
     common::delete_namespace(&client, &ns).await;
 }
+
+/// Restarts the test control plane's kube-apiserver (its supervisor does it on SIGUSR1) and
+/// waits until it answers again.
+async fn restart_apiserver(client: &Client) {
+    let (ok, server, err) = common::kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    assert!(ok, "{err}");
+    let port = server
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let supervisor = common::process_with("controlplane", &port).unwrap_or_else(|| {
+        panic!("no local control plane serves {server}: this test restarts its API server")
+    });
+    common::signal(supervisor, "-USR1");
+    // Gone, then back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    common::eventually(WAIT, "the API server to answer again", || async {
+        client.apiserver_version().await.ok().map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_api_server_restarted_in_the_middle_of_a_backup_loses_nothing() {
+    let _turn = SERIAL.lock().await;
+    let client = common::client().await;
+    let (ns, bucket) = tenant(
+        &client,
+        "fault-api",
+        &common::s3::env("AWS_SECRET_ACCESS_KEY"),
+    )
+    .await;
+    let items: Vec<Value> = (0..500)
+        .map(|i| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("many-{i:03}")}, "data": {"i": i.to_string()}}))
+        .collect();
+    apply(
+        &ns,
+        &json!({"apiVersion": "v1", "kind": "List", "items": items}),
+    );
+    policy(&client, &ns, &bucket).await;
+    let lease = common::unique("fault-api");
+    // A Lease long enough to outlast the restart: this is about the backup, not leadership.
+    let log = std::env::temp_dir().join(format!("{lease}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let _operator = common::operator_command("backup", &lease)
+        .args([
+            "--admin-addr",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .args(["--lease-duration", "60s"])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .map(common::OperatorProcess)
+        .unwrap();
+    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
+    let ended = |name: &'static str| {
+        let backups = backups.clone();
+        async move {
+            common::eventually(WAIT, &format!("{name} to end"), || {
+                let backups = backups.clone();
+                async move {
+                    let b = backups.get(name).await.ok()?;
+                    matches!(
+                        b.status.as_ref()?.phase?,
+                        BackupPhase::Completed | BackupPhase::Failed
+                    )
+                    .then_some(b)
+                }
+            })
+            .await
+        }
+    };
+    backup_now(&client, &ns, "before").await;
+    ended("before").await;
+    backup_now(&client, &ns, "during").await;
+    restart_apiserver(&client).await;
+    // The run cut by the restart ends one way or the other, never left running ...
+    let during = ended("during").await.status.unwrap();
+    println!(
+        "the backup during the restart: {:?} {:?}",
+        during.phase, during.error
+    );
+    // The operator never stopped: whatever the run met, it is not called abandoned.
+    assert!(
+        !during
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the operator stopped"),
+        "{during:?}"
+    );
+    // ... and the operator goes on: the next backup completes, and every completed backup's
+    // copies are in both stores, signed, and counted by the policy.
+    backup_now(&client, &ns, "after").await;
+    let after = ended("after").await.status.unwrap();
+    assert_eq!(after.phase, Some(BackupPhase::Completed), "{after:?}");
+    let completed: Vec<String> = backups
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Completed))
+        .map(|b| kube::ResourceExt::name_any(&b))
+        .collect();
+    let onsite = Store::local("onsite", common::local_root().join(&ns).join("onsite")).unwrap();
+    let key = common::operator_signing_key(&client).await.verifying_key();
+    for name in &completed {
+        let loc = BackupLocation::new(&ns, "p", name).unwrap();
+        onsite
+            .read_manifest_trusted(&loc, &[key])
+            .await
+            .unwrap_or_else(|e| panic!("{name} on-site: {e}"));
+    }
+    let policies = Api::<BackupPolicy>::namespaced(client.clone(), &ns);
+    common::eventually(WAIT, "the policy to count the last backup", || {
+        let policies = policies.clone();
+        let done = after.completion_time.clone();
+        async move {
+            let s = policies.get("p").await.ok()?.status?;
+            let ready = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+            (s.last_successful_time == done && ready.status == "True").then_some(())
+        }
+    })
+    .await;
+    common::delete_namespace(&client, &ns).await;
+}

@@ -101,18 +101,18 @@ func run(o options) error {
 	}()
 	exited := make(chan error, 2)
 
-	apiserver, err := startChild(ctx, dir, filepath.Join(o.binDir, "kube-apiserver"), exited,
-		"--etcd-servers="+fmt.Sprintf("http://127.0.0.1:%d", o.etcdPort),
+	apiserverArgs := []string{
+		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", o.etcdPort),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(o.apiserverPort),
-		"--cert-dir="+filepath.Join(dir, "apiserver-certs"),
-		"--tls-cert-file="+filepath.Join(dir, "serving.crt"),
-		"--tls-private-key-file="+filepath.Join(dir, "serving.key"),
-		"--client-ca-file="+filepath.Join(dir, "ca.crt"),
+		"--secure-port=" + strconv.Itoa(o.apiserverPort),
+		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
+		"--tls-cert-file=" + filepath.Join(dir, "serving.crt"),
+		"--tls-private-key-file=" + filepath.Join(dir, "serving.key"),
+		"--client-ca-file=" + filepath.Join(dir, "ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+filepath.Join(dir, "sa.pub"),
-		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
+		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--authorization-mode=RBAC",
 		"--enable-priority-and-fairness=false",
@@ -120,11 +120,16 @@ func run(o options) error {
 		// The endpoint reconciler refuses loopback addresses; a test control plane needs none.
 		"--endpoint-reconciler-type=none",
 		"--v=0",
-	)
+	}
+	apiserverBin := filepath.Join(o.binDir, "kube-apiserver")
+	apiserver, err := startProc(dir, apiserverBin, apiserverArgs...)
 	if err != nil {
 		return err
 	}
-	children = append(children, apiserver)
+	defer func() {
+		_ = apiserver.cmd.Process.Signal(syscall.SIGTERM)
+		<-apiserver.done
+	}()
 
 	if err := waitReady(ctx, server, p, exited); err != nil {
 		return fmt.Errorf("kube-apiserver: %w", err)
@@ -159,15 +164,65 @@ func run(o options) error {
 	}
 	log.Printf("control plane ready; kubeconfig %s", kubeconfig)
 
-	select {
-	case <-ctx.Done():
-		log.Printf("stopping")
-		return nil
-	case err := <-exited:
-		return fmt.Errorf("a component exited: %w", err)
-	case err := <-etcd.Err():
-		return fmt.Errorf("etcd failed: %w", err)
+	// SIGUSR1 restarts kube-apiserver (tests of an API server that goes away and comes back).
+	restart := make(chan os.Signal, 1)
+	signal.Notify(restart, syscall.SIGUSR1)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Printf("stopping")
+			return nil
+		case err := <-exited:
+			return fmt.Errorf("a component exited: %w", err)
+		case err := <-apiserver.done:
+			apiserver.done <- err
+			return fmt.Errorf("a component exited: kube-apiserver: %v (see %s)", err, filepath.Join(dir, "kube-apiserver.log"))
+		case err := <-etcd.Err():
+			return fmt.Errorf("etcd failed: %w", err)
+		case <-restart:
+			log.Printf("restarting kube-apiserver")
+			_ = apiserver.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-apiserver.done:
+				apiserver.done <- err
+			case <-time.After(30 * time.Second):
+				_ = apiserver.cmd.Process.Kill()
+				apiserver.done <- <-apiserver.done
+			}
+			if apiserver, err = startProc(dir, apiserverBin, apiserverArgs...); err != nil {
+				return err
+			}
+			if err := waitReady(ctx, server, p, exited); err != nil {
+				return fmt.Errorf("kube-apiserver after a restart: %w", err)
+			}
+			log.Printf("kube-apiserver ready again at %s", server)
+		}
 	}
+}
+
+// proc is a child whose exit is reported on done (buffered: the exit is kept for whoever
+// reads it, and put back by a reader that only looks).
+type proc struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startProc starts a child like startChild, its exit on its own channel.
+func startProc(dir, bin string, args ...string) (*proc, error) {
+	logFile, err := os.OpenFile(filepath.Join(dir, filepath.Base(bin)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", filepath.Base(bin), err)
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	return p, nil
 }
 
 // startChild starts a component whose output goes to <dir>/<name>.log. Pdeathsig makes the kernel

@@ -122,7 +122,12 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
             s
         }
     };
-    write_status(st, b, Some(&running), &final_status).await?;
+    if let Err(e) = write_status(st, b, Some(&running), &final_status).await {
+        // The run is over; only its record is missing (the API server away for a moment): it
+        // is written on the next try, not taken for a run the operator abandoned.
+        st.keep_unwritten(&uid, final_status);
+        return Err(e);
+    }
     match final_status.phase {
         Some(BackupPhase::Completed) => {
             st.publish(
@@ -181,7 +186,16 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
 /// the policy retries; otherwise it is Failed with reason `Interrupted`, and the policy
 /// deletes its partial copies after a grace period.
 async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
-    if st.is_running(&b.uid().unwrap_or_default()) {
+    let uid = b.uid().unwrap_or_default();
+    if st.is_running(&uid) {
+        return Ok(Action::await_change());
+    }
+    // A run of this process whose outcome could not be written yet.
+    if let Some(outcome) = st.take_unwritten(&uid) {
+        if let Err(e) = write_status(st, b, None, &outcome).await {
+            st.keep_unwritten(&uid, outcome);
+            return Err(e);
+        }
         return Ok(Action::await_change());
     }
     let ns = b.namespace().unwrap_or_default();

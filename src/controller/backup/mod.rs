@@ -121,6 +121,8 @@ pub struct State {
     /// Uids of the Backups and Restores this process is running now: one found `Running` that
     /// is not here was left behind by a process that stopped (see [`execute`], [`restore`]).
     running: Mutex<HashSet<String>>,
+    /// Outcomes of Backup runs this process finished but could not record yet, by uid.
+    unwritten: Mutex<HashMap<String, crate::api::backup::BackupStatus>>,
     /// Failed rounds in a row of copies to a storage location, and when the next may start,
     /// by `<policy uid>/<location>/<hash of its spec>` (a changed location starts afresh).
     copy_retries: Mutex<HashMap<String, (u32, jiff::Timestamp)>>,
@@ -178,6 +180,22 @@ impl State {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(uid)
+    }
+
+    /// Keeps the outcome of a finished run whose status write failed.
+    pub fn keep_unwritten(&self, uid: &str, status: crate::api::backup::BackupStatus) {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_string(), status);
+    }
+
+    /// Takes the outcome of a finished run not recorded yet.
+    pub fn take_unwritten(&self, uid: &str) -> Option<crate::api::backup::BackupStatus> {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid)
     }
 
     /// When copies to `key` may be tried again (`None`: now).
@@ -298,6 +316,7 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             backups: Semaphore::new(MAX_CONCURRENT_BACKUPS),
             reads: Semaphore::new(MAX_CONCURRENT_READS),
             running: Mutex::default(),
+            unwritten: Mutex::default(),
             copy_retries: Mutex::default(),
         });
         let stopper = |mut stop: watch::Receiver<bool>| async move {
