@@ -286,31 +286,8 @@ pub fn into_restore_order(
 ) -> Result<Vec<Value>, RestoreError> {
     let mut objects = Vec::with_capacity(entries.len());
     for e in entries {
-        let value: Value = serde_json::from_slice(&e.data).map_err(|err| {
-            RestoreError::corrupt(
-                backup_id,
-                format!("{} is not JSON", e.path),
-                Some(Box::new(err)),
-            )
-        })?;
-        let key = ObjectKey::from_object(&value).map_err(|err| {
-            RestoreError::corrupt(
-                backup_id,
-                format!("{} is not an object", e.path),
-                Some(Box::new(err)),
-            )
-        })?;
-        if key != e.key {
-            return Err(RestoreError::corrupt(
-                backup_id,
-                format!(
-                    "{} holds {}/{} {}",
-                    e.path, key.api_version, key.kind, key.name
-                ),
-                None,
-            ));
-        }
-        objects.push((key, value));
+        let key = e.key.clone();
+        objects.push((key, object_of(backup_id, e)?));
     }
     objects.sort_by(|(a, _), (b, _)| {
         (restore_order(&a.kind), &a.kind, &a.name, &a.api_version).cmp(&(
@@ -428,7 +405,7 @@ async fn stream_verified<A: Send + 'static>(
     keys: Vec<EncryptionKey>,
     limits: ArchiveLimits,
     acc: A,
-    step: fn(&mut A, ArchiveEntry),
+    mut step: impl FnMut(&mut A, ArchiveEntry) + Send + 'static,
 ) -> Result<A, RestoreError> {
     let id = loc.backup_id().to_string();
     let mut stream = open_data(store, loc).await?;
@@ -494,6 +471,133 @@ pub async fn restore(
     .await?;
     let objects = into_restore_order(loc.backup_id(), entries)?;
     Ok(RestoredBackup { manifest, objects })
+}
+
+/// A backup read back one object at a time, in restore order ([`restore_stream`]).
+pub struct ObjectStream {
+    pub manifest: Manifest,
+    objects: tokio::sync::mpsc::Receiver<Value>,
+    reader: tokio::task::JoinHandle<Result<(), RestoreError>>,
+}
+
+impl ObjectStream {
+    /// The next object, `None` after the last (or once the read failed: see
+    /// [`finish`](Self::finish)).
+    pub async fn next(&mut self) -> Option<Value> {
+        self.objects.recv().await
+    }
+
+    /// How the read ended: `Ok` only when every object was read and checked, and the archive's
+    /// digest matched once more.
+    pub async fn finish(mut self) -> Result<(), RestoreError> {
+        self.objects.close();
+        while self.objects.recv().await.is_some() {}
+        self.reader.await.map_err(RestoreError::Worker)?
+    }
+}
+
+/// Objects queued between the reader and the one restoring them.
+const STREAM_QUEUE: usize = 64;
+
+/// Whether a manifest lists its objects in restore order (kinds by [`restore_order`]): the
+/// order backups are written in, so their objects can be restored as they are read.
+fn in_restore_order(manifest: &Manifest) -> bool {
+    manifest
+        .objects
+        .windows(2)
+        .all(|w| restore_order(&w[0].kind) <= restore_order(&w[1].kind))
+}
+
+/// Reads a backup for a restore that writes objects as they come: the signature and the stored
+/// archive's digest are checked first (nothing is decrypted or decompressed before), then the
+/// objects are handed over one at a time, each checked against the manifest, in restore order,
+/// so memory holds a few objects rather than the backup. An archive written in another order
+/// (before backups were written in restore order) is read whole and sorted, within
+/// `options.limits`; a stream in restore order is read within the default limits (and the
+/// manifest's). A failure after the first checks (the store changed under the read) ends the
+/// stream early; [`ObjectStream::finish`] says so.
+pub async fn restore_stream(
+    store: &Store,
+    loc: &BackupLocation,
+    options: &RestoreOptions,
+) -> Result<ObjectStream, RestoreError> {
+    let manifest = read_manifest_checked(store, loc, &options.trusted_keys).await?;
+    check_key(&manifest, &options.encryption_keys)?;
+    check_stored(store, loc, &manifest).await?;
+    let (tx, objects) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+    let id = loc.backup_id().to_string();
+    let reader = if in_restore_order(&manifest) {
+        let (store, loc, m) = (store.clone(), loc.clone(), manifest.clone());
+        let keys = options.encryption_keys.clone();
+        let limits = ArchiveLimits::default();
+        tokio::spawn(async move {
+            let step =
+                move |(tx, err): &mut (tokio::sync::mpsc::Sender<Value>, Option<RestoreError>),
+                      e| {
+                    if err.is_some() {
+                        return;
+                    }
+                    match object_of(&id, e) {
+                        // A receiver that is gone stops wanting objects; the read still ends.
+                        Ok(v) => {
+                            let _ = tx.blocking_send(v);
+                        }
+                        Err(e) => *err = Some(e),
+                    }
+                };
+            let sent = stream_verified(&store, &loc, &m, keys, limits, (tx, None), step).await?;
+            match sent.1 {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })
+    } else {
+        let (store, loc) = (store.clone(), loc.clone());
+        let options = options.clone();
+        tokio::spawn(async move {
+            let all = restore(&store, &loc, &options).await?;
+            for o in all.objects {
+                if tx.send(o).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    };
+    Ok(ObjectStream {
+        manifest,
+        objects,
+        reader,
+    })
+}
+
+/// One archive entry as an object, checked to be what its entry says.
+fn object_of(backup_id: &str, e: ArchiveEntry) -> Result<Value, RestoreError> {
+    let value: Value = serde_json::from_slice(&e.data).map_err(|err| {
+        RestoreError::corrupt(
+            backup_id,
+            format!("{} is not JSON", e.path),
+            Some(Box::new(err)),
+        )
+    })?;
+    let key = ObjectKey::from_object(&value).map_err(|err| {
+        RestoreError::corrupt(
+            backup_id,
+            format!("{} is not an object", e.path),
+            Some(Box::new(err)),
+        )
+    })?;
+    if key != e.key {
+        return Err(RestoreError::corrupt(
+            backup_id,
+            format!(
+                "{} holds {}/{} {}",
+                e.path, key.api_version, key.kind, key.name
+            ),
+            None,
+        ));
+    }
+    Ok(value)
 }
 
 /// Verifies a stored copy: the signature, then the stored archive's digest and size; then,

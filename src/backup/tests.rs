@@ -688,3 +688,57 @@ async fn a_store_that_stops_answering_does_not_hold_up_the_others_commit() {
 fn onsite_store(dir: &std::path::Path) -> Store {
     Store::local("onsite", dir).unwrap()
 }
+
+async fn streamed(store: &Store, id: &str) -> Vec<Value> {
+    let mut stream = restore::restore_stream(store, &loc(id), &restore_options())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(o) = stream.next().await {
+        out.push(o);
+    }
+    stream.finish().await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_backup_in_restore_order_streams_and_an_older_one_is_sorted_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    // Kinds interleaved, as an archive written before backups were in restore order.
+    backup_to(std::slice::from_ref(&store), "mixed", 40).await;
+    // Kinds in restore order, as the Backup controller lists them now.
+    let mut sorted = objects(40);
+    sorted.sort_by_key(|o| export::restore_order(o["kind"].as_str().unwrap_or_default()));
+    run_backup(
+        meta("sorted"),
+        options(),
+        stream(sorted),
+        std::slice::from_ref(&store),
+    )
+    .await
+    .unwrap();
+    for id in ["mixed", "sorted"] {
+        let read = restore(&store, &loc(id), &restore_options()).await.unwrap();
+        let got = streamed(&store, id).await;
+        assert_eq!(got.len(), read.objects.len(), "{id}");
+        let order: Vec<usize> = got
+            .iter()
+            .map(|o| export::restore_order(o["kind"].as_str().unwrap()))
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{id}: {order:?}");
+        let key = |o: &Value| (o["kind"].clone(), o["metadata"]["name"].clone());
+        let mut a: Vec<_> = got.iter().map(key).collect();
+        let mut b: Vec<_> = read.objects.iter().map(key).collect();
+        a.sort_by_key(|k| format!("{k:?}"));
+        b.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(a, b, "{id}");
+    }
+    // A copy whose data changed is refused before anything is streamed.
+    flip_byte(&data_path(dir.path(), "sorted", DATA_FILE), |len| len / 2);
+    let err = restore::restore_stream(&store, &loc("sorted"), &restore_options())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.category(), "Corrupt");
+}

@@ -51,7 +51,9 @@ pub fn selected(resources: &BackupResources, ar: &ApiResource) -> bool {
         || resources.include_kinds.iter().any(|e| kind_matches(e, ar))
 }
 
-/// Every listable namespaced kind (preferred version of each group) selected by `resources`.
+/// Every listable namespaced kind (preferred version of each group) selected by `resources`,
+/// in restore order ([`crate::backup::restore_order`]), so that the archive holds its objects in
+/// the order a restore writes them and can be restored as it is read.
 pub async fn backup_kinds(
     client: &Client,
     resources: &BackupResources,
@@ -68,6 +70,13 @@ pub async fn backup_kinds(
             }
         }
     }
+    out.sort_by(|a, b| {
+        (crate::backup::restore_order(&a.kind), &a.kind, &a.group).cmp(&(
+            crate::backup::restore_order(&b.kind),
+            &b.kind,
+            &b.group,
+        ))
+    });
     Ok(out)
 }
 
@@ -450,20 +459,48 @@ pub async fn apply_objects(
     let mut out = Applied::default();
     let mut resolver = Resolver::default();
     for obj in objects {
-        let what = describe(obj);
         let result = apply_one(client, &mut resolver, namespace, obj, existing).await;
+        out.count(obj, result);
+    }
+    out
+}
+
+/// [`apply_objects`] for objects read one at a time from a backup ([`ObjectStream`]), those
+/// `wanted` accepts: the backup is never all in memory.
+///
+/// [`ObjectStream`]: crate::backup::restore::ObjectStream
+pub async fn apply_stream(
+    client: &Client,
+    namespace: &str,
+    stream: &mut crate::backup::restore::ObjectStream,
+    wanted: impl Fn(&Value) -> bool,
+    existing: ExistingObjects,
+) -> Applied {
+    let mut out = Applied::default();
+    let mut resolver = Resolver::default();
+    while let Some(obj) = stream.next().await {
+        if !wanted(&obj) {
+            continue;
+        }
+        let result = apply_one(client, &mut resolver, namespace, &obj, existing).await;
+        out.count(&obj, result);
+    }
+    out
+}
+
+impl Applied {
+    fn count(&mut self, obj: &Value, result: Result<bool, String>) {
         match result {
-            Ok(true) => out.restored += 1,
-            Ok(false) => out.skipped += 1,
+            Ok(true) => self.restored += 1,
+            Ok(false) => self.skipped += 1,
             Err(e) => {
-                out.failed += 1;
-                if out.errors.len() < MAX_ERRORS {
-                    out.errors.push(format!("{what}: {e}"));
+                self.failed += 1;
+                if self.errors.len() < MAX_ERRORS {
+                    self.errors.push(format!("{}: {e}", describe(obj)));
                 }
             }
         }
     }
-    out
 }
 
 /// Creates or applies one object; `Ok(false)` when it existed and was skipped.

@@ -24,10 +24,11 @@ use crate::controller::tenant::{Tenancy, Tenant};
 
 pub use crate::backup::error_chain;
 
-/// Objects a restore or restore test holds at most, decompressed: a restore reads the whole
-/// backup before it writes (well below the operator's 512 MiB memory limit, beside the JSON
-/// values the objects become). A larger backup fails with the limit named; the CLI
-/// (`opsec-operator backup restore`) restores it without one.
+/// Objects a restore test (and a Restore of a backup written before backups were in restore
+/// order) holds at most, decompressed: it reads the whole backup before it writes (well below
+/// the operator's 512 MiB memory limit, beside the JSON values the objects become). A larger
+/// backup fails with the limit named. A Restore of a current backup streams its objects and
+/// has no such bound.
 pub const RESTORE_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
 
 /// The stores of a policy: those that could be built, and why the others could not.

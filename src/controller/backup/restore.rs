@@ -361,10 +361,66 @@ async fn run(
         }
     }
     let keys = access.keys(&policy).await.map_err(|e| ("InvalidKey", e))?;
-    let read = read_backup(access, &keys, &policy, &backup_id, only.as_deref())
-        .await
-        .map_err(|e| ("NoGoodCopy", e))?;
-    for (loc, reason, category) in &read.failures {
+    // Objects are written as they are read, from the first copy that checks out; a copy that
+    // fails part-way (its store changed under the read) gives way to the next, which writes
+    // them again (skipped or overwritten, as the spec says).
+    let options = keys.restore_options();
+    let loc = BackupLocation::new(&ns, policy.name_any(), &backup_id)
+        .map_err(|e| ("NoGoodCopy", error_chain(&e)))?;
+    let stores = access.stores(&policy).await;
+    let mut failures: Vec<(String, String, &'static str)> = stores
+        .failed
+        .iter()
+        .filter(|(n, _)| only.as_deref().is_none_or(|o| o == n))
+        .map(|(n, e)| (n.clone(), e.clone(), "StorageUnreachable"))
+        .collect();
+    let mut done = None;
+    for store in stores
+        .ready
+        .iter()
+        .filter(|s| only.as_deref().is_none_or(|o| o == s.name()))
+    {
+        let mut stream = match crate::backup::restore::restore_stream(store, &loc, &options).await {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push((store.name().into(), error_chain(&e), e.category()));
+                continue;
+            }
+        };
+        let applied = objects::apply_stream(
+            client,
+            &target,
+            &mut stream,
+            |o| kind_selected(&r.spec.kinds, o),
+            r.spec.existing_objects,
+        )
+        .await;
+        match stream.finish().await {
+            Ok(()) => {
+                done = Some((store.name().to_string(), applied));
+                break;
+            }
+            Err(e) => failures.push((store.name().into(), error_chain(&e), e.category())),
+        }
+    }
+    let Some((from, applied)) = done else {
+        return Err((
+            "NoGoodCopy",
+            if failures.is_empty() {
+                "the policy has no such storage location".into()
+            } else {
+                format!(
+                    "no good copy of backup {backup_id}: {}",
+                    failures
+                        .iter()
+                        .map(|(n, e, _)| format!("{n}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            },
+        ));
+    };
+    for (loc, reason, category) in &failures {
         st.publish(
             r,
             EventType::Warning,
@@ -374,19 +430,12 @@ async fn run(
                 "CopyUnreadable"
             },
             "Restore",
-            format!("location {loc} skipped: {reason}; read from {}", read.store),
+            format!("location {loc} skipped: {reason}; read from {from}"),
             None,
         )
         .await;
     }
-    status.storage = Some(read.store.clone());
-    let selected: Vec<serde_json::Value> = read
-        .backup
-        .objects
-        .into_iter()
-        .filter(|o| kind_selected(&r.spec.kinds, o))
-        .collect();
-    let applied = objects::apply_objects(client, &target, &selected, r.spec.existing_objects).await;
+    status.storage = Some(from);
     status.restored = applied.restored;
     status.skipped = applied.skipped;
     status.failed = applied.failed;
