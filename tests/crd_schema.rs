@@ -216,6 +216,7 @@ fn invalid_cases() -> Vec<Case> {
         bad(bp, "local path of .", json!({"storage": [{"name": "onsite", "local": {"path": "."}}]}), "spec.storage[0].local.path", LOCAL_PATH),
         bad(bp, "local path with an empty segment", json!({"storage": [{"name": "onsite", "local": {"path": "a//b"}}]}), "spec.storage[0].local.path", LOCAL_PATH),
         bad(bp, "local path with a space", json!({"storage": [{"name": "onsite", "local": {"path": "a b"}}]}), "spec.storage[0].local.path", LOCAL_PATH),
+        bad(bp, "restore test timeout over a day", json!({"rto": "1h", "verification": {"restoreTest": {"timeout": "25h"}}}), "spec.verification.restoreTest.timeout", "restoreTest.timeout must be at most 24h"),
         bad(bp, "serviceAccountName not a DNS name", json!({"serviceAccountName": "Backup_Bot"}), "spec.serviceAccountName", PATTERN),
         bad(rs, "Restore serviceAccountName not a DNS name", json!({"serviceAccountName": "../admin"}), "spec.serviceAccountName", PATTERN),
         bad(bp, "PVC path with ..", json!({"storage": [{"name": "onsite", "persistentVolumeClaim": {"claimName": "backups", "path": "../other-tenant"}}]}), "spec.storage[0].persistentVolumeClaim.path", "persistentVolumeClaim.path must not contain '..'"),

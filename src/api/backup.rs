@@ -276,6 +276,7 @@ pub struct RestoreTest {
     /// A restore test that takes longer fails.
     #[serde(default = "default_restore_timeout")]
     #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')").message("restoreTest.timeout must be at least 10s"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('24h')").message("restoreTest.timeout must be at most 24h (a restore test holds one of the operator's few read slots while it runs)"))]
     pub timeout: Duration,
 }
 

@@ -164,6 +164,27 @@ impl EndpointPolicy {
         found
     }
 
+    /// How a bare host name matches the allowlist (any scheme and port): what a connection's
+    /// name resolution can check, for the endpoint and for any host a redirect leads to.
+    pub fn host_match(&self, host: &str) -> Option<Match> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let mut found = None;
+        for e in &self.entries {
+            match e {
+                Entry::Exact(o) if o.host == host => return Some(Match::Exact),
+                Entry::Suffix { domain, .. }
+                    if host
+                        .strip_suffix(domain.as_str())
+                        .is_some_and(|head| head.len() > 1 && head.ends_with('.')) =>
+                {
+                    found = Some(Match::Wildcard)
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
     /// Whether an address may not be reached through a wildcard entry.
     pub fn is_restricted(&self, ip: IpAddr) -> bool {
         let ip = match ip {
@@ -208,20 +229,18 @@ impl EndpointPolicy {
     }
 
     /// [`check`](Self::check) with the endpoint's addresses looked up now (only for a wildcard
-    /// match: an exact one needs no look-up, and a refused one gets none). For a wildcard match
-    /// it also gives the resolver every later connection must go through, so that a name that
-    /// resolves elsewhere after this check (DNS rebinding) still reaches no restricted address.
+    /// match: an exact one needs no look-up, and a refused one gets none). It also gives the
+    /// resolver every connection must go through: a host no entry allows (one a redirect
+    /// leads to) does not resolve, and one a wildcard allows resolves to no restricted address,
+    /// even when its name resolves elsewhere after this check (DNS rebinding).
     pub async fn allow(
         self: &std::sync::Arc<Self>,
         endpoint: &str,
-    ) -> Result<Option<std::sync::Arc<dyn DnsResolver>>, EndpointError> {
-        let origin = self.allow_origin(endpoint).await?;
-        Ok(match self.matches(&origin) {
-            Some(Match::Wildcard) => Some(std::sync::Arc::new(GuardedResolver {
-                policy: self.clone(),
-            })),
-            _ => None,
-        })
+    ) -> Result<std::sync::Arc<dyn DnsResolver>, EndpointError> {
+        self.allow_origin(endpoint).await?;
+        Ok(std::sync::Arc::new(GuardedResolver {
+            policy: self.clone(),
+        }))
     }
 
     async fn allow_origin(&self, endpoint: &str) -> Result<Origin, EndpointError> {
@@ -241,8 +260,9 @@ impl EndpointPolicy {
     }
 }
 
-/// Resolves names for connections to an endpoint allowed by a wildcard entry, keeping only the
-/// addresses outside the restricted ranges (and failing when none is left).
+/// Resolves names for every connection to an allowed endpoint: a host no entry allows does not
+/// resolve at all; one a wildcard allows keeps only its addresses outside the restricted ranges
+/// (failing when none is left).
 #[derive(Debug)]
 struct GuardedResolver {
     policy: std::sync::Arc<EndpointPolicy>,
@@ -253,10 +273,13 @@ impl DnsResolver for GuardedResolver {
         let policy = self.policy.clone();
         let host = host.to_string();
         Box::pin(async move {
+            let matched = policy
+                .host_match(&host)
+                .ok_or_else(|| format!("{host} is not in the operator's S3 endpoint allowlist"))?;
             let addrs: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
                 .map(|a| a.ip())
-                .filter(|ip| !policy.is_restricted(*ip))
+                .filter(|ip| matched == Match::Exact || !policy.is_restricted(*ip))
                 .collect();
             if addrs.is_empty() {
                 return Err(
@@ -383,6 +406,25 @@ mod tests {
             aws_endpoint("eu-west-1"),
             "https://s3.eu-west-1.amazonaws.com"
         );
+    }
+
+    #[test]
+    fn a_redirect_can_lead_only_to_hosts_the_allowlist_names() {
+        let p = policy(&["https://s3.example.net", "https://*.amazonaws.com"]);
+        assert_eq!(p.host_match("s3.example.net"), Some(Match::Exact));
+        assert_eq!(p.host_match("S3.Example.Net."), Some(Match::Exact));
+        assert_eq!(
+            p.host_match("bucket.s3.eu-west-1.amazonaws.com"),
+            Some(Match::Wildcard)
+        );
+        for other in [
+            "evil.example",
+            "example.net",
+            "amazonaws.com",
+            "x.s3.example.net.evil",
+        ] {
+            assert_eq!(p.host_match(other), None, "{other}");
+        }
     }
 
     #[tokio::test]

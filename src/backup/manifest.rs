@@ -47,8 +47,6 @@ pub enum ManifestError {
     WrongSigningKey { expected: String, found: String },
     #[error("manifest is {size} bytes, over the limit of {limit}")]
     TooLarge { size: u64, limit: u64 },
-    #[error("manifest names signing key {found}, which is not one the reader trusts")]
-    UntrustedKey { found: String },
     #[error("manifest signature does not verify")]
     BadSignature(#[source] CryptoError),
     #[error(
@@ -282,24 +280,25 @@ pub fn verify_manifest(
     }
 }
 
-/// Verifies stored manifest bytes against `manifest.sig` with whichever of the `trusted` keys
-/// the manifest names, then parses them. A manifest naming no key, or a key not trusted, or
-/// whose signature does not verify with that key, is refused: nothing in it is believed before
-/// the signature checks out (the key id only picks which trusted key to check with).
+/// Verifies stored manifest bytes against `manifest.sig` with the `trusted` keys, then parses
+/// them: bytes that no trusted key signed are refused unparsed, and a manifest must name the
+/// key that signed it.
 pub fn verify_manifest_trusted(
     bytes: &[u8],
     signature: Option<&str>,
     trusted: &[VerifyingKey],
 ) -> Result<Manifest, ManifestError> {
     let signature = signature.ok_or(ManifestError::Unsigned)?;
-    let named = Manifest::from_bytes(bytes)?
-        .signing_key_id
-        .ok_or(ManifestError::Unsigned)?;
-    let key = trusted
+    // The signature first: bytes no trusted key signed are not even parsed.
+    match trusted
         .iter()
-        .find(|k| crypto::signing_key_id(k) == named)
-        .ok_or(ManifestError::UntrustedKey { found: named })?;
-    verify_manifest(bytes, Some(signature), key)
+        .find(|k| crypto::verify(k, bytes, signature).is_ok())
+    {
+        Some(key) => verify_manifest(bytes, Some(signature), key),
+        None => Err(ManifestError::BadSignature(
+            crypto::CryptoError::SignatureMismatch,
+        )),
+    }
 }
 
 /// The layout of [`Manifest::to_canonical_bytes`]: each field of the top-level object on a line

@@ -118,6 +118,10 @@ pub enum StoreError {
     FellBehind { path: String, queued: u64 },
     #[error("the upload task of store {store} failed: {reason}")]
     Task { store: String, reason: String },
+    #[error(
+        "{path} is a symbolic link: a store's files are never reached through one (it could lead outside the store)"
+    )]
+    Symlink { path: String },
     #[error("the copy read from {path} does not match its manifest")]
     SourceMismatch {
         path: String,
@@ -216,7 +220,7 @@ impl std::fmt::Debug for S3Config {
 }
 
 /// `https://host/x` with the bucket as the first label of the host (virtual-hosted style).
-fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> String {
+pub fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> String {
     match endpoint.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
         None => format!("{bucket}.{endpoint}"),
@@ -318,6 +322,9 @@ pub struct Store {
     name: String,
     backend: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// For a local store, its directory: where symbolic links are refused
+    /// ([`refuse_links`](Self::refuse_links)).
+    local_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 impl Store {
@@ -339,10 +346,15 @@ impl Store {
             })?
             .with_fsync(true)
             .with_automatic_cleanup(true);
+        let root = std::fs::canonicalize(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
         Ok(Self {
             name,
             backend: Arc::new(fs),
             prefix: Path::default(),
+            local_dir: Some(Arc::new(root)),
         })
     }
 
@@ -427,7 +439,63 @@ impl Store {
             name: name.into(),
             backend,
             prefix,
+            local_dir: None,
         })
+    }
+
+    /// Refuses to use `dir` (a directory of the store) when a symbolic link stands on the way to
+    /// it, or, with `below`, anywhere under it. A local store may sit on a claim its tenant's
+    /// pods can write too: a link there would have the operator write, list or delete files
+    /// outside the store (another tenant's backups). Remote stores have no links.
+    fn refuse_links(&self, dir: &Path, below: bool) -> Result<(), StoreError> {
+        let Some(root) = &self.local_dir else {
+            return Ok(());
+        };
+        let link = |p: &std::path::Path| StoreError::Symlink {
+            path: p.display().to_string(),
+        };
+        let mut at = root.as_ref().clone();
+        for part in dir.parts() {
+            at.push(part.as_ref());
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => return Err(link(&at)),
+                Ok(_) => {}
+                // Not there yet: nothing can stand below it either.
+                Err(_) => return Ok(()),
+            }
+        }
+        if !below {
+            return Ok(());
+        }
+        let mut pending = vec![at];
+        while let Some(d) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_symlink() {
+                    return Err(link(&entry.path()));
+                }
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A local store's directory, links resolved.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref().map(|p| p.as_path())
+    }
+
+    /// The directory a file of the store is in.
+    fn parent_of(path: &Path) -> Path {
+        let parts: Vec<_> = path.parts().collect();
+        Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
     }
 
     /// Name of the location (`onsite`, `offsite`).
@@ -452,6 +520,7 @@ impl Store {
 
     /// Starts the multipart upload of the data file: nothing is visible until it completes.
     pub async fn start_data(&self, loc: &BackupLocation) -> Result<DataUpload, StoreError> {
+        self.refuse_links(&self.backup_dir(loc), true)?;
         let path = self.file_path(loc, DATA_FILE);
         match self.backend.put_multipart(&path).await {
             Ok(upload) => Ok(DataUpload {
@@ -466,6 +535,7 @@ impl Store {
     }
 
     async fn put(&self, path: Path, bytes: Bytes) -> Result<(), StoreError> {
+        self.refuse_links(&Self::parent_of(&path), true)?;
         self.backend
             .put(&path, PutPayload::from_bytes(bytes))
             .await
@@ -507,6 +577,7 @@ impl Store {
     /// A whole small file, refused unread when the store says it is larger than `limit`, and
     /// cut off when it sends more (whoever writes the store decides what is there).
     async fn get_bytes(&self, path: Path, limit: u64) -> Result<Bytes, StoreError> {
+        self.refuse_links(&path, false)?;
         let map = |source: object_store::Error, path: &Path| match source {
             object_store::Error::NotFound { .. } => StoreError::NotFound {
                 path: path.to_string(),
@@ -589,6 +660,7 @@ impl Store {
         loc: &BackupLocation,
     ) -> Result<(u64, BoxStream<'static, Result<Bytes, StoreError>>), StoreError> {
         let path = self.file_path(loc, DATA_FILE);
+        self.refuse_links(&path, false)?;
         let got = self
             .backend
             .get(&path)
@@ -622,6 +694,7 @@ impl Store {
         check_segment("namespace", namespace)?;
         check_segment("policy", policy)?;
         let dir = self.policy_dir(namespace, policy);
+        self.refuse_links(&dir, true)?;
         let metas: Vec<object_store::ObjectMeta> = self
             .backend
             .list(Some(&dir))
@@ -837,6 +910,7 @@ impl Store {
     /// Every file of a backup.
     async fn files_of(&self, loc: &BackupLocation) -> Result<Vec<Path>, StoreError> {
         let dir = self.backup_dir(loc);
+        self.refuse_links(&dir, true)?;
         self.backend
             .list(Some(&dir))
             .map_ok(|m| m.location)

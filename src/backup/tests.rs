@@ -742,3 +742,30 @@ async fn a_backup_in_restore_order_streams_and_an_older_one_is_sorted_first() {
         .unwrap();
     assert_eq!(err.category(), "Corrupt");
 }
+
+#[tokio::test]
+async fn a_symbolic_link_in_a_local_store_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let store = Store::local("onsite", dir.path()).unwrap();
+    backup_to(std::slice::from_ref(&store), "b1", 5).await;
+    // Someone who can write the store's directory (a claim the tenant's pods mount too) links
+    // a backup's directory to another tenant's files.
+    std::fs::write(elsewhere.path().join("theirs"), b"another tenant's backup").unwrap();
+    std::fs::create_dir_all(dir.path().join("team-a/nightly")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("team-a/nightly/b2")).unwrap();
+    for err in [
+        store.delete_backup(&loc("b2")).await.unwrap_err(),
+        store.list_backups("team-a", "nightly").await.unwrap_err(),
+        store.start_data(&loc("b2")).await.unwrap_err(),
+        store
+            .put_manifest(&loc("b2"), Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::Symlink { .. }), "{err}");
+    }
+    // A real backup beside it is deleted as usual, and nothing through the link.
+    assert!(store.delete_backup(&loc("b1")).await.unwrap() > 0);
+    assert!(elsewhere.path().join("theirs").exists());
+}

@@ -121,6 +121,9 @@ pub struct State {
     /// Uids of the Backups and Restores this process is running now: one found `Running` that
     /// is not here was left behind by a process that stopped (see [`execute`], [`restore`]).
     running: Mutex<HashSet<String>>,
+    /// Stored copies (`<store>/<id>`) found untrusted, by policy uid and keyring: not read
+    /// again (a store full of forgeries costs one read each, not one per round).
+    untrusted: Mutex<HashMap<String, HashSet<String>>>,
     /// Outcomes of Backup runs this process finished but could not record yet, by uid.
     unwritten: Mutex<HashMap<String, crate::api::backup::BackupStatus>>,
     /// Failed rounds in a row of copies to a storage location, and when the next may start,
@@ -180,6 +183,25 @@ impl State {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(uid)
+    }
+
+    /// The copies found untrusted under `key` so far.
+    pub fn untrusted_copies(&self, key: &str) -> HashSet<String> {
+        self.untrusted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Remembers a copy found untrusted under `key`.
+    pub fn add_untrusted_copy(&self, key: &str, copy: String) {
+        let mut map = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.entry(key.to_string()).or_default().insert(copy);
     }
 
     /// Keeps the outcome of a finished run whose status write failed.
@@ -317,6 +339,7 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             reads: Semaphore::new(MAX_CONCURRENT_READS),
             running: Mutex::default(),
             unwritten: Mutex::default(),
+            untrusted: Mutex::default(),
             copy_retries: Mutex::default(),
         });
         let stopper = |mut stop: watch::Receiver<bool>| async move {

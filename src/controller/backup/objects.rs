@@ -133,7 +133,10 @@ pub async fn list_page(
     let proto_kind = ProtobufKind::of(&ar.api_version, &ar.kind).filter(|_| state.protobuf);
     if let Some(kind) = proto_kind {
         match list_page_protobuf(client, kind, request()?, &mut state.body).await? {
-            Listed::Page(page) => return Ok(Some(page)),
+            Listed::Page(page) => {
+                state.last_page_bytes = state.body.len();
+                return Ok(Some(page));
+            }
             Listed::NotListable => return Ok(None),
             // The JSON request reads the error (a 403 with the API server's message).
             Listed::Forbidden => {}
@@ -153,9 +156,24 @@ pub async fn list_page(
         }
         Err(e) => return Err(e),
     };
+    state.last_page_bytes = text.len();
     RawListPage::parse(&text)
         .map(Some)
         .map_err(kube::Error::SerdeError)
+}
+
+/// Bytes a list page should hold about: the next page asks for as many objects as fit, by the
+/// last page's size per object (large Secrets or ConfigMaps make small pages), so that two
+/// pages in memory stay far below the operator's limit whatever tenants store.
+pub const PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The limit of the next list request after a page of `items` objects in `bytes`.
+pub fn next_page_limit(items: usize, bytes: usize) -> u32 {
+    if items == 0 || bytes == 0 {
+        return LIST_PAGE;
+    }
+    let per_object = bytes.div_ceil(items).max(1);
+    ((PAGE_BYTES / per_object) as u32).clamp(1, LIST_PAGE)
 }
 
 /// How one kind's pages are listed: as protobuf until its decoder refuses a page, into a body
@@ -164,6 +182,8 @@ pub async fn list_page(
 pub struct ListState {
     protobuf: bool,
     body: Vec<u8>,
+    /// Bytes of the last page read.
+    last_page_bytes: usize,
 }
 
 impl Default for ListState {
@@ -171,6 +191,7 @@ impl Default for ListState {
         Self {
             protobuf: true,
             body: Vec::new(),
+            last_page_bytes: 0,
         }
     }
 }
@@ -307,9 +328,10 @@ impl ListAhead {
         let forbidden = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let refused = forbidden.clone();
         let task = tokio::spawn(async move {
-            let mut limit = FIRST_LIST_PAGE;
             for kind in kinds {
                 let (mut token, mut state) = (None::<String>, ListState::default());
+                // A kind's first page is small; the next ones as large as fits PAGE_BYTES.
+                let mut limit = FIRST_LIST_PAGE;
                 loop {
                     let page = list_page(
                         &client,
@@ -321,7 +343,6 @@ impl ListAhead {
                         &mut state,
                     )
                     .await;
-                    limit = LIST_PAGE;
                     let page = match page {
                         Ok(Some(page)) => page,
                         Ok(None) => break,
@@ -340,6 +361,7 @@ impl ListAhead {
                     };
                     token = page.continue_token().map(str::to_string);
                     let items = page.into_items();
+                    limit = next_page_limit(items.len(), state.last_page_bytes);
                     let listed = ListedPage {
                         kind: kind.clone(),
                         items,
@@ -649,6 +671,14 @@ mod tests {
         assert!(selected(&r, &cm) && selected(&r, &deploy) && !selected(&r, &secret));
         let r: BackupResources = serde_yaml::from_str("excludeKinds: [apps/Deployment]").unwrap();
         assert!(!selected(&r, &deploy) && selected(&r, &cm));
+    }
+
+    #[test]
+    fn large_objects_make_small_pages() {
+        assert_eq!(next_page_limit(500, 500 * 5_000), LIST_PAGE);
+        assert_eq!(next_page_limit(100, 100 * 1024 * 1024), 16);
+        assert_eq!(next_page_limit(1, 64 * 1024 * 1024), 1);
+        assert_eq!(next_page_limit(0, 0), LIST_PAGE);
     }
 
     #[test]

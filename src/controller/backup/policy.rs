@@ -155,8 +155,8 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     cleanup_incomplete(st, p, &stores, &backups, &unreachable).await;
     let mut wake: Vec<Timestamp> = Vec::new();
     if more_to_read {
-        // The rest of the catalogue in the next round.
-        wake.push(Timestamp::now());
+        // The rest of the catalogue in the next round, a few seconds on.
+        wake.push(Timestamp::now() + CATALOGUE_PAUSE);
     }
     retry_copies(st, p, &stores, &mut backups, &mut wake).await;
 
@@ -621,17 +621,25 @@ async fn rebuild_catalogue(
             Vec<BackupLocationStatus>,
         ),
     > = BTreeMap::new();
+    // Copies found untrusted are remembered (for this policy and keyring), not read again.
+    let untrusted_key = format!(
+        "{}/{}",
+        p.uid().unwrap_or_default(),
+        access.signing.trusted_ids().join(",")
+    );
+    let untrusted = st.untrusted_copies(&untrusted_key);
     for store in &stores.ready {
         // Only manifests the operator signed enter the catalogue: anyone who can write the
         // store can leave one there, and a forged one must neither count for the RPO nor push
         // real backups out of retention.
         // Only ids without a Backup are read, and a bounded number per reconcile.
+        let copy = |id: &str| format!("{}/{id}", store.name());
         match store
             .list_some(
                 &ns,
                 &name,
                 access.signing.trusted(),
-                |id| !known.contains(id),
+                |id| !known.contains(id) && !untrusted.contains(&copy(id)),
                 CATALOGUE_READS,
             )
             .await
@@ -643,6 +651,7 @@ async fn rebuild_catalogue(
                         Ok(m) => m,
                         Err(err) => {
                             tracing::warn!(namespace = %ns, policy = %name, backup = %e.backup_id, store = store.name(), error = %error_chain(&err), "a stored backup that is not trusted was left out of the catalogue");
+                            st.add_untrusted_copy(&untrusted_key, copy(&e.backup_id));
                             continue;
                         }
                     };
@@ -996,6 +1005,9 @@ async fn apply_retention(st: &State, p: &BackupPolicy, stores: &Stores, backups:
 /// Manifests the catalogue reads per store in one reconcile: a store holding many backups
 /// without Backup objects is brought back over several rounds, each bounded.
 pub const CATALOGUE_READS: usize = 50;
+
+/// The pause between two rounds of a catalogue that has more to read.
+pub const CATALOGUE_PAUSE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
 
 /// How long an incomplete copy (no `manifest.json`) must sit untouched before it is deleted: a
 /// writer between its data and its manifest takes seconds, never this long.

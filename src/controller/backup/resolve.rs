@@ -165,21 +165,39 @@ impl Access {
             return Store::local(name, dir).map_err(|e| error_chain(&e));
         }
         if let Some(pvc) = &location.persistent_volume_claim {
-            let dir = self.claim_dir(&pvc.claim_name).await?;
+            let claim = self.claim_dir(&pvc.claim_name).await?;
             let dir = match &pvc.path {
                 Some(sub) if !sub.trim_matches('/').is_empty() => {
-                    dir.join(relative(sub.trim_matches('/'))?)
+                    claim.join(relative(sub.trim_matches('/'))?)
                 }
-                _ => dir,
+                _ => claim.clone(),
             };
-            return Store::local(name, dir).map_err(|e| error_chain(&e));
+            let store = Store::local(name, &dir).map_err(|e| error_chain(&e))?;
+            // The claim's content is the tenant's: a link in `path` must not lead out of it.
+            let inside = std::fs::canonicalize(&claim)
+                .ok()
+                .zip(store.local_dir())
+                .is_some_and(|(claim, at)| at.starts_with(claim));
+            if !inside {
+                return Err(format!(
+                    "persistentVolumeClaim.path leads out of the claim ({} is not inside {})",
+                    dir.display(),
+                    claim.display()
+                ));
+            }
+            return Ok(store);
         }
         if let Some(s3) = &location.s3 {
-            let endpoint = s3
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| aws_endpoint(&s3.region));
-            // Checked before the credentials are read: a refused endpoint gets nothing.
+            // The endpoint requests go to: the bucket first in the host name when addressed
+            // virtual-hosted style. Checked before the credentials are read: a refused
+            // endpoint gets nothing.
+            let endpoint = match &s3.endpoint {
+                Some(e) if !s3.force_path_style => {
+                    crate::backup::store::virtual_hosted_endpoint(e, &s3.bucket)
+                }
+                Some(e) => e.clone(),
+                None => aws_endpoint(&s3.region),
+            };
             let resolver = self
                 .tenancy
                 .endpoints
@@ -198,7 +216,7 @@ impl Access {
                 secret_access_key: entry(&entries, &shown, "AWS_SECRET_ACCESS_KEY")?,
                 force_path_style: s3.force_path_style,
             };
-            return Store::s3_resolved(name, &config, resolver).map_err(|e| error_chain(&e));
+            return Store::s3_resolved(name, &config, Some(resolver)).map_err(|e| error_chain(&e));
         }
         Err("no storage kind set".into())
     }
