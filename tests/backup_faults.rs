@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -26,21 +25,12 @@ const WAIT: Duration = Duration::from_secs(120);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn start(lease: &str) -> common::OperatorProcess {
-    let log = std::env::temp_dir().join(format!("{lease}-{}.log", common::unique("run")));
-    eprintln!("operator log: {}", log.display());
-    let file = std::fs::File::create(&log).unwrap();
-    common::operator_command("backup", lease)
-        .args([
-            "--admin-addr",
-            &format!("127.0.0.1:{}", common::free_port()),
-        ])
-        .args(["--lease-duration", "4s", "--lease-retry", "1s"])
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .map(common::OperatorProcess)
-        .expect("start opsec-operator")
+    common::start_operator(
+        "backup",
+        lease,
+        &["--lease-duration", "4s", "--lease-retry", "1s"],
+    )
+    .0
 }
 
 fn apply(ns: &str, obj: &Value) {
@@ -470,22 +460,9 @@ async fn a_decompression_bomb_and_a_huge_manifest_in_a_store_are_refused_in_boun
 /// Restarts the test control plane's kube-apiserver (its supervisor does it on SIGUSR1) and
 /// waits until it answers again.
 async fn restart_apiserver(client: &Client) {
-    let (ok, server, err) = common::kubectl(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    assert!(ok, "{err}");
-    let port = server
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let port = common::apiserver_port();
     let supervisor = common::process_with("controlplane", &port).unwrap_or_else(|| {
-        panic!("no local control plane serves {server}: this test restarts its API server")
+        panic!("no local control plane serves port {port}: this test restarts its API server")
     });
     common::signal(supervisor, "-USR1");
     // Gone, then back.
@@ -516,20 +493,7 @@ async fn an_api_server_restarted_in_the_middle_of_a_backup_loses_nothing() {
     policy(&client, &ns, &bucket).await;
     let lease = common::unique("fault-api");
     // A Lease long enough to outlast the restart: this is about the backup, not leadership.
-    let log = std::env::temp_dir().join(format!("{lease}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let _operator = common::operator_command("backup", &lease)
-        .args([
-            "--admin-addr",
-            &format!("127.0.0.1:{}", common::free_port()),
-        ])
-        .args(["--lease-duration", "60s"])
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .map(common::OperatorProcess)
-        .unwrap();
+    let _operator = common::start_operator("backup", &lease, &["--lease-duration", "60s"]).0;
     let backups = Api::<Backup>::namespaced(client.clone(), &ns);
     let ended = |name: &'static str| {
         let backups = backups.clone();

@@ -20,24 +20,11 @@ const LEASE_SECONDS: u64 = 6;
 
 /// The kube-apiserver process serving KUBECONFIG (by its `--secure-port`).
 fn apiserver_pid() -> u32 {
-    let (ok, server, err) = common::kubectl(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    assert!(ok, "{err}");
-    let port = server
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let port = common::apiserver_port();
     common::process_with("kube-apiserver", &format!("--secure-port={port}")).unwrap_or_else(|| {
         panic!(
-            "no local kube-apiserver serves {server}: this test freezes the API server process, \
-             so it needs the control plane `make test` starts"
+            "no local kube-apiserver serves port {port}: this test freezes the API server \
+             process, so it needs the control plane `make test` starts"
         )
     })
 }

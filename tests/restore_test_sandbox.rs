@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,21 +21,12 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(90);
 
 fn start(lease: &str) -> common::OperatorProcess {
-    let log = std::env::temp_dir().join(format!("{lease}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    eprintln!("operator log: {}", log.display());
-    common::operator_command("backup", lease)
-        .args([
-            "--admin-addr",
-            &format!("127.0.0.1:{}", common::free_port()),
-        ])
-        .args(["--lease-duration", "4s", "--lease-retry", "1s"])
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .map(common::OperatorProcess)
-        .expect("start opsec-operator")
+    common::start_operator(
+        "backup",
+        lease,
+        &["--lease-duration", "4s", "--lease-retry", "1s"],
+    )
+    .0
 }
 
 fn kubectl_apply(ns: &str, obj: &Value) {

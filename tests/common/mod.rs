@@ -423,6 +423,44 @@ pub fn relay_port() -> u16 {
     *PORT.get_or_init(free_port)
 }
 
+/// Starts an operator of a test's own (it is killed when the returned guard drops): running
+/// `controllers` with Lease `lease`, `extra` arguments after, its log in a file of its own,
+/// and its admin port.
+pub fn start_operator(controllers: &str, lease: &str, extra: &[&str]) -> (OperatorProcess, u16) {
+    use std::process::Stdio;
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("{lease}-{}.log", unique("run")));
+    eprintln!("operator log: {}", log.display());
+    let file = std::fs::File::create(&log).expect("operator log file");
+    let child = operator_command(controllers, lease)
+        .args(["--admin-addr", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("operator log file"))
+        .stderr(file)
+        .spawn()
+        .expect("start opsec-operator");
+    (OperatorProcess(child), port)
+}
+
+/// The port of the API server KUBECONFIG names (a local control plane's, in `make test`).
+pub fn apiserver_port() -> String {
+    let (ok, server, err) = kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    assert!(ok, "{err}");
+    server
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// Starts one `opsec-operator run` for this test binary (running only `controllers`, with a
 /// Lease of its own, as its own ServiceAccount) and returns its admin port. It stops when the
 /// test process exits: its standard input is a pipe this process holds, and

@@ -207,7 +207,7 @@ type proc struct {
 	done chan error
 }
 
-// startProc starts a child like startChild, its exit on its own channel.
+// startProc starts a child, its output in DIR/<name>.log and its exit on its own channel.
 func startProc(dir, bin string, args ...string) (*proc, error) {
 	logFile, err := os.OpenFile(filepath.Join(dir, filepath.Base(bin)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -228,25 +228,18 @@ func startProc(dir, bin string, args ...string) (*proc, error) {
 // startChild starts a component whose output goes to <dir>/<name>.log. Pdeathsig makes the kernel
 // kill it if this process dies without a chance to clean up, so no component is ever left behind.
 func startChild(ctx context.Context, dir, bin string, exited chan<- error, args ...string) (*exec.Cmd, error) {
-	name := filepath.Base(bin)
-	logFile, err := os.Create(filepath.Join(dir, name+".log"))
+	p, err := startProc(dir, bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
+	name := filepath.Base(bin)
 	go func() {
-		err := cmd.Wait()
+		err := <-p.done
 		if ctx.Err() == nil {
 			exited <- fmt.Errorf("%s: %v (see %s.log)", name, err, filepath.Join(dir, name))
 		}
 	}()
-	return cmd, nil
+	return p.cmd, nil
 }
 
 func startEtcd(dir string, port int) (*embed.Etcd, error) {

@@ -64,20 +64,29 @@ pub async fn read_backup(
             Err(e) => failures.push((store.name().into(), error_chain(&e), e.category())),
         }
     }
+    Err(no_good_copy(backup_id, only, &failures))
+}
+
+/// Why no copy of a backup could be read: every location's reason, or that there is none.
+fn no_good_copy(
+    backup_id: &str,
+    only: Option<&str>,
+    failures: &[(String, String, &'static str)],
+) -> String {
     if failures.is_empty() {
-        return Err(match only {
+        return match only {
             Some(o) => format!("the policy has no storage location {o:?}"),
             None => "the policy has no storage location".into(),
-        });
+        };
     }
-    Err(format!(
+    format!(
         "no good copy of backup {backup_id}: {}",
         failures
             .iter()
             .map(|(n, e, _)| format!("{n}: {e}"))
             .collect::<Vec<_>>()
             .join("; ")
-    ))
+    )
 }
 
 /// Whether an object's kind is named by a Restore's `kinds` filter.
@@ -406,18 +415,7 @@ async fn run(
     let Some((from, applied)) = done else {
         return Err((
             "NoGoodCopy",
-            if failures.is_empty() {
-                "the policy has no such storage location".into()
-            } else {
-                format!(
-                    "no good copy of backup {backup_id}: {}",
-                    failures
-                        .iter()
-                        .map(|(n, e, _)| format!("{n}: {e}"))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            },
+            no_good_copy(&backup_id, only.as_deref(), &failures),
         ));
     };
     for (loc, reason, category) in &failures {
