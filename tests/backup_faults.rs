@@ -92,6 +92,20 @@ async fn backup_now(client: &Client, ns: &str, name: &str) {
         .unwrap();
 }
 
+/// Backup `name` once its phase is one of `phases`.
+async fn backup_in(client: &Client, ns: &str, name: &str, phases: &[BackupPhase]) -> Backup {
+    let backups = Api::<Backup>::namespaced(client.clone(), ns);
+    common::eventually(WAIT, &format!("{name} to be {phases:?}"), || {
+        let backups = backups.clone();
+        async move {
+            let b = backups.get(name).await.ok()?;
+            let phase = b.status.as_ref()?.phase?;
+            phases.contains(&phase).then_some(b)
+        }
+    })
+    .await
+}
+
 fn seaweedfs_pid() -> u32 {
     let endpoint = common::s3::env("OPSEC_S3_ENDPOINT");
     let port = endpoint.rsplit(':').next().unwrap().trim_end_matches('/');
@@ -279,15 +293,7 @@ async fn a_restore_cut_short_by_a_crash_says_so_and_its_next_run_completes_it() 
     let lease = common::unique("fault-rst");
     let mut operator = start(&lease);
     backup_now(&client, &ns, "full").await;
-    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
-    common::eventually(WAIT, "the backup", || {
-        let backups = backups.clone();
-        async move {
-            let b = backups.get("full").await.ok()?;
-            (b.status?.phase == Some(BackupPhase::Completed)).then_some(())
-        }
-    })
-    .await;
+    backup_in(&client, &ns, "full", &[BackupPhase::Completed]).await;
     let restores = Api::<opsec_operator::api::Restore>::namespaced(client.clone(), &ns);
     // Kill the operator while a Restore runs (a quick one that ended first is asked again).
     let mut cut = None;
@@ -397,15 +403,7 @@ async fn a_decompression_bomb_and_a_huge_manifest_in_a_store_are_refused_in_boun
     let lease = common::unique("fault-bomb");
     let operator = start(&lease);
     backup_now(&client, &ns, "real").await;
-    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
-    common::eventually(WAIT, "the backup", || {
-        let backups = backups.clone();
-        async move {
-            let b = backups.get("real").await.ok()?;
-            (b.status?.phase == Some(BackupPhase::Completed)).then_some(())
-        }
-    })
-    .await;
+    backup_in(&client, &ns, "real", &[BackupPhase::Completed]).await;
     // Whoever can write the store swaps the archive for 24 KB that decompress to 2 GiB, and
     // leaves a 400 MB manifest beside it.
     let dir = common::local_root()
@@ -431,14 +429,7 @@ async fn a_decompression_bomb_and_a_huge_manifest_in_a_store_are_refused_in_boun
         )
         .await
         .unwrap();
-    let b = common::eventually(WAIT, "the swapped copy found corrupt", || {
-        let backups = backups.clone();
-        async move {
-            let b = backups.get("real").await.ok()?;
-            (b.status.as_ref()?.phase == Some(BackupPhase::Corrupt)).then_some(b)
-        }
-    })
-    .await;
+    let b = backup_in(&client, &ns, "real", &[BackupPhase::Corrupt]).await;
     let v = b.status.unwrap().verification.unwrap();
     assert!(
         v.message
@@ -452,6 +443,7 @@ async fn a_decompression_bomb_and_a_huge_manifest_in_a_store_are_refused_in_boun
     // The Deployment's limit is 512 MiB; the bomb alone drove it to 713 MB before.
     assert!(peak < 256, "peak RSS {peak} MiB");
     // Nothing entered the catalogue from the oversized manifest.
+    let backups = Api::<Backup>::namespaced(client.clone(), &ns);
     assert!(backups.get_opt("huge").await.unwrap().is_none());
     drop(operator);
     common::delete_namespace(&client, &ns).await;
@@ -496,21 +488,12 @@ async fn an_api_server_restarted_in_the_middle_of_a_backup_loses_nothing() {
     let _operator = common::start_operator("backup", &lease, &["--lease-duration", "60s"]).0;
     let backups = Api::<Backup>::namespaced(client.clone(), &ns);
     let ended = |name: &'static str| {
-        let backups = backups.clone();
-        async move {
-            common::eventually(WAIT, &format!("{name} to end"), || {
-                let backups = backups.clone();
-                async move {
-                    let b = backups.get(name).await.ok()?;
-                    matches!(
-                        b.status.as_ref()?.phase?,
-                        BackupPhase::Completed | BackupPhase::Failed
-                    )
-                    .then_some(b)
-                }
-            })
-            .await
-        }
+        backup_in(
+            &client,
+            &ns,
+            name,
+            &[BackupPhase::Completed, BackupPhase::Failed],
+        )
     };
     backup_now(&client, &ns, "before").await;
     ended("before").await;

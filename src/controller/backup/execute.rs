@@ -81,15 +81,7 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
             let mut s = status.clone();
             s.phase = Some(BackupPhase::Pending);
             s.backup_id = Some(name.clone());
-            set_condition(
-                &mut s.conditions,
-                "Ready",
-                ConditionStatus::False,
-                e.category(),
-                error_chain(&e),
-                b.metadata.generation,
-                Timestamp::now(),
-            );
+            e.set_waiting(&mut s.conditions, b.metadata.generation);
             write_status(st, b, previous.as_ref(), &s).await?;
             return Ok(Action::requeue(super::ACCESS_RETRY));
         }

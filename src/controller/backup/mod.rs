@@ -105,6 +105,23 @@ impl AccessError {
             Self::Signing(_) => "SigningKeyUnavailable",
         }
     }
+
+    /// Says in `conditions` that the object waits for access: `Ready=False`, this reason.
+    pub fn set_waiting(
+        &self,
+        conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        generation: Option<i64>,
+    ) {
+        crate::api::common::set_condition(
+            conditions,
+            "Ready",
+            crate::api::common::ConditionStatus::False,
+            self.category(),
+            resolve::error_chain(self),
+            generation,
+            jiff::Timestamp::now(),
+        );
+    }
 }
 
 /// How soon work that waits for access (a missing ServiceAccount) is looked at again.

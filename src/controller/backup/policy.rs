@@ -98,15 +98,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
         Ok(a) => a,
         Err(e) => {
             let msg = error_chain(&e);
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                ConditionStatus::False,
-                e.category(),
-                msg.clone(),
-                generation,
-                Timestamp::now(),
-            );
+            e.set_waiting(&mut status.conditions, generation);
             let was_ready = condition_status(&previous, "Ready");
             write_status(st, p, previous.as_ref(), &status).await?;
             if was_ready.as_deref() != Some("False") {

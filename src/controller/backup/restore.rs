@@ -192,15 +192,7 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
         Err(e) => {
             let mut waiting = status.clone();
             waiting.phase = Some(RestorePhase::Pending);
-            set_condition(
-                &mut waiting.conditions,
-                "Ready",
-                ConditionStatus::False,
-                e.category(),
-                error_chain(&e),
-                r.metadata.generation,
-                Timestamp::now(),
-            );
+            e.set_waiting(&mut waiting.conditions, r.metadata.generation);
             write_status(st, r, previous.as_ref(), &waiting).await?;
             return Ok(Action::requeue(super::ACCESS_RETRY));
         }
