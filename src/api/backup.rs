@@ -11,6 +11,10 @@ use super::common::{
     DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Duration, LocalObjectRef, Schedule, SecretKeyRef,
     TimeZone, conditions_schema, default_true,
 };
+use super::rules::{self, KIND_FILTER_PATTERN, duration_between, duration_guard};
+
+/// CEL: a relative path of segments of letters, digits, `-`, `_` and `.`, without `.` or `..`.
+const RELATIVE_PATH_RULE: &str = r"self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$') && !self.split('/').exists(s, s == '..' || s == '.')";
 
 /// How often and how safely a namespace is backed up.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -55,8 +59,9 @@ use super::common::{
     )
 )]
 #[x_kube(validation = Rule::new("!self.storage.exists(s, has(s.s3)) || has(self.encryption)").message("encryption is required when any storage location is off-site (s3)").field_path(".encryption"))]
-#[x_kube(validation = Rule::new(r"!has(self.rto) || !has(self.verification) || !has(self.verification.restoreTest) || !self.rto.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.verification.restoreTest.timeout.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.verification.restoreTest.timeout) >= duration(self.rto)").message("verification.restoreTest.timeout must be at least the rto, or a restore that meets its target is cut short").field_path(".verification.restoreTest.timeout"))]
-#[x_kube(validation = Rule::new(r"!has(self.retention) || !has(self.retention.maxAge) || !self.rpo.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.retention.maxAge.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.retention.maxAge) >= duration(self.rpo)").message("retention.maxAge must be at least the rpo, or the copy that keeps the RPO is deleted").field_path(".retention.maxAge"))]
+#[x_kube(validation = Rule::new(format!("!has(self.rto) || !has(self.verification) || !has(self.verification.restoreTest) || !{} || !{} || duration(self.verification.restoreTest.timeout) >= duration(self.rto)", duration_guard("self.rto"), duration_guard("self.verification.restoreTest.timeout"))).message("verification.restoreTest.timeout must be at least the rto, or a restore that meets its target is cut short").field_path(".verification.restoreTest.timeout"))]
+#[x_kube(validation = Rule::new(format!("!has(self.retention) || !has(self.retention.maxAge) || !{} || !{} || duration(self.retention.maxAge) >= duration(self.rpo)", duration_guard("self.rpo"), duration_guard("self.retention.maxAge"))).message("retention.maxAge must be at least the rpo, or the copy that keeps the RPO is deleted").field_path(".retention.maxAge"))]
+#[x_kube(validation = Rule::new(format!("!has(self.schedule) || !{} || !{} || duration(self.rpo).getSeconds() >= {} * 60", rules::cron_guard("self.schedule"), duration_guard("self.rpo"), rules::cron_longest_gap_bound("self.schedule"))).message("schedule leaves longer gaps between backups than the rpo: no backup could keep it; run it more often or raise the rpo").field_path(".schedule"))]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicySpec {
     /// Cron schedule of backups. When absent it is derived from the RPO (a run every RPO/2,
@@ -68,12 +73,12 @@ pub struct BackupPolicySpec {
     pub time_zone: Option<TimeZone>,
     /// Recovery point objective: the newest good backup is never older than this (`RPOMet`).
     /// At least 1m.
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')").message("rpo must be at least 1m"))]
+    #[x_kube(validation = duration_between("rpo", "1m", "8760h"))]
     pub rpo: Duration,
     /// Recovery time objective: the longest a restore may take, checked by restore tests
     /// (`RTOMet`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1s')").message("rto must be at least 1s"))]
+    #[x_kube(validation = duration_between("rto", "1s", "720h"))]
     pub rto: Option<Duration>,
     /// Which resources of the namespace are backed up.
     #[serde(default)]
@@ -96,7 +101,7 @@ pub struct BackupPolicySpec {
     /// Namespaces whose Restores may write into this namespace from their backups. A Restore
     /// into another namespace is refused unless that namespace's policy lists the source here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
     pub accept_restores_from: Vec<String>,
     /// Stop scheduling new backups (verification and status still run).
     #[serde(default)]
@@ -116,14 +121,15 @@ pub struct BackupResources {
     /// Kinds to back up (`ConfigMap`, `Deployment`, `apps/v1/Deployment`); every listable kind
     /// when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 128), inner(length(min = 1, max = 253)))]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253), regex(pattern = KIND_FILTER_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
     pub include_kinds: Vec<String>,
     /// Kinds never backed up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 128), inner(length(min = 1, max = 253)))]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253), regex(pattern = KIND_FILTER_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
     pub exclude_kinds: Vec<String>,
     /// Only objects with these labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "rules::optional_label_selector")]
     pub label_selector: Option<LabelSelector>,
     /// Whether Secrets are backed up (they are encrypted like everything else).
     #[serde(default = "default_true")]
@@ -142,7 +148,7 @@ impl Default for BackupResources {
 }
 
 /// Retention of copies.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
     /// Successful copies kept per location (1 to 1000). The last verified copy is never deleted.
@@ -151,6 +157,7 @@ pub struct Retention {
     pub copies: i32,
     /// Copies older than this are deleted (never the last verified one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = duration_between("retention.maxAge", "1m", "87600h"))]
     pub max_age: Option<Duration>,
     /// Failed Backup objects kept for diagnosis.
     #[serde(default = "default_keep_failed")]
@@ -195,7 +202,7 @@ pub struct LocalStorage {
     /// (`<root>/<namespace>/<path>`, root set by the provider with `--local-store-root`):
     /// segments of letters, digits, '-', '_' and '.', separated by '/'.
     #[schemars(length(min = 1, max = 512))]
-    #[x_kube(validation = Rule::new(r"self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$') && !self.split('/').exists(s, s == '..' || s == '.')").message("local.path must be relative: segments of letters, digits, '-', '_' and '.', separated by '/', without '.' or '..'"))]
+    #[x_kube(validation = Rule::new(RELATIVE_PATH_RULE).message("local.path must be relative: segments of letters, digits, '-', '_' and '.', separated by '/', without '.' or '..'"))]
     pub path: String,
 }
 
@@ -210,8 +217,8 @@ pub struct PvcStorage {
     pub claim_name: String,
     /// Sub-directory within the claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
-    #[x_kube(validation = Rule::new("!self.contains('..')").message("persistentVolumeClaim.path must not contain '..'"))]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new(RELATIVE_PATH_RULE).message("persistentVolumeClaim.path must be relative: segments of letters, digits, '-', '_' and '.', separated by '/', without '.' or '..'"))]
     pub path: Option<String>,
 }
 
@@ -224,20 +231,27 @@ pub struct S3Storage {
         length(min = 3, max = 63),
         regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
     )]
+    #[x_kube(validation = Rule::new(r"!self.contains('..') && !self.contains('.-') && !self.contains('-.') && !self.matches(r'^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$') && !self.startsWith('xn--') && !self.startsWith('sthree-') && !self.startsWith('amzn-s3-demo-') && !self.endsWith('-s3alias') && !self.endsWith('--ol-s3') && !self.endsWith('.mrap') && !self.endsWith('--x-s3') && !self.endsWith('--table-s3')").message("s3.bucket must be a name S3 allows: no '..', '.-' or '-.', not an IP address, no reserved prefix (xn--, sthree-, amzn-s3-demo-) or suffix (-s3alias, --ol-s3, .mrap, --x-s3, --table-s3)"))]
     pub bucket: String,
     /// Endpoint URL (`https://s3.example.net`); the AWS endpoint of the region when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))").message("s3.endpoint must be an http or https URL"))]
+    /// Plain `http://` only to a loopback address (a proxy in the operator's own pod).
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(r"isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != '' && self.matches(r'^https?://[^/?#@\s]+(/[^?#\s]*)?$')").message("s3.endpoint must be an http or https URL with a host, and with no query or fragment"))]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^[a-zA-Z]+://[^/?#]*@')").message("s3.endpoint must not carry credentials (user:password@): name a Secret in credentialsSecretRef"))]
+    #[x_kube(validation = Rule::new(r"!self.startsWith('http://') || self.matches(r'^http://(localhost|127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|\[::1\])(:[0-9]{1,5})?(/[^?#\s]*)?$')").message("s3.endpoint must use https: an off-site copy over plain http could be read or changed on the way (http only to a loopback address)"))]
     pub endpoint: Option<String>,
     /// Region of the bucket.
     #[serde(default = "default_region")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub region: String,
     /// Key prefix under which this policy's backups are written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 512))]
-    #[x_kube(validation = Rule::new("!self.contains('..') && !self.startsWith('/')").message("s3.prefix must be relative and must not contain '..'"))]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(r"self.matches(r'^[A-Za-z0-9!_.*()-]+(/[A-Za-z0-9!_.*()-]+)*/?$') && !self.split('/').exists(s, s == '..' || s == '.')").message("s3.prefix must be relative: segments of letters, digits and the characters ! _ . * ( ) -, separated by '/', without '.' or '..'"))]
     pub prefix: Option<String>,
     /// Secret in this namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
     pub credentials_secret_ref: LocalObjectRef,
@@ -255,7 +269,7 @@ pub struct Encryption {
 }
 
 /// Verification of copies and restore tests.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
     /// When every stored copy is re-read and its digests and signature checked.
@@ -275,8 +289,7 @@ pub struct RestoreTest {
     pub schedule: Schedule,
     /// A restore test that takes longer fails.
     #[serde(default = "default_restore_timeout")]
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')").message("restoreTest.timeout must be at least 10s"))]
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('24h')").message("restoreTest.timeout must be at most 24h (a restore test holds one of the operator's few read slots while it runs)"))]
+    #[x_kube(validation = duration_between("restoreTest.timeout", "10s", "24h"))]
     pub timeout: Duration,
 }
 
@@ -322,8 +335,10 @@ pub struct BackupSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub objects: i64,
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub bytes: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -335,8 +350,10 @@ pub struct BackupSummary {
 pub struct VerificationSummary {
     pub time: Time,
     /// Copies whose digests and signature checked out.
+    #[schemars(range(min = 0))]
     pub verified: i32,
     /// Copies that failed.
+    #[schemars(range(min = 0))]
     pub failed: i32,
 }
 
@@ -349,7 +366,9 @@ pub struct RestoreTestSummary {
     pub duration: String,
     /// Passed, Failed or TimedOut.
     pub result: String,
+    #[schemars(range(min = 0))]
     pub objects_compared: i64,
+    #[schemars(range(min = 0))]
     pub mismatches: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -445,9 +464,11 @@ pub struct BackupStatus {
     pub completion_time: Option<Time>,
     /// Objects in the archive.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub objects: i64,
     /// Size of the encrypted archive.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub bytes: i64,
     /// SHA-256 of the archive as stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -544,7 +565,7 @@ pub struct RestoreSpec {
     pub target_namespace: Option<String>,
     /// Kinds to restore; everything in the backup when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 128), inner(length(min = 1, max = 253)))]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253), regex(pattern = KIND_FILTER_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
     pub kinds: Vec<String>,
     /// What to do with an object that already exists.
     #[serde(default)]
@@ -571,7 +592,7 @@ pub struct RestoreSource {
     pub backup_id: String,
     /// Storage location to read from; the first good copy when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
     pub storage: Option<String>,
 }
 
@@ -613,10 +634,13 @@ pub struct RestoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub restored: i64,
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub skipped: i64,
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub failed: i64,
     /// The first errors (capped at 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -624,6 +648,7 @@ pub struct RestoreStatus {
     /// Runs started: a run cut short by an operator restart is run again (Event
     /// `RestoreInterrupted`), at most 3 in all.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
     pub attempts: i32,
     /// Ready.
     #[serde(default)]

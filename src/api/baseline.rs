@@ -8,10 +8,14 @@ use k8s_openapi::api::core::v1::LimitRangeItem;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use super::common::{DNS_LABEL_PATTERN, Duration, conditions_schema, default_true};
+use super::rules::{
+    self, KIND_PATTERN, LABEL_KEY_PATTERN, NOT_BLANK_PATTERN, PATH_SEGMENT_PATTERN,
+    duration_between, label_key_rule, non_empty_selector, path_segment_rule,
+};
 
 /// Label on a namespace whose value names its tenant, unless a baseline names another.
 pub const DEFAULT_TENANT_LABEL: &str = "opsec.x1642.dev/tenant";
@@ -28,6 +32,7 @@ pub const DEFAULT_TENANT_LABEL: &str = "opsec.x1642.dev/tenant";
     category = "opsec",
     status = "SecurityBaselineStatus",
     derive = "PartialEq",
+    validation = rules::name_is_label_value("SecurityBaseline", "opsec.x1642.dev/baseline"),
     doc = "SecurityBaseline renders configuration (network isolation, Pod Security, quotas, RBAC, free templates) into every tenant namespace it selects and keeps it there (ITU-T X.1642 clauses 8.5, 8.8, 8.1, 7.2.2.4).",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(
@@ -78,24 +83,21 @@ pub const DEFAULT_TENANT_LABEL: &str = "opsec.x1642.dev/tenant";
 pub struct SecurityBaselineSpec {
     /// Which namespaces this baseline applies to, by their labels. Required and never empty: an
     /// empty selector would select every namespace in the cluster.
-    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("namespaceSelector must not be empty: give matchLabels or matchExpressions (an empty selector would select every namespace)"))]
+    #[schemars(schema_with = "rules::label_selector")]
+    #[x_kube(validation = non_empty_selector("namespaceSelector"))]
     pub namespace_selector: LabelSelector,
 
     /// Namespaces never touched even when they match. System namespaces are excluded by default;
     /// a baseline reaches one only if this list is changed on purpose.
     #[serde(default = "default_exclude_namespaces")]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
     pub exclude_namespaces: Vec<String>,
 
     /// Namespace label whose value names the tenant (the `${tenant}` variable). A selected
     /// namespace without it is reported as failed, never guessed.
     #[serde(default = "default_tenant_label")]
-    #[schemars(
-        length(min = 1, max = 317),
-        regex(
-            pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-        )
-    )]
+    #[schemars(length(min = 1, max = 317), regex(pattern = LABEL_KEY_PATTERN))]
+    #[x_kube(validation = label_key_rule("tenantLabel"))]
     pub tenant_label: String,
 
     /// Enforce reverts drift; Audit only reports it.
@@ -116,16 +118,14 @@ pub struct SecurityBaselineSpec {
     /// values may use `${namespace}`, `${tenant}` and `${baseline}`. `metadata.namespace` must be
     /// left out: the target namespace is set by the operator.
     #[serde(default)]
-    #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(t, has(t.metadata.name) && t.metadata.name != '')").message("templates: every template needs metadata.name"))]
-    #[x_kube(validation = Rule::new("self.all(t, !(t.kind in ['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'PersistentVolume', 'StorageClass', 'PriorityClass', 'ValidatingWebhookConfiguration', 'MutatingWebhookConfiguration', 'SecurityBaseline']))").message("templates: cluster-scoped kinds cannot be rendered into a namespace"))]
+    #[schemars(schema_with = "rules::namespace_templates")]
     pub templates: Vec<TemplateObject>,
 
     /// Configuration that follows a workload (8.5.5): rendered into every namespace where a
     /// Deployment, StatefulSet or DaemonSet whose pod template matches the selector runs, and
     /// removed where it no longer runs. Extra variables: `${workload}`, `${workloadKind}`.
     #[serde(default)]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 8))]
     pub workload_templates: Vec<WorkloadTemplate>,
 
     /// Fields where drift is allowed: differences there are neither reported nor reverted.
@@ -135,7 +135,7 @@ pub struct SecurityBaselineSpec {
 
     /// Period of the baseline check besides watch events (at least 10s).
     #[serde(default = "default_check_interval")]
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')").message("checkInterval must be at least 10s"))]
+    #[x_kube(validation = duration_between("checkInterval", "10s", "24h"))]
     pub check_interval: Duration,
 
     /// How a new revision of the rendered configuration is rolled out (8.5.2).
@@ -183,7 +183,7 @@ pub struct Controls {
 }
 
 /// Network isolation between tenants.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkIsolation {
     /// Allow ingress from namespaces of the same tenant.
@@ -193,7 +193,10 @@ pub struct NetworkIsolation {
     #[serde(default = "default_true", rename = "allowDNS")]
     pub allow_dns: bool,
     /// Also allow ingress from namespaces matching this selector (an ingress controller, say).
+    /// Never empty: an empty selector would let every namespace in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "rules::optional_label_selector")]
+    #[x_kube(validation = non_empty_selector("networkIsolation.allowFromNamespaces"))]
     pub allow_from_namespaces: Option<LabelSelector>,
 }
 
@@ -231,16 +234,17 @@ pub struct PodSecurity {
 #[serde(rename_all = "camelCase")]
 pub struct ResourceQuotaControl {
     /// Hard limits, as in `ResourceQuota.spec.hard` (`requests.cpu: "8"`, `pods: "100"`).
+    #[schemars(schema_with = "rules::quantity_map")]
     #[x_kube(validation = Rule::new("size(self) > 0").message("resourceQuota.hard must name at least one resource"))]
     pub hard: BTreeMap<String, Quantity>,
 }
 
 /// A LimitRange for each namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitRangeControl {
     /// Limit items, as in `LimitRange.spec.limits`.
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(schema_with = "rules::limit_range_items")]
     pub limits: Vec<LimitRangeItem>,
 }
 
@@ -252,19 +256,23 @@ pub struct TenantAccess {
     /// Groups bound to the admin ClusterRole in every namespace of the tenant; `${tenant}` is
     /// replaced, so `tenant:${tenant}:admins` names one group per tenant.
     #[serde(default)]
-    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253), regex(pattern = NOT_BLANK_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = rules::variables_rule("tenantAccess.adminGroups", rules::NAMESPACE_VARIABLES))]
     pub admin_groups: Vec<String>,
     /// Groups bound to the view ClusterRole.
     #[serde(default)]
-    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253), regex(pattern = NOT_BLANK_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = rules::variables_rule("tenantAccess.viewGroups", rules::NAMESPACE_VARIABLES))]
     pub view_groups: Vec<String>,
     /// ClusterRole bound to adminGroups.
     #[serde(default = "default_admin_role")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = PATH_SEGMENT_PATTERN))]
+    #[x_kube(validation = path_segment_rule("tenantAccess.adminRole"))]
     pub admin_role: String,
     /// ClusterRole bound to viewGroups.
     #[serde(default = "default_view_role")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = PATH_SEGMENT_PATTERN))]
+    #[x_kube(validation = path_segment_rule("tenantAccess.viewRole"))]
     pub view_role: String,
 }
 
@@ -282,29 +290,33 @@ pub struct ServiceAccountsControl {
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadTemplate {
     /// Pod-template labels of the Deployments, StatefulSets and DaemonSets to follow.
-    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("workloadTemplates.selector must not be empty"))]
+    #[schemars(schema_with = "rules::label_selector")]
+    #[x_kube(validation = non_empty_selector("workloadTemplates.selector"))]
     pub selector: LabelSelector,
     /// Objects rendered beside each matching workload, with `${workload}` and `${workloadKind}`
     /// besides the namespace variables.
-    #[schemars(length(min = 1, max = 16))]
-    #[x_kube(validation = Rule::new("self.all(t, has(t.metadata.name) && t.metadata.name != '')").message("workloadTemplates.templates: every template needs metadata.name"))]
+    #[schemars(schema_with = "rules::workload_templates")]
     pub templates: Vec<TemplateObject>,
 }
 
 /// Fields of rendered objects where drift is allowed.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IgnoreDifference {
     /// API group of the objects (empty for the core group); any group when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$")
+    )]
     pub group: Option<String>,
     /// Kind of the objects.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = KIND_PATTERN))]
     pub kind: String,
     /// Name of one object; every object of the kind when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = PATH_SEGMENT_PATTERN))]
+    #[x_kube(validation = path_segment_rule("ignoreDifferences.name"))]
     pub name: Option<String>,
     /// RFC 6901 JSON pointers (`/spec/hard/pods`) to ignore.
     #[schemars(
@@ -336,8 +348,8 @@ impl Default for BaselineRollout {
     }
 }
 
-/// Any namespaced Kubernetes object, as a template. Validated by the API server as an embedded
-/// resource (apiVersion, kind and metadata are required).
+/// Any namespaced Kubernetes object, as a template: apiVersion, kind and metadata are checked by
+/// the schema ([`rules::template_object`]), the rest when the operator renders it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(transparent)]
 pub struct TemplateObject(pub serde_json::Map<String, serde_json::Value>);
@@ -349,12 +361,8 @@ impl JsonSchema for TemplateObject {
     fn inline_schema() -> bool {
         true
     }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "object",
-            "x-kubernetes-embedded-resource": true,
-            "x-kubernetes-preserve-unknown-fields": true,
-        })
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        rules::template_object(generator)
     }
 }
 
@@ -396,10 +404,15 @@ pub struct SecurityBaselineStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceCounts {
+    #[schemars(range(min = 0))]
     pub selected: i32,
+    #[schemars(range(min = 0))]
     pub compliant: i32,
+    #[schemars(range(min = 0))]
     pub drifted: i32,
+    #[schemars(range(min = 0))]
     pub conflicted: i32,
+    #[schemars(range(min = 0))]
     pub failed: i32,
 }
 

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -17,30 +18,21 @@ pub const VERSION: &str = "v1alpha1";
 /// Category that `kubectl get opsec` lists.
 pub const CATEGORY: &str = "opsec";
 
-/// A Go-style duration: one or more decimal numbers each with a unit (`ns`, `us`, `ms`, `s`,
-/// `m`, `h`), such as `90s`, `1h30m` or `168h`. Days are not a unit: write `168h` for a week, as
-/// `metav1.Duration` and CEL's `duration()` do, so the same string is valid everywhere. CEL rules
-/// that call `duration()` first check the string with `matches()` against a copy of this pattern
-/// (kept equal by tests/crd_schema.rs), so a malformed value gets only the pattern's message.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+use super::rules::{
+    API_VERSION_PATTERN, CRON_PATTERN, KIND_PATTERN, PATH_SEGMENT_PATTERN, SECRET_KEY_PATTERN,
+    cron_rules, path_segment_rule, secret_key_rule, time_zone_rule,
+};
+pub use super::rules::{DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN};
 
-/// Five cron fields (minute hour day-of-month month day-of-week) or one of the macros.
-pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|([0-9*,/?LW#A-Za-z-]+\s+){4}[0-9*,/?LW#A-Za-z-]+)$";
-
-/// An IANA time-zone name such as `UTC` or `Europe/Berlin`.
+/// An IANA time-zone name such as `UTC`, `Europe/Berlin` or `America/Argentina/Buenos_Aires`;
+/// the schema also checks the name against the time-zone database.
 pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$";
-
-/// A DNS-1123 label: the shape of namespace and most object names.
-pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-
-/// A DNS-1123 subdomain: the shape of Secret, ConfigMap and custom-resource names.
-pub const DNS_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// Implements `JsonSchema` for a string newtype: an inline string schema with a length bound
 /// and a pattern, so the API server judges the value and names the field.
+/// `$rules` are further CEL rules of the value.
 macro_rules! string_schema {
-    ($ty:ident, $max:expr, $pattern:expr) => {
+    ($ty:ident, $max:expr, $pattern:expr, $rules:expr) => {
         impl JsonSchema for $ty {
             fn schema_name() -> Cow<'static, str> {
                 stringify!($ty).into()
@@ -49,7 +41,12 @@ macro_rules! string_schema {
                 true
             }
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({"type": "string", "maxLength": $max, "pattern": $pattern})
+                let pattern: &str = &$pattern;
+                let mut schema = json_schema!({"type": "string", "minLength": 1, "maxLength": $max, "pattern": pattern});
+                for rule in $rules {
+                    kube::core::validate(&mut schema, rule).expect("a rule serializes");
+                }
+                schema
             }
         }
     };
@@ -79,18 +76,29 @@ impl std::fmt::Display for Duration {
     }
 }
 
-string_schema!(Duration, 64, DURATION_PATTERN);
+string_schema!(
+    Duration,
+    64,
+    DURATION_PATTERN,
+    Vec::<kube::core::Rule>::new()
+);
 
 /// Why a duration string did not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DurationError {
     #[error("duration {0:?} is empty")]
     Empty(String),
-    #[error("duration {0:?} is not of the form 90s, 15m, 6h or 1h30m (units ns, us, ms, s, m, h)")]
+    #[error(
+        "duration {0:?} is not of the form 90s, 15m, 6h or 1h30m (units h, m, s, ms, us, ns in that order, each once, at most six digits each)"
+    )]
     Malformed(String),
     #[error("duration {0:?} is too large")]
     Overflow(String),
 }
+
+/// [`DURATION_PATTERN`], compiled: the parser accepts exactly what the schema does.
+static DURATION_REGEX: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(DURATION_PATTERN).expect("a valid pattern"));
 
 /// Parses a Go-style duration (`1h30m`, `1.5h`, `250ms`). Negative durations are refused.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
@@ -98,6 +106,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
         return Err(DurationError::Empty(s.into()));
     }
     let malformed = || DurationError::Malformed(s.into());
+    if !DURATION_REGEX.is_match(s) {
+        return Err(malformed());
+    }
     let mut total_nanos: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
@@ -173,17 +184,17 @@ impl From<&str> for Schedule {
     }
 }
 
-string_schema!(Schedule, 128, CRON_PATTERN);
+string_schema!(Schedule, 128, *CRON_PATTERN, cron_rules());
 
 /// An IANA time-zone name (`UTC`, `Europe/Berlin`); see [`TIME_ZONE_PATTERN`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TimeZone(pub String);
 
-string_schema!(TimeZone, 64, TIME_ZONE_PATTERN);
+string_schema!(TimeZone, 64, TIME_ZONE_PATTERN, [time_zone_rule()]);
 
 /// A key of a Secret in the same namespace as the object that names it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace as this object (the operator never reads a
@@ -191,7 +202,8 @@ pub struct SecretKeyRef {
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
     /// Key within the Secret's data.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
+    #[x_kube(validation = secret_key_rule())]
     pub key: String,
 }
 
@@ -205,18 +217,19 @@ pub struct LocalObjectRef {
 }
 
 /// A reference to any object in the same namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectReference {
     /// API version of the object, such as `apps/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = 253), regex(pattern = API_VERSION_PATTERN))]
     pub api_version: Option<String>,
     /// Kind of the object, such as `Deployment`.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = KIND_PATTERN))]
     pub kind: String,
     /// Name of the object.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = PATH_SEGMENT_PATTERN))]
+    #[x_kube(validation = path_segment_rule("name"))]
     pub name: String,
 }
 
@@ -334,8 +347,9 @@ mod tests {
             "1s", "0.5h", "1h2m3s", "10ms", "3us", "7ns", "168h", "", "7d", "h", "10", "1x", "-5m",
             "5 m", "1.h", ".5h", "1µs", "1h-3m", "1H",
         ] {
+            // The schema adds minLength 1 to the pattern.
             assert_eq!(
-                re.is_match(s),
+                !s.is_empty() && re.is_match(s),
                 parse_duration(s).is_ok(),
                 "pattern and parser disagree on {s:?}"
             );

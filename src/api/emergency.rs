@@ -13,6 +13,7 @@ use super::common::{
     DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Duration, LocalObjectRef, ObjectReference, Schedule,
     SecretKeyRef, conditions_schema,
 };
+use super::rules::{self, KIND_PATTERN, NOT_BLANK_PATTERN, duration_between, non_empty_selector};
 
 /// Pattern of a grade name (`P1`, `critical`).
 pub const GRADE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$";
@@ -64,6 +65,7 @@ pub const GRADE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$";
 pub struct EmergencyPlanSpec {
     /// Who is told, in which role, through which channels. At least one.
     #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("contacts: names must be unique"))]
     pub contacts: Vec<Contact>,
     /// Notification channels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -81,7 +83,7 @@ pub struct EmergencyPlanSpec {
     /// Actions that need the tenant's authorisation on the Incident (`spec.approvals`) before
     /// they touch its data (8.9.1.6).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 6))]
+    #[schemars(length(max = 6), extend("x-kubernetes-list-type" = "set"))]
     pub approval_required_for: Vec<ActionName>,
     /// Drills: the plan run as a dry run on a schedule, with a report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,12 +97,13 @@ pub struct EmergencyPlanSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Contact {
-    #[schemars(length(min = 1, max = 128))]
+    /// Who: a person, a team or a duty rota.
+    #[schemars(length(min = 1, max = 128), regex(pattern = NOT_BLANK_PATTERN))]
     pub name: String,
     pub role: ContactRole,
-    /// Names of channels (from `channels`) this contact is reached through.
+    /// Names of channels (from `channels`) this contact is reached through, each once.
     #[serde(default)]
-    #[schemars(length(max = 8), inner(length(min = 1, max = 63)))]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
     pub channels: Vec<String>,
 }
 
@@ -152,7 +155,7 @@ pub struct ClassificationRule {
     #[serde(rename = "match")]
     pub match_: DetectionMatch,
     /// Grade of the Incident created (a key of `grades`).
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 16), regex(pattern = GRADE_PATTERN))]
     pub grade: String,
 }
 
@@ -163,13 +166,16 @@ pub struct ClassificationRule {
 pub struct DetectionMatch {
     /// Source of the detection.
     pub source: DetectionSource,
-    /// Event reason to match (source KubernetesEvent).
+    /// Event reason to match (source KubernetesEvent), such as `BackOff` or `FailedMount`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_.:-]*$")
+    )]
     pub reason: Option<String>,
     /// Kind of the object the Event is about (source KubernetesEvent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = KIND_PATTERN))]
     pub kind: Option<String>,
 }
 
@@ -187,10 +193,11 @@ pub enum DetectionSource {
 }
 
 /// The response programme of a grade.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Grade {
     /// The contacts must be notified within this time of detection.
+    #[x_kube(validation = duration_between("notifyWithin", "1m", "168h"))]
     pub notify_within: Duration,
     /// Actions run in order when an Incident of this grade is detected.
     #[serde(default)]
@@ -227,18 +234,21 @@ pub struct Action {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotifyAction {
-    /// Channels to use; every contact's channels when empty.
+    /// Channels to use, each once; every contact's channels when empty.
     #[serde(default)]
-    #[schemars(length(max = 8), inner(length(min = 1, max = 63)))]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
     pub channels: Vec<String>,
 }
 
 /// Isolate the namespace's network.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IsolateNetworkAction {
-    /// Namespaces still allowed in (forensics tooling, say).
+    /// Namespaces still allowed in (forensics tooling, say). Never empty: an empty selector
+    /// would let every namespace in and isolate nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "rules::optional_label_selector")]
+    #[x_kube(validation = non_empty_selector("isolateNetwork.allowFromNamespaces"))]
     pub allow_from_namespaces: Option<LabelSelector>,
 }
 
@@ -248,6 +258,7 @@ pub struct IsolateNetworkAction {
 pub struct ScaleDownAction {
     /// Workloads to scale down; all Deployments and StatefulSets when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "rules::optional_label_selector")]
     pub selector: Option<LabelSelector>,
 }
 
@@ -293,7 +304,7 @@ pub struct Drills {
     /// When a drill runs (`0 10 1 */3 *`: quarterly).
     pub schedule: Schedule,
     /// Grade the drill exercises (a key of `grades`).
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 16), regex(pattern = GRADE_PATTERN))]
     pub grade: String,
 }
 
@@ -303,11 +314,15 @@ pub struct Drills {
 pub struct Review {
     /// Longest time between reviews (default 8760h, a year).
     #[serde(default = "default_review_interval")]
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('24h')").message("review.interval must be at least 24h"))]
+    #[x_kube(validation = duration_between("review.interval", "24h", "8784h"))]
     pub interval: Duration,
-    /// Date of the last review (`2026-11-01`).
+    /// Date of the last review (`2026-11-01`): a date that exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"))]
+    #[schemars(
+        length(max = 10),
+        regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+    )]
+    #[x_kube(validation = Rule::new(r"!self.matches(r'^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$') || int(self.substring(8, 10)) <= (int(self.substring(5, 7)) == 2 ? ((int(self.substring(0, 4)) % 4 == 0 && int(self.substring(0, 4)) % 100 != 0) || int(self.substring(0, 4)) % 400 == 0 ? 29 : 28) : int(self.substring(5, 7)) in [4, 6, 9, 11] ? 30 : 31)").message("review.lastReviewed must be a date that exists (no 30 February)"))]
     pub last_reviewed: Option<String>,
 }
 
@@ -326,6 +341,7 @@ pub struct EmergencyPlanStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_due: Option<Time>,
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub open_incidents: i32,
     /// Ready, ReviewOverdue, DrillOverdue.
     #[serde(default)]
@@ -387,6 +403,9 @@ pub struct DrillResult {
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("!has(oldSelf.detectedAt) || (has(self.detectedAt) && self.detectedAt == oldSelf.detectedAt)").message("detectedAt is evidence: once set it cannot change").field_path(".detectedAt"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.subject) || (has(self.subject) && self.subject == oldSelf.subject)").message("subject is evidence: once set it cannot change").field_path(".subject"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.resolution) || has(self.resolution)").message("resolution cannot be removed: a resolved incident stays resolved (open a new Incident)").field_path(".resolution"))]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentSpec {
     /// The EmergencyPlan (same namespace) that handles this incident; the namespace's only plan
@@ -400,7 +419,7 @@ pub struct IncidentSpec {
     #[schemars(length(min = 1, max = 16), regex(pattern = GRADE_PATTERN))]
     pub grade: String,
     /// One line on what happened.
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = NOT_BLANK_PATTERN))]
     pub summary: String,
     /// When the event was detected; the creation time when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -408,12 +427,14 @@ pub struct IncidentSpec {
     /// The object the event is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<ObjectReference>,
-    /// A drill: actions are dry runs and nobody outside the plan is told.
+    /// A drill: actions are dry runs and nobody outside the plan is told. Evidence: fixed at
+    /// creation.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("drill is evidence: an incident cannot become a drill, nor a drill an incident"))]
     pub drill: bool,
     /// Actions the tenant has authorised (those listed in the plan's approvalRequiredFor).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 6))]
+    #[schemars(length(max = 6), extend("x-kubernetes-list-type" = "set"))]
     pub approvals: Vec<ActionName>,
     /// Set to mark the event resolved; the operator then undoes containment, closes the
     /// incident and writes the post-incident report.
@@ -426,7 +447,7 @@ pub struct IncidentSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Resolution {
     /// Root cause.
-    #[schemars(length(min = 1, max = 4096))]
+    #[schemars(length(min = 1, max = 4096), regex(pattern = NOT_BLANK_PATTERN))]
     pub cause: String,
     /// What to change in the plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -466,6 +487,7 @@ pub struct IncidentStatus {
     pub timings: IncidentTimings,
     /// Other tenants' namespaces affected by the same subject (8.3 correlation), counted only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub related_namespaces: Option<i32>,
     /// The post-incident report, once closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@ pub mod common;
 pub mod emergency;
 pub mod patch;
 pub mod policy_report;
+pub mod rules;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -32,7 +33,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 /// optional PolicyReport CRD is not among them.
 pub fn operator_crds() -> Vec<CustomResourceDefinition> {
     vec![
-        SecurityBaseline::crd(),
+        with_name_declared(SecurityBaseline::crd()),
         BackupPolicy::crd(),
         Backup::crd(),
         Restore::crd(),
@@ -40,6 +41,37 @@ pub fn operator_crds() -> Vec<CustomResourceDefinition> {
         EmergencyPlan::crd(),
         Incident::crd(),
     ]
+}
+
+/// The CRD with `metadata.name` declared in its schema, so that a rule about the name (see
+/// [`rules::name_is_label_value`]) can report its error at `metadata.name`. A CRD's schema may
+/// declare `metadata.name` and nothing else of the metadata.
+fn with_name_declared(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let root = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut());
+        if let Some(root) = root {
+            let metadata = root
+                .properties
+                .get_or_insert_with(Default::default)
+                .entry("metadata".to_string())
+                .or_default();
+            metadata.type_ = Some("object".into());
+            metadata
+                .properties
+                .get_or_insert_with(Default::default)
+                .insert(
+                    "name".into(),
+                    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps {
+                        type_: Some("string".into()),
+                        ..Default::default()
+                    },
+                );
+        }
+    }
+    crd
 }
 
 /// The file name under crds/ of a CRD: `<plural>.<group>.yaml`.

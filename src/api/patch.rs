@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::common::{
     DNS_SUBDOMAIN_PATTERN, Duration, Schedule, TimeZone, conditions_schema, default_true,
 };
-
-/// A pattern for image references (`registry.example/app:1.2.4`, `app@sha256:…`).
-pub const IMAGE_PATTERN: &str = r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
+pub use super::rules::IMAGE_PATTERN;
+use super::rules::{self, NOT_BLANK_PATTERN, duration_between, duration_guard};
 
 /// When patches may land in this namespace, and which patches are queued.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -77,6 +76,7 @@ pub struct PatchWindowSpec {
     /// Which Deployments, StatefulSets, DaemonSets and CronJobs of this namespace patches may
     /// change; all of them when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "rules::optional_label_selector")]
     pub target_selector: Option<LabelSelector>,
     /// The queue of patches (patch collection).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -93,6 +93,7 @@ pub struct PatchWindowSpec {
     pub rollout: PatchRollout,
     /// Tell the tenant this long before a window that has pending patches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = duration_between("notifyBefore", "1m", "720h"))]
     pub notify_before: Option<Duration>,
     /// Read Trivy Operator VulnerabilityReports of targets as evidence (where installed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,12 +103,12 @@ pub struct PatchWindowSpec {
 /// A recurring maintenance window.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(r"!self.duration.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.duration) < (self.schedule == '@hourly' ? duration('1h') : self.schedule == '@daily' ? duration('24h') : self.schedule == '@weekly' ? duration('168h') : self.schedule == '@monthly' ? duration('672h') : (self.schedule == '@yearly' || self.schedule == '@annually') ? duration('8760h') : self.schedule.matches(r'^\S+\s+\*\s') ? duration('1h') : self.schedule.matches(r'^\S+\s+\S+\s+[*?]\s+\S+\s+[*?]$') ? duration('24h') : self.schedule.matches(r'^\S+\s+\S+\s+[*?]\s') ? duration('168h') : duration('744h'))").message("a window's duration must be shorter than the period of its schedule, or windows would overlap").field_path(".duration"))]
+#[x_kube(validation = Rule::new(format!("!{} || !{} || duration(self.duration).getSeconds() < {} * 60", duration_guard("self.duration"), rules::cron_guard("self.schedule"), rules::cron_shortest_gap_bound("self.schedule"))).message("a window's duration must be shorter than the time between two openings of its schedule, or windows would overlap").field_path(".duration"))]
 pub struct MaintenanceWindow {
     /// Cron schedule at which the window opens (`0 2 * * 6`: Saturdays at 02:00).
     pub schedule: Schedule,
     /// How long the window stays open.
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')").message("window duration must be at least 1m"))]
+    #[x_kube(validation = duration_between("window duration", "1m", "8784h"))]
     pub duration: Duration,
     /// IANA time zone of the schedule; UTC when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,14 +126,14 @@ pub struct Freeze {
     pub end: Time,
     /// Why (year-end, a release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = NOT_BLANK_PATTERN))]
     pub reason: Option<String>,
 }
 
 /// The SLA of each priority.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(format!("!{} || !{} || !{} || !{} || duration(self.critical.maxDelay) <= duration(self.high.maxDelay) && duration(self.high.maxDelay) <= duration(self.medium.maxDelay) && duration(self.medium.maxDelay) <= duration(self.low.maxDelay)", duration_guard("self.critical.maxDelay"), duration_guard("self.high.maxDelay"), duration_guard("self.medium.maxDelay"), duration_guard("self.low.maxDelay"))).message("sla: maxDelay must not shrink as priority falls (critical <= high <= medium <= low)"))]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(r"!self.critical.maxDelay.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.high.maxDelay.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.medium.maxDelay.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.low.maxDelay.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.critical.maxDelay) <= duration(self.high.maxDelay) && duration(self.high.maxDelay) <= duration(self.medium.maxDelay) && duration(self.medium.maxDelay) <= duration(self.low.maxDelay)").message("sla: maxDelay must not shrink as priority falls (critical <= high <= medium <= low)"))]
 pub struct PatchSla {
     /// Critical patches (default: 24h, no approval, may land outside windows).
     #[serde(default = "default_critical")]
@@ -164,7 +165,7 @@ impl Default for PatchSla {
 #[serde(rename_all = "camelCase")]
 pub struct PrioritySla {
     /// Longest delay from collection to landing; past it the patch is overdue.
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')").message("maxDelay must be at least 1m"))]
+    #[x_kube(validation = duration_between("maxDelay", "1m", "8784h"))]
     pub max_delay: Duration,
     /// The tenant must approve (`approved: true` on the patch) before it lands.
     #[serde(default)]
@@ -199,15 +200,16 @@ pub struct Patch {
     /// Priority; sets the SLA.
     pub priority: Priority,
     /// Image replacements: every container of a target running `from` is moved to `to`.
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = 16))]
     #[x_kube(validation = Rule::new("self.all(i, i.from != i.to)").message("images: from and to must differ"))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.from == a.from))").message("images: each from image may be listed once (one image cannot become two)"))]
     pub images: Vec<ImageUpdate>,
     /// Tenant approval (8.7), needed when the priority's SLA requires it.
     #[serde(default)]
     pub approved: bool,
     /// Advisory or CVE ids this patch fixes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(max = 64)))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")), extend("x-kubernetes-list-type" = "set"))]
     pub advisories: Vec<String>,
 }
 
@@ -233,7 +235,7 @@ pub struct PatchRollout {
     pub max_parallel: i32,
     /// A workload not healthy this long after its patch has failed.
     #[serde(default = "default_progress_timeout")]
-    #[x_kube(validation = Rule::new(r"!self.matches(r'^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')").message("progressTimeout must be at least 10s"))]
+    #[x_kube(validation = duration_between("progressTimeout", "10s", "24h"))]
     pub progress_timeout: Duration,
     /// Put the previous image back when a workload fails its health check.
     #[serde(default = "default_true")]
@@ -283,6 +285,7 @@ pub struct PatchWindowStatus {
     pub next_window: Option<WindowTimes>,
     /// Patches not yet applied.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub pending: i32,
     /// State of every queued patch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -18,20 +18,9 @@ use crate::api::baseline::{
 };
 
 /// Kinds a template may never render: cluster-scoped kinds (they cannot live in a namespace, and a
-/// tenant's configuration must never reach beyond its namespaces). The same list as the CRD's CEL
-/// rule, checked again here because the rule sees the template before variables are substituted.
-pub const FORBIDDEN_TEMPLATE_KINDS: &[&str] = &[
-    "Namespace",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CustomResourceDefinition",
-    "PersistentVolume",
-    "StorageClass",
-    "PriorityClass",
-    "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration",
-    "SecurityBaseline",
-];
+/// tenant's configuration must never reach beyond its namespaces). The list the CRD's CEL rule
+/// holds, checked again here because the rule sees the template before variables are substituted.
+pub const FORBIDDEN_TEMPLATE_KINDS: &[&str] = crate::api::rules::CLUSTER_SCOPED_KINDS;
 
 /// Longest label value: the baseline name goes into [`BASELINE_LABEL`].
 const MAX_LABEL_VALUE: usize = 63;

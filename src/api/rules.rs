@@ -1,0 +1,791 @@
+//! Admission rules every kind shares: the patterns and CEL rules that let the API server refuse an
+//! invalid value and name its field before the operator ever sees it.
+//!
+//! One place for each class of value (durations, cron schedules, time zones, label selectors and
+//! keys, object names, Secret keys, quantities, image references, free templates), so that a class
+//! is judged the same way wherever a kind uses it. The CEL uses only libraries every API server
+//! from Kubernetes 1.31 on offers to new CRDs (strings v2, lists, regex, URLs, quantities, IPs).
+//! What CEL cannot judge (a template's body, a schedule's exact gaps) the operator checks again
+//! and reports as a condition naming the field.
+
+use std::sync::LazyLock;
+
+use kube::core::Rule;
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// A Go-style duration with its units in falling order, each at most once, each number of at
+/// most six digits before the point (`90s`, `1h30m`, `1.5h`, `168h`, `250ms`). Bounded this way
+/// no duration overflows CEL's `duration()`, so a rule never fails with a conversion error.
+/// Days are not a unit: write `168h` for a week, as `metav1.Duration` and CEL do.
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,6}(\.[0-9]{1,9})?h)?([0-9]{1,6}(\.[0-9]{1,9})?m)?([0-9]{1,6}(\.[0-9]{1,9})?s)?([0-9]{1,6}(\.[0-9]{1,9})?ms)?([0-9]{1,6}(\.[0-9]{1,9})?us)?([0-9]{1,6}(\.[0-9]{1,9})?ns)?$";
+
+/// A DNS-1123 label: the shape of namespace names and most object names.
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A DNS-1123 subdomain: the shape of Secret, ConfigMap and custom-resource names.
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A label (or annotation) key: an optional DNS-subdomain prefix and `/`, then a name of 1 to 63
+/// characters. The prefix's own limit of 253 characters is checked by [`label_key_rule`].
+pub const LABEL_KEY_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+
+/// A label value: empty, or 1 to 63 letters, digits, `-`, `_` and `.`, starting and ending with
+/// a letter or digit.
+pub const LABEL_VALUE_PATTERN: &str = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$";
+
+/// A key of a Secret or ConfigMap (`[-._a-zA-Z0-9]+`, and neither `.`, `..` nor `..`-prefixed,
+/// which [`secret_key_rule`] adds).
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+
+/// A name that is a path segment (RBAC roles and bindings, and the generic object name): no `/`
+/// or `%`, not `.` or `..` (checked by [`path_segment_rule`]).
+pub const PATH_SEGMENT_PATTERN: &str = r"^[^/%\s]+$";
+
+/// A kind (`ConfigMap`, `NetworkPolicy`).
+pub const KIND_PATTERN: &str = "^[A-Z][A-Za-z0-9]*$";
+
+/// An apiVersion (`v1`, `apps/v1`, `opsec.x1642.dev/v1alpha1`).
+pub const API_VERSION_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[0-9]+((alpha|beta)[0-9]+)?$";
+
+/// A kind in a filter: `ConfigMap`, `configmaps`, `apps/Deployment`, `apps/v1/Deployment`,
+/// `v1/ConfigMap`.
+pub const KIND_FILTER_PATTERN: &str = r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(v[0-9]+((alpha|beta)[0-9]+)?/)?)?[A-Za-z][A-Za-z0-9]*$";
+
+/// Text that a person reads: anything, as long as it is not only blanks.
+pub const NOT_BLANK_PATTERN: &str = r"\S";
+
+/// An image reference as the container runtime parses it (distribution's reference grammar):
+/// `[registry[:port]/]path[:tag][@digest]`, path components lower-case.
+pub const IMAGE_PATTERN: &str = r"^((([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}))?$";
+
+/// Kinds a free template may never render: every cluster-scoped kind the API server serves (and
+/// the cluster-scoped kinds of this operator and of the policy-report API). A cluster-scoped kind
+/// of another CRD is refused by the operator when it renders, from discovery.
+pub const CLUSTER_SCOPED_KINDS: &[&str] = &[
+    "APIService",
+    "CertificateSigningRequest",
+    "ClusterPolicyReport",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterTrustBundle",
+    "ComponentStatus",
+    "CSIDriver",
+    "CSINode",
+    "CustomResourceDefinition",
+    "DeviceClass",
+    "DeviceTaintRule",
+    "FlowSchema",
+    "IngressClass",
+    "IPAddress",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "ResourceSlice",
+    "RuntimeClass",
+    "SecurityBaseline",
+    "SelfSubjectAccessReview",
+    "SelfSubjectReview",
+    "SelfSubjectRulesReview",
+    "ServiceCIDR",
+    "StorageClass",
+    "StorageVersion",
+    "StorageVersionMigration",
+    "SubjectAccessReview",
+    "TokenReview",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+    "VolumeAttributesClass",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Durations
+
+/// The CEL guard before `duration(expr)`: the value has the shape of [`DURATION_PATTERN`] (so the
+/// call cannot fail) and is not empty.
+pub fn duration_guard(expr: &str) -> String {
+    format!("({expr} != '' && {expr}.matches(r'{DURATION_PATTERN}'))")
+}
+
+/// `field` lies between `min` and `max` (inclusive).
+pub fn duration_between(field: &str, min: &str, max: &str) -> Rule {
+    Rule::new(format!(
+        "!{guard} || (duration(self) >= duration('{min}') && duration(self) <= duration('{max}'))",
+        guard = duration_guard("self")
+    ))
+    .message(&*format!("{field} must be between {min} and {max}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cron schedules
+
+const MINUTE: &str = "[0-5]?[0-9]";
+const HOUR: &str = "[01]?[0-9]|2[0-3]";
+const DAY: &str = "0?[1-9]|[12][0-9]|3[01]";
+const MONTH: &str = "0?[1-9]|1[0-2]|[Jj][Aa][Nn]|[Ff][Ee][Bb]|[Mm][Aa][Rr]|[Aa][Pp][Rr]|[Mm][Aa][Yy]|[Jj][Uu][Nn]|[Jj][Uu][Ll]|[Aa][Uu][Gg]|[Ss][Ee][Pp]|[Oo][Cc][Tt]|[Nn][Oo][Vv]|[Dd][Ee][Cc]";
+const WEEKDAY: &str = "[0-7]|[Ss][Uu][Nn]|[Mm][Oo][Nn]|[Tt][Uu][Ee]|[Ww][Ee][Dd]|[Tt][Hh][Uu]|[Ff][Rr][Ii]|[Ss][Aa][Tt]";
+
+/// One cron field: a comma-separated list of `*`, `*/step`, `v`, `v-v` and `v-v/step`, each
+/// value within the field's range and each step at most the field's size; `extra` are further
+/// alternatives for one element (`L`, `15W`, `5#3`).
+fn cron_field(value: &str, step: &str, extra: &str) -> String {
+    let element = format!(r"(\*(/({step}))?|({value})(-({value})(/({step}))?)?{extra})");
+    format!("{element}(,{element})*")
+}
+
+/// Five cron fields (minute hour day-of-month month day-of-week), each within its range, separated
+/// by single spaces; or one of the macros `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`,
+/// `@annually`. Day of month may also be `?`, `L` (last day), `LW` or `<day>W` (nearest weekday);
+/// day of week `?`, `<day>L` (the last of the month) or `<day>#<1-5>` (the n-th).
+pub static CRON_PATTERN: LazyLock<String> = LazyLock::new(|| {
+    let minute = cron_field(MINUTE, "[1-9]|[1-5][0-9]", "");
+    let hour = cron_field(HOUR, "[1-9]|1[0-9]|2[0-3]", "");
+    let day = format!(
+        r"\?|{}",
+        cron_field(DAY, "[1-9]|[12][0-9]|3[01]", &format!("|L|LW|({DAY})W"))
+    );
+    let month = cron_field(MONTH, "[1-9]|1[0-2]", "");
+    let weekday = format!(
+        r"\?|{}",
+        cron_field(WEEKDAY, "[1-7]", "|[0-7]L|[0-7]#[1-5]")
+    );
+    format!(
+        "^(@(yearly|annually|monthly|weekly|daily|hourly)|({minute}) ({hour}) ({day}) ({month}) ({weekday}))$"
+    )
+});
+
+/// CEL: field `i` (0 to 4) of the five-field cron string `expr` (fields are separated by single
+/// spaces; only read once [`cron_guard`] holds).
+fn cron_part(expr: &str, i: usize) -> String {
+    format!("{expr}.split(' ')[{i}]")
+}
+
+/// CEL: the number of a cron value `x` (digits, or a month or weekday name in lower case), 0 for
+/// anything else, so that ranges of names compare.
+fn cron_number(x: &str) -> String {
+    let names = "{'jan': 1, 'feb': 2, 'mar': 3, 'apr': 4, 'may': 5, 'jun': 6, 'jul': 7, 'aug': 8, 'sep': 9, 'oct': 10, 'nov': 11, 'dec': 12, 'sun': 0, 'mon': 1, 'tue': 2, 'wed': 3, 'thu': 4, 'fri': 5, 'sat': 6}";
+    format!("({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : {x} in {names} ? {names}[{x}] : 0)")
+}
+
+/// Day-of-month fields that name only days after the 29th (`30`, `31`, `30,31`, `30-31`).
+const LATE_DAYS: &str = r"(30|31)([,-](30|31))*";
+/// Months that have 30 days, by number or name, as a list.
+const SHORT_MONTHS: &str = r"(0?4|0?6|0?9|11|[Aa][Pp][Rr]|[Jj][Uu][Nn]|[Ss][Ee][Pp]|[Nn][Oo][Vv])(,(0?4|0?6|0?9|11|[Aa][Pp][Rr]|[Jj][Uu][Nn]|[Ss][Ee][Pp]|[Nn][Oo][Vv]))*";
+
+/// The rules of a cron string of its own: ranges run from low to high, and the days it names
+/// occur in the months it names (with the day of week left open, a day of month that never
+/// comes in the named months means the schedule never fires).
+pub fn cron_rules() -> Vec<Rule> {
+    let ranges = format!(
+        "self.lowerAscii().findAll(r'[0-9a-z]+-[0-9a-z]+').all(r, {a} <= {b})",
+        a = cron_number("r.split('-')[0]"),
+        b = cron_number("r.split('-')[1]"),
+    );
+    let never = format!(
+        r"!self.matches(r'^[^ ]+ [^ ]+ {LATE_DAYS} (0?2|[Ff][Ee][Bb]) [*?]$') && !self.matches(r'^[^ ]+ [^ ]+ 31 {SHORT_MONTHS} [*?]$')"
+    );
+    vec![
+        Rule::new(ranges)
+            .message("a cron range must run from low to high (1-5, MON-FRI), never wrap around"),
+        Rule::new(never).message(
+            "the schedule names only days that never occur in the months it names (such as 30 February)",
+        ),
+    ]
+}
+
+/// CEL: a gap within one cron field, in the field's unit: the step of `*/n` or `a-b/n`, 1 for
+/// `*` or a plain range, the distance between the first two values of a list of numbers, none
+/// (a million) for a single value, else `otherwise` (the most several values can be apart).
+fn field_gap(f: &str, otherwise: &str) -> String {
+    let pair = format!("{f}.find(r'^[0-9]{{1,2}},[0-9]{{1,2}}')");
+    let first = format!("int({pair}.split(',')[0])");
+    let second = format!("int({pair}.split(',')[1])");
+    format!(
+        "({f} == '*' ? 1 : {f}.matches(r'^(\\*|[0-9]{{1,2}}-[0-9]{{1,2}})/[0-9]{{1,2}}$') ? int({f}.substring({f}.indexOf('/') + 1)) : {f}.matches(r'^[0-9]{{1,2}}-[0-9]{{1,2}}$') ? 1 : ({f}.matches(r'^[0-9]{{1,2}},[0-9]{{1,2}}(,|$)') && {first} != {second}) ? ({first} > {second} ? {first} - {second} : {second} - {first}) : {f}.matches(r'^[0-9]{{1,2}}$') ? 1000000 : {otherwise})"
+    )
+}
+
+/// CEL: minutes between two firings of the cron string `expr` that come one after the other,
+/// or longer: an upper bound of the shortest gap. Exact for the usual shapes (`0 */6 * * *`,
+/// `30 2 * * 1-5`, `@weekly`).
+pub fn cron_shortest_gap_bound(expr: &str) -> String {
+    let minute = cron_part(expr, 0);
+    let hour = cron_part(expr, 1);
+    let day = cron_part(expr, 2);
+    let month = cron_part(expr, 3);
+    let weekday = cron_part(expr, 4);
+    let minute_gap = field_gap(&minute, "60");
+    let hour_gap = format!("({} * 60)", field_gap(&hour, "24"));
+    let open = |f: &str| format!("({f} == '*' || {f} == '?')");
+    let weekday_days = format!(
+        "({w}.matches(r'^[0-7]$') ? 7 : {w}.matches(r'^[0-7](L|#[1-5])$') ? 35 : {g})",
+        w = weekday,
+        g = field_gap(&weekday, "7"),
+    );
+    let day_days = format!(
+        "(({d}.matches(r'^[0-9]{{1,2}}$') || {d} == 'L') ? 31 : ({d}.matches(r'^[0-9]{{1,2}}W$') || {d} == 'LW') ? 35 : {g})",
+        d = day,
+        g = field_gap(&day, "31"),
+    );
+    // Both day fields limited: a day fires when either matches.
+    let days = format!(
+        "(({od} && {ow}) ? 1 : {od} ? {wd} : {ow} ? {dd} : [{wd}, {dd}].min())",
+        od = open(&day),
+        ow = open(&weekday),
+        wd = weekday_days,
+        dd = day_days,
+    );
+    // A limited month stretches a gap longer than a few days to a year at most.
+    let day_gap = format!("((({month} != '*') && {days} > 28) ? 366 : {days}) * 1440");
+    format!(
+        "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 44640 : ({expr} == '@yearly' || {expr} == '@annually') ? 527040 : [{minute_gap}, {hour_gap}, {day_gap}].min())"
+    )
+}
+
+/// CEL: minutes that some gap between firings of the cron string `expr` is at least: a lower
+/// bound of the longest gap. Exact for the usual shapes (`0 2 * * *`, `0 */6 * * *`, `@daily`).
+pub fn cron_longest_gap_bound(expr: &str) -> String {
+    let minute = cron_part(expr, 0);
+    let hour = cron_part(expr, 1);
+    let day = cron_part(expr, 2);
+    let month = cron_part(expr, 3);
+    let weekday = cron_part(expr, 4);
+    let single = r"r'^[0-9]{1,2}$'";
+    let step = r"r'^\*/[0-9]{1,2}$'";
+    let after_slash = |f: &str| format!("int({f}.substring({f}.indexOf('/') + 1))");
+    let open = |f: &str| format!("({f} == '*' || {f} == '?')");
+    format!(
+        "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 40320 : ({expr} == '@yearly' || {expr} == '@annually') ? 525600 : [\
+         {month}.matches({single}) ? 334 * 1440 : 0, \
+         {day}.matches({single}) && {ow} ? 27 * 1440 : 0, \
+         {weekday}.matches(r'^[0-7]$') && {od} ? 6 * 1440 : 0, \
+         {hour}.matches({single}) ? ({minute}.matches({single}) ? 1440 : 1381) : 0, \
+         {hour}.matches({step}) ? ({minute}.matches({single}) ? {hs} * 60 : {hs} * 60 - 59) : 0, \
+         {hour} == '*' && {minute}.matches({single}) ? 60 : 0, \
+         {hour} == '*' && {minute}.matches({step}) ? {ms} : 0\
+         ].max())",
+        ow = open(&weekday),
+        od = open(&day),
+        hs = after_slash(&hour),
+        ms = after_slash(&minute),
+    )
+}
+
+/// The guard before [`cron_shortest_gap_bound`] and [`cron_longest_gap_bound`]: the string is a
+/// macro or five fields (the pattern judges the fields; the bounds only read shapes they know).
+pub fn cron_guard(expr: &str) -> String {
+    format!(
+        "{expr}.matches(r'^(@(yearly|annually|monthly|weekly|daily|hourly)|[^ ]+( [^ ]+){{4}})$')"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time zones
+
+/// Every name of the IANA time-zone database bundled with the operator (the same database it
+/// computes schedules with), sorted.
+pub fn time_zone_names() -> Vec<String> {
+    let mut names: Vec<String> = jiff::tz::TimeZoneDatabase::bundled()
+        .available()
+        .map(|n| n.as_str().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A time zone is one the database knows.
+pub fn time_zone_rule() -> Rule {
+    let list = time_zone_names()
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Rule::new(format!("self in [{list}]"))
+        .message("timeZone must be a name of the IANA time-zone database, such as UTC, Europe/Berlin or America/Argentina/Buenos_Aires")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names and keys
+
+/// CEL: the string `expr` is a label key (the pattern, and a prefix of at most 253 characters).
+fn label_key_ok(expr: &str) -> String {
+    format!(
+        "({expr}.matches(r'{LABEL_KEY_PATTERN}') && (!{expr}.contains('/') || {expr}.indexOf('/') <= 253))"
+    )
+}
+
+/// A label key's prefix is at most 253 characters (the pattern checks the rest).
+pub fn label_key_rule(field: &str) -> Rule {
+    Rule::new("!self.contains('/') || self.indexOf('/') <= 253").message(&*format!(
+        "{field}: the prefix before '/' must be at most 253 characters"
+    ))
+}
+
+/// A Secret or ConfigMap key is not `.`, `..` or `..`-prefixed.
+pub fn secret_key_rule() -> Rule {
+    Rule::new("self != '.' && !self.startsWith('..')")
+        .message("key must not be '.' or start with '..'")
+}
+
+/// A path-segment name is not `.` or `..`.
+pub fn path_segment_rule(field: &str) -> Rule {
+    Rule::new("self != '.' && self != '..'").message(&*format!("{field} must not be '.' or '..'"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Label selectors
+
+const SELECTOR_KEYS_MESSAGE: &str = "matchLabels: every key must be a label key: an optional DNS subdomain prefix (at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit";
+
+/// The schema of a `metav1.LabelSelector` whose keys, values and operators the API server checks
+/// as it checks its own selectors: an unknown operator, a key or value that is not a label key or
+/// value, `In` without values or `Exists` with values are refused, naming the field.
+pub fn label_selector(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "A label selector: matchLabels and matchExpressions, ANDed.",
+        "type": "object",
+        "properties": {
+            "matchLabels": {
+                "description": "Labels that must all be present with these values.",
+                "type": "object",
+                "maxProperties": 64,
+                "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN},
+                "x-kubernetes-validations": [{
+                    "rule": format!("self.all(k, {})", label_key_ok("k")),
+                    "message": SELECTOR_KEYS_MESSAGE,
+                }],
+            },
+            "matchExpressions": {
+                "description": "Requirements that must all hold.",
+                "type": "array",
+                "maxItems": 32,
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {
+                            "description": "The label key.",
+                            "type": "string",
+                            "maxLength": 317,
+                            "pattern": LABEL_KEY_PATTERN,
+                            "x-kubernetes-validations": [{
+                                "rule": "!self.contains('/') || self.indexOf('/') <= 253",
+                                "message": "matchExpressions.key: the prefix before '/' must be at most 253 characters",
+                            }],
+                        },
+                        "operator": {
+                            "description": "In, NotIn, Exists or DoesNotExist.",
+                            "type": "string",
+                            "enum": ["In", "NotIn", "Exists", "DoesNotExist"],
+                        },
+                        "values": {
+                            "description": "Values for In and NotIn; none for Exists and DoesNotExist.",
+                            "type": "array",
+                            "maxItems": 64,
+                            "items": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN},
+                        },
+                    },
+                    "x-kubernetes-validations": [{
+                        "rule": "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)",
+                        "message": "matchExpressions: In and NotIn need at least one value, Exists and DoesNotExist take none",
+                    }],
+                },
+            },
+        },
+        "x-kubernetes-map-type": "atomic",
+    })
+}
+
+/// [`label_selector`] for an optional field (it may be `null`).
+pub fn optional_label_selector(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = label_selector(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
+}
+
+/// A selector that must select something narrower than everything: an empty one would match
+/// every namespace (or every workload), which is never what a guard means.
+pub fn non_empty_selector(what: &str) -> Rule {
+    Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)")
+        .message(&*format!("{what} must not be empty: give matchLabels or matchExpressions (an empty selector matches everything)"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantities
+
+/// A quantity of at least zero (`8`, `500m`, `1.5`, `32Gi`, `1e3`), as `resource.Quantity` parses
+/// it, without a sign.
+pub const QUANTITY_PATTERN: &str =
+    r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?$";
+
+/// The schema of one quantity: an integer of at least zero, or a string of [`QUANTITY_PATTERN`]
+/// (`minimum` judges only numbers and `pattern` only strings, so both hold for either).
+fn quantity_value() -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "allOf": [
+            {"minimum": 0},
+            {"maxLength": 64, "pattern": QUANTITY_PATTERN},
+        ],
+    })
+}
+
+/// The schema of a map from resource names (`requests.cpu`, `count/deployments.apps`) to
+/// quantities (`"8"`, `32Gi`, `100`), as in `ResourceQuota.spec.hard`.
+pub fn quantity_map(_: &mut SchemaGenerator) -> Schema {
+    quantity_map_schema()
+}
+
+fn quantity_map_schema() -> Schema {
+    json_schema!({
+        "description": "Resource names and their quantities.",
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": quantity_value(),
+        "x-kubernetes-validations": [
+            {"rule": format!("self.all(k, {})", label_key_ok("k")), "message": "every key must be a resource name, such as requests.cpu, limits.memory, pods or count/deployments.apps"},
+        ],
+    })
+}
+
+/// The schema of `LimitRange.spec.limits`, with every quantity checked.
+pub fn limit_range_items(_: &mut SchemaGenerator) -> Schema {
+    let mut quantities = quantity_map_schema();
+    quantities.insert("nullable".into(), true.into());
+    json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 16,
+        "items": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": ["Container", "Pod", "PersistentVolumeClaim"]},
+                "max": quantities.clone(),
+                "min": quantities.clone(),
+                "default": quantities.clone(),
+                "defaultRequest": quantities.clone(),
+                "maxLimitRequestRatio": quantities,
+            },
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Free templates
+
+/// CEL: `expr` with the variables of `vars` replaced by a letter (to check the shape a rendered
+/// name will have), and `$${` (a literal `${`) dropped.
+fn with_variables_replaced(expr: &str, vars: &[&str], by: &str) -> String {
+    vars.iter()
+        .fold(format!("{expr}.replace('$${{', '')"), |acc, v| {
+            format!("{acc}.replace('${{{v}}}', '{by}')")
+        })
+}
+
+/// CEL: every `${` in the string `expr` opens a defined variable and is closed.
+fn variables_ok(expr: &str, vars: &[&str]) -> String {
+    format!(
+        "!{}.contains('${{')",
+        with_variables_replaced(expr, vars, "")
+    )
+}
+
+/// Every string of a list uses only the variables `vars`, each closed.
+pub fn variables_rule(field: &str, vars: &[&str]) -> Rule {
+    let list = vars
+        .iter()
+        .map(|v| format!("${{{v}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Rule::new(format!("self.all(s, {})", variables_ok("s", vars))).message(&*format!(
+        "{field}: a variable is not defined or not closed: the variables are {list}; write $${{ for a literal ${{"
+    ))
+}
+
+/// The rules of one free template (`list` names its list in messages; `vars` are the variables
+/// it may use): a namespaced kind, a `metadata.name` that is a valid name once variables are
+/// replaced, no `metadata.namespace` of its own, and in its metadata only variables that exist,
+/// each closed, and label keys and values that stay valid.
+pub fn template_rules(list: &str, vars: &[&str]) -> Vec<Rule> {
+    let forbidden = CLUSTER_SCOPED_KINDS
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let name = with_variables_replaced("self.metadata.name", vars, "x");
+    let meta_vars = format!(
+        "(!has(self.metadata.name) || {name_ok}) && (!has(self.metadata.labels) || self.metadata.labels.all(k, {k_ok} && {v_ok})) && (!has(self.metadata.annotations) || self.metadata.annotations.all(k, {k_ok}))",
+        name_ok = variables_ok("self.metadata.name", vars),
+        k_ok = variables_ok("k", vars),
+        v_ok = variables_ok("self.metadata.labels[k]", vars),
+    );
+    let label_shapes = format!(
+        "(!has(self.metadata.labels) || self.metadata.labels.all(k, {key} && {value}.matches(r'{LABEL_VALUE_PATTERN}'))) && (!has(self.metadata.annotations) || self.metadata.annotations.all(k, {key}))",
+        key = label_key_ok(&with_variables_replaced("k", vars, "x")),
+        value = with_variables_replaced("self.metadata.labels[k]", vars, "x"),
+    );
+    let vars_list = vars
+        .iter()
+        .map(|v| format!("${{{v}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        Rule::new("has(self.metadata.name) && self.metadata.name != ''")
+            .message(&*format!("{list}: every template needs metadata.name")),
+        Rule::new("!has(self.metadata.generateName)")
+            .message(&*format!("{list}: metadata.generateName is not supported: the operator keeps each object by its metadata.name")),
+        Rule::new(format!("!(self.kind in [{forbidden}])"))
+            .message(&*format!("{list}: cluster-scoped kinds cannot be rendered into a namespace")),
+        Rule::new("!has(self.metadata.namespace) || self.metadata.namespace == '${namespace}'")
+            .message(&*format!("{list}: leave metadata.namespace out: the operator renders each template into every selected namespace")),
+        Rule::new(meta_vars)
+            .message(&*format!("{list}: metadata uses a variable that is not defined or not closed: the variables are {vars_list}; write $${{ for a literal ${{")),
+        Rule::new(format!(
+            "!has(self.metadata.name) || (self.kind in ['Role', 'RoleBinding'] ? (!{name}.contains('/') && !{name}.contains('%') && {name} != '.' && {name} != '..') : ({name}.matches(r'{DNS_SUBDOMAIN_PATTERN}') && size({name}) <= 253))"
+        ))
+        .message(&*format!("{list}: metadata.name must be a valid object name once variables are replaced: a DNS subdomain (lower-case letters, digits, '-' and '.'; at most 253 characters), or for Role and RoleBinding any name without '/' or '%'")),
+        Rule::new(label_shapes)
+            .message(&*format!("{list}: metadata.labels and metadata.annotations need label keys, and labels label values (at most 63 letters, digits, '-', '_' or '.'), once variables are replaced")),
+    ]
+}
+
+/// The schema of one free template: any namespaced object, with `apiVersion`, `kind` and
+/// `metadata` checked here (not as an embedded resource, so that metadata may hold variables),
+/// and [`template_rules`].
+fn template_object_with(list: &str, vars: &[&str]) -> Schema {
+    let labels = json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": {"type": "string", "maxLength": 128},
+    });
+    let annotations = json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": {"type": "string", "maxLength": 8192},
+    });
+    let mut schema = json_schema!({
+        "description": "Any namespaced Kubernetes object, as a template: apiVersion, kind and metadata.name are required; string values may use the variables.",
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata"],
+        "properties": {
+            "apiVersion": {"type": "string", "maxLength": 253, "pattern": API_VERSION_PATTERN},
+            "kind": {"type": "string", "maxLength": 63, "pattern": KIND_PATTERN},
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "maxLength": 253},
+                    "generateName": {"type": "string", "maxLength": 253},
+                    "namespace": {"type": "string", "maxLength": 63},
+                    "labels": labels,
+                    "annotations": annotations,
+                },
+                "x-kubernetes-preserve-unknown-fields": true,
+            },
+        },
+        "x-kubernetes-preserve-unknown-fields": true,
+    });
+    for rule in template_rules(list, vars) {
+        kube::core::validate(&mut schema, rule).expect("a rule serializes");
+    }
+    schema
+}
+
+/// The schema of a free template of a SecurityBaseline.
+pub fn template_object(_: &mut SchemaGenerator) -> Schema {
+    template_object_with("templates", NAMESPACE_VARIABLES)
+}
+
+/// The variables of a namespace template.
+pub const NAMESPACE_VARIABLES: &[&str] = &["namespace", "tenant", "baseline"];
+/// The variables of a workload template.
+pub const WORKLOAD_VARIABLES: &[&str] = &[
+    "namespace",
+    "tenant",
+    "baseline",
+    "workload",
+    "workloadKind",
+];
+
+/// The schema of `spec.templates` of a SecurityBaseline.
+pub fn namespace_templates(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "items": template_object_with("templates", NAMESPACE_VARIABLES),
+    })
+}
+
+/// The schema of `templates` of a workload template.
+pub fn workload_templates(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 16,
+        "items": template_object_with("workloadTemplates.templates", WORKLOAD_VARIABLES),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object names used as label values
+
+/// The object's own name is at most 63 characters, because the operator writes it into a label
+/// value (`label`) on what it makes. `kind` names the object in the message.
+pub fn name_is_label_value(kind: &str, label: &str) -> Rule {
+    Rule::new("size(self.metadata.name) <= 63")
+        .message(&*format!(
+            "metadata.name of a {kind} must be at most 63 characters: it is the value of the label {label} on every object it makes"
+        ))
+        .field_path(".metadata.name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn cron_ok(s: &str) -> bool {
+        regex::Regex::new(&CRON_PATTERN).unwrap().is_match(s)
+    }
+
+    #[test]
+    fn cron_pattern_accepts_what_the_scheduler_runs() {
+        for s in [
+            "0 2 * * *",
+            "*/15 * * * *",
+            "0 */6 * * *",
+            "0 2 * * 6",
+            "0 2 * * SAT",
+            "0 2 * * mon-fri",
+            "0 10 1 */3 *",
+            "0 0 L * *",
+            "0 0 LW * *",
+            "0 0 15W * *",
+            "0 0 ? * 5L",
+            "0 0 ? * 5#3",
+            "0 0 1 JAN,Jul *",
+            "0 0 29 2 *",
+            "0-30/10 8-18 * * 1-5",
+            "@daily",
+            "@annually",
+        ] {
+            assert!(cron_ok(s), "the pattern refuses {s:?}");
+            assert!(croner::Cron::from_str(s).is_ok(), "croner refuses {s:?}");
+        }
+    }
+
+    #[test]
+    fn cron_pattern_refuses_out_of_range_and_unknown_fields() {
+        for s in [
+            "60 * * * *",
+            "0 24 * * *",
+            "0 0 0 * *",
+            "0 0 32 * *",
+            "0 0 * 0 *",
+            "0 0 * 13 *",
+            "0 0 * * 8",
+            "0 0 * * FUNDAY",
+            "0 0 * JANUARY *",
+            "*/0 * * * *",
+            "*/60 * * * *",
+            "5/15 * * * *",
+            "0 0 1-31/40 * *",
+            "0 0 * * L",
+            "0 0 * * 6#0",
+            "0 0 * * 6#6",
+            "0 0 ?/2 * *",
+            "0 0 * * * *",
+            "0 0 * *",
+            "0\t0 * * *",
+            // One space between fields: the rules that read fields split on single spaces.
+            "0  0 * * *",
+            "@midnight",
+            "every day",
+            "",
+        ] {
+            assert!(!cron_ok(s), "the pattern accepts {s:?}");
+        }
+    }
+
+    #[test]
+    fn duration_pattern_is_bounded_and_ordered() {
+        let re = regex::Regex::new(DURATION_PATTERN).unwrap();
+        for s in [
+            "90s",
+            "1h30m",
+            "1.5h",
+            "250ms",
+            "168h",
+            "999999h",
+            "1h2m3s4ms5us6ns",
+        ] {
+            assert!(re.is_match(s), "{s:?}");
+        }
+        for s in [
+            "1000000h",
+            "30m1h",
+            "1h1h",
+            "7d",
+            "-5m",
+            "1.h",
+            "1.0000000001s",
+        ] {
+            assert!(!re.is_match(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn image_pattern_follows_the_reference_grammar() {
+        let re = regex::Regex::new(IMAGE_PATTERN).unwrap();
+        for s in [
+            "nginx",
+            "nginx:1.27",
+            "library/nginx:1.27-alpine",
+            "registry.example/app:1.2.3",
+            "localhost:5000/team/app:v1",
+            "Registry.Example:443/app",
+            "[::1]:5000/app:1",
+            "ghcr.io/org/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "app__x/a-b.c:tag_1",
+        ] {
+            assert!(re.is_match(s), "refuses {s:?}");
+        }
+        for s in [
+            "App:1",
+            "registry.example/App:1",
+            "app:",
+            "app::1",
+            "app:-x",
+            "/app",
+            "app/",
+            "app//x",
+            "app@sha256:123",
+            "app:1 ",
+            "app..x",
+            "https://registry.example/app",
+        ] {
+            assert!(!re.is_match(s), "accepts {s:?}");
+        }
+    }
+
+    #[test]
+    fn the_time_zone_list_is_the_scheduler_s() {
+        let names = time_zone_names();
+        assert!(names.len() > 300, "only {} time zones", names.len());
+        for n in ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"] {
+            assert!(names.iter().any(|x| x == n), "{n} missing");
+        }
+        for n in &names {
+            assert!(!n.contains('\''), "{n} would break the CEL list");
+            assert!(jiff::tz::TimeZone::get(n).is_ok(), "{n} does not load");
+        }
+    }
+}
