@@ -30,19 +30,29 @@ const MAX_LABEL_VALUE: usize = 63;
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum RenderError {
     #[error(
-        "{origin}: undefined variable ${{{variable}}} (defined: {defined}; write $${{...}} for a literal ${{...}})"
+        "{field}: undefined variable ${{{variable}}} in {origin} (defined: {defined}; write $${{...}} for a literal ${{...}})"
     )]
     UndefinedVariable {
         origin: String,
+        /// Where in the spec (`spec.templates[0].data.greeting`).
+        field: String,
         variable: String,
         defined: String,
     },
     #[error(
-        "{origin}: unterminated variable in {text:?} (a \"${{\" without \"}}\"; write $${{ for a literal ${{)"
+        "{field}: unterminated variable in {text:?} in {origin} (a \"${{\" without \"}}\"; write $${{ for a literal ${{)"
     )]
-    UnterminatedVariable { origin: String, text: String },
-    #[error("{origin}: after substitution two map keys are both {key:?}")]
-    DuplicateKey { origin: String, key: String },
+    UnterminatedVariable {
+        origin: String,
+        field: String,
+        text: String,
+    },
+    #[error("{field}: after substitution two map keys are both {key:?} in {origin}")]
+    DuplicateKey {
+        origin: String,
+        field: String,
+        key: String,
+    },
     #[error("{origin}: {field} must be a non-empty string")]
     MissingField { origin: String, field: &'static str },
     #[error("{origin}: {field} must be a map of strings")]
@@ -266,7 +276,8 @@ pub fn render_namespace(
         )?);
     }
     for (i, template) in spec.templates.iter().enumerate() {
-        objects.push(render_template(&ctx, &vars, "", i, template)?);
+        let field = format!("spec.templates[{i}]");
+        objects.push(render_template(&ctx, &vars, "", &field, i, template)?);
     }
     ensure_unique(&objects)?;
     let namespace_labels = controls
@@ -282,7 +293,8 @@ pub fn render_namespace(
 }
 
 /// Renders one workload template for one workload (`workload_kind` `Deployment`, `StatefulSet`
-/// or `DaemonSet`, named `workload_name`) running in `namespace` of `tenant`. Variables:
+/// or `DaemonSet`, named `workload_name`) running in `namespace` of `tenant`; `wt` is
+/// `spec.workloadTemplates[wt_index]` (errors name the field). Variables:
 /// `${namespace}`, `${tenant}`, `${baseline}`, `${workload}`, `${workloadKind}`. Sources read
 /// `workload/<Kind>/<name>/template/<i>:<Kind>/<name>`.
 ///
@@ -291,6 +303,7 @@ pub fn render_namespace(
 /// do not use `${workload}` renders the same object for every matching workload.
 pub fn render_workload(
     baseline_name: &str,
+    wt_index: usize,
     wt: &WorkloadTemplate,
     namespace: &str,
     tenant: &str,
@@ -314,7 +327,10 @@ pub fn render_workload(
         .templates
         .iter()
         .enumerate()
-        .map(|(i, t)| render_template(&ctx, &vars, &prefix, i, t))
+        .map(|(i, t)| {
+            let field = format!("spec.workloadTemplates[{wt_index}].templates[{i}]");
+            render_template(&ctx, &vars, &prefix, &field, i, t)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     ensure_unique(&objects)?;
     Ok(objects)
@@ -448,14 +464,25 @@ fn network_policy(ni: &NetworkIsolation, tenant_label: &str, tenant: &str) -> Va
 fn tenant_bindings(ta: &TenantAccess, vars: &Vars<'_>) -> Result<Vec<Value>, RenderError> {
     let source = "control/tenantAccess";
     let mut out = Vec::new();
-    for (name, role, groups) in [
-        (ADMIN_BINDING_NAME, &ta.admin_role, &ta.admin_groups),
-        (VIEW_BINDING_NAME, &ta.view_role, &ta.view_groups),
+    for (name, role, groups, field) in [
+        (
+            ADMIN_BINDING_NAME,
+            &ta.admin_role,
+            &ta.admin_groups,
+            "adminGroups",
+        ),
+        (
+            VIEW_BINDING_NAME,
+            &ta.view_role,
+            &ta.view_groups,
+            "viewGroups",
+        ),
     ] {
         let mut seen = BTreeSet::new();
         let mut subjects = Vec::new();
-        for g in groups {
-            let g = substitute_str(g, vars, source)?;
+        for (i, g) in groups.iter().enumerate() {
+            let at = format!("spec.controls.tenantAccess.{field}[{i}]");
+            let g = substitute_str(g, vars, source, &at)?;
             if seen.insert(g.clone()) {
                 subjects.push(json!({
                     "kind": "Group",
@@ -467,7 +494,12 @@ fn tenant_bindings(ta: &TenantAccess, vars: &Vars<'_>) -> Result<Vec<Value>, Ren
         if subjects.is_empty() {
             continue;
         }
-        let role = substitute_str(role, vars, source)?;
+        let role_field = if name == ADMIN_BINDING_NAME {
+            "spec.controls.tenantAccess.adminRole"
+        } else {
+            "spec.controls.tenantAccess.viewRole"
+        };
+        let role = substitute_str(role, vars, source, role_field)?;
         out.push(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
@@ -577,11 +609,13 @@ fn string_map<'m>(
 }
 
 /// Renders free template `index` (`prefix` is empty for namespace templates and
-/// `workload/<Kind>/<name>/` for workload templates).
+/// `workload/<Kind>/<name>/` for workload templates; `field` is where the template is in the
+/// spec, for errors).
 fn render_template(
     ctx: &Ctx<'_>,
     vars: &Vars<'_>,
     prefix: &str,
+    field: &str,
     index: usize,
     template: &TemplateObject,
 ) -> Result<RenderedObject, RenderError> {
@@ -598,7 +632,7 @@ fn render_template(
         .and_then(Value::as_str)
         .unwrap_or("?");
     let raw_id = format!("{prefix}template/{index}:{raw_kind}/{raw_name}");
-    let body = substitute_value(&Value::Object(template.0.clone()), vars, &raw_id)?;
+    let body = substitute_value(&Value::Object(template.0.clone()), vars, &raw_id, field)?;
     // The source names the object as rendered.
     let kind = body.get("kind").and_then(Value::as_str).unwrap_or("?");
     let name = body
@@ -645,8 +679,14 @@ impl Vars<'_> {
     }
 }
 
-/// Substitutes `${var}` in one string; `$${` is a literal `${`; any other `$` is literal.
-fn substitute_str(s: &str, vars: &Vars<'_>, source: &str) -> Result<String, RenderError> {
+/// Substitutes `${var}` in one string (at `field` of the spec); `$${` is a literal `${`; any
+/// other `$` is literal.
+fn substitute_str(
+    s: &str,
+    vars: &Vars<'_>,
+    source: &str,
+    field: &str,
+) -> Result<String, RenderError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -660,6 +700,7 @@ fn substitute_str(s: &str, vars: &Vars<'_>, source: &str) -> Result<String, Rend
                 .find('}')
                 .ok_or_else(|| RenderError::UnterminatedVariable {
                     origin: source.into(),
+                    field: field.into(),
                     text: s.into(),
                 })?;
             let name = &body[..end];
@@ -667,6 +708,7 @@ fn substitute_str(s: &str, vars: &Vars<'_>, source: &str) -> Result<String, Rend
                 .get(name)
                 .ok_or_else(|| RenderError::UndefinedVariable {
                     origin: source.into(),
+                    field: field.into(),
                     variable: name.into(),
                     defined: vars.defined(),
                 })?;
@@ -681,24 +723,33 @@ fn substitute_str(s: &str, vars: &Vars<'_>, source: &str) -> Result<String, Rend
     Ok(out)
 }
 
-/// Substitutes variables in every string value and every map key, recursively.
-fn substitute_value(v: &Value, vars: &Vars<'_>, source: &str) -> Result<Value, RenderError> {
+/// Substitutes variables in every string value and every map key, recursively; `field` is the
+/// path of `v` in the spec, extended as it descends so that an error names the exact field.
+fn substitute_value(
+    v: &Value,
+    vars: &Vars<'_>,
+    source: &str,
+    field: &str,
+) -> Result<Value, RenderError> {
     Ok(match v {
-        Value::String(s) => Value::String(substitute_str(s, vars, source)?),
+        Value::String(s) => Value::String(substitute_str(s, vars, source, field)?),
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|item| substitute_value(item, vars, source))
+                .enumerate()
+                .map(|(i, item)| substitute_value(item, vars, source, &format!("{field}[{i}]")))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => {
             let mut out = Map::new();
             for (k, item) in map {
-                let key = substitute_str(k, vars, source)?;
-                let item = substitute_value(item, vars, source)?;
+                let at = format!("{field}.{k}");
+                let key = substitute_str(k, vars, source, &at)?;
+                let item = substitute_value(item, vars, source, &at)?;
                 if out.insert(key.clone(), item).is_some() {
                     return Err(RenderError::DuplicateKey {
                         origin: source.into(),
+                        field: at,
                         key,
                     });
                 }
@@ -815,17 +866,17 @@ templates:
         ];
         for (input, want) in ok {
             assert_eq!(
-                substitute_str(input, &vars, "src").as_deref(),
+                substitute_str(input, &vars, "src", "spec.x").as_deref(),
                 Ok(*want),
                 "{input}"
             );
         }
         assert!(matches!(
-            substitute_str("x-${tenant", &vars, "src"),
+            substitute_str("x-${tenant", &vars, "src", "spec.x"),
             Err(RenderError::UnterminatedVariable { .. })
         ));
         assert!(matches!(
-            substitute_str("${}", &vars, "src"),
+            substitute_str("${}", &vars, "src", "spec.x"),
             Err(RenderError::UndefinedVariable { variable, .. }) if variable.is_empty()
         ));
     }
@@ -840,6 +891,7 @@ templates:
             err,
             RenderError::UndefinedVariable {
                 origin: "template/0:ConfigMap/info".into(),
+                field: "spec.templates[0].data.a".into(),
                 variable: "foo".into(),
                 defined: "${namespace}, ${tenant}, ${baseline}".into(),
             }
@@ -1227,7 +1279,7 @@ templates:
 "#,
         )
         .expect("fixture");
-        let objs = render_workload("base", &wt, "acme-prod", "acme", "Deployment", "shop")
+        let objs = render_workload("base", 0, &wt, "acme-prod", "acme", "Deployment", "shop")
             .expect("renders");
         assert_eq!(objs.len(), 2);
         assert_eq!(objs[0].name, "shop-web");
@@ -1248,8 +1300,8 @@ templates:
             "selector: {matchLabels: {a: b}}\ntemplates: [{apiVersion: v1, kind: ConfigMap, metadata: {name: \"${replicas}\"}}]\n",
         )
         .expect("fixture");
-        let err =
-            render_workload("base", &bad, "ns", "t", "StatefulSet", "db").expect_err("undefined");
+        let err = render_workload("base", 0, &bad, "ns", "t", "StatefulSet", "db")
+            .expect_err("undefined");
         assert!(
             matches!(&err, RenderError::UndefinedVariable { origin, variable, .. }
                 if origin == "workload/StatefulSet/db/template/0:ConfigMap/${replicas}" && variable == "replicas"),
@@ -1262,8 +1314,10 @@ templates:
         )
         .expect("fixture");
         let mut all =
-            render_workload("base", &fixed, "ns", "t", "Deployment", "a").expect("renders");
-        all.extend(render_workload("base", &fixed, "ns", "t", "Deployment", "b").expect("renders"));
+            render_workload("base", 0, &fixed, "ns", "t", "Deployment", "a").expect("renders");
+        all.extend(
+            render_workload("base", 0, &fixed, "ns", "t", "Deployment", "b").expect("renders"),
+        );
         assert!(matches!(
             ensure_unique(&all),
             Err(RenderError::Duplicate { .. })

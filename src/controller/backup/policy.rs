@@ -194,7 +194,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
             .map(|l| l.time.0)
             .unwrap_or(since);
         let asked = requested(p, VERIFY_NOW_ANNOTATION, &status.last_handled_verify_now);
-        match schedule::next_cron(&v.schedule.0, tz, last) {
+        match schedule::next_cron(&v.schedule.0, tz, last, schedule::VERIFICATION_SCHEDULE) {
             Ok(due_at) => {
                 if asked.is_some() || now >= due_at {
                     // The request is recorded as handled before the work starts: a crash in
@@ -238,7 +238,9 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                     .as_ref()
                     .map(|l| l.time.0)
                     .unwrap_or(since);
-                if let Ok(t) = schedule::next_cron(&v.schedule.0, tz, last) {
+                if let Ok(t) =
+                    schedule::next_cron(&v.schedule.0, tz, last, schedule::VERIFICATION_SCHEDULE)
+                {
                     wake.push(t);
                 }
             }
@@ -256,7 +258,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                 RESTORE_TEST_NOW_ANNOTATION,
                 &status.last_handled_restore_test_now,
             );
-            match schedule::next_cron(&rt.schedule.0, tz, last) {
+            match schedule::next_cron(&rt.schedule.0, tz, last, schedule::RESTORE_TEST_SCHEDULE) {
                 Ok(due_at) => {
                     if asked.is_some() || now >= due_at {
                         if let Some(token) = asked {
@@ -328,7 +330,12 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                         .as_ref()
                         .map(|l| l.time.0)
                         .unwrap_or(since);
-                    if let Ok(t) = schedule::next_cron(&rt.schedule.0, tz, last) {
+                    if let Ok(t) = schedule::next_cron(
+                        &rt.schedule.0,
+                        tz,
+                        last,
+                        schedule::RESTORE_TEST_SCHEDULE,
+                    ) {
                         wake.push(t);
                     }
                 }
@@ -470,6 +477,24 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                 "StorageUnreachable",
                 "Backup",
                 msg,
+                None,
+            )
+            .await;
+        }
+    }
+    if let Some((reason, msg)) = &ready_problem {
+        // What the schema could not judge (a schedule that never fires, a key that does not
+        // load): an Event when it first shows, the Ready condition for as long as it lasts.
+        let before = previous
+            .as_ref()
+            .and_then(|s| crate::api::common::find_condition(&s.conditions, "Ready"));
+        if before.is_none_or(|c| c.reason != *reason || c.message != *msg) {
+            st.publish(
+                p,
+                EventType::Warning,
+                reason,
+                "Reconcile",
+                msg.clone(),
                 None,
             )
             .await;

@@ -10,41 +10,88 @@ use sha2::{Digest, Sha256};
 
 use crate::api::backup::BackupPolicySpec;
 
-/// Why a schedule cannot be computed.
+/// Why a schedule cannot be computed: what the schema could not judge, naming the field, so the
+/// message goes into a condition and an Event as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("invalid cron schedule {schedule:?}: {reason}")]
-    Cron { schedule: String, reason: String },
-    #[error("unknown time zone {0:?}")]
-    TimeZone(String),
-    #[error("invalid duration {0:?}")]
+    #[error("{field}: invalid cron schedule {schedule:?}: {reason}")]
+    Cron {
+        field: String,
+        schedule: String,
+        reason: String,
+    },
+    #[error("{field}: the schedule {schedule:?} never fires (no such date comes within years)")]
+    Never { field: String, schedule: String },
+    #[error("{field}: unknown time zone {zone:?}: not in the IANA time-zone database")]
+    TimeZone { field: String, zone: String },
+    #[error("spec.rpo: invalid duration {0:?}")]
     Duration(String),
 }
 
-/// The next occurrence of a cron `schedule` in `tz` (UTC when `None`) strictly after `after`.
+/// Where a schedule and its time zone are in the spec, for errors.
+#[derive(Clone, Copy, Debug)]
+pub struct Fields<'a> {
+    pub schedule: &'a str,
+    pub time_zone: &'a str,
+}
+
+/// A time zone of the IANA database bundled with the operator: the same database the schema's
+/// list of time zones comes from, whatever the machine has installed.
+pub fn time_zone(name: &str) -> Option<jiff::tz::TimeZone> {
+    jiff::tz::TimeZoneDatabase::bundled().get(name).ok()
+}
+
+/// The next occurrence of a cron `schedule` in `tz` (UTC when `None`) strictly after `after`;
+/// `fields` name both in errors.
 pub fn next_cron(
     schedule: &str,
     tz: Option<&str>,
     after: Timestamp,
+    fields: Fields<'_>,
 ) -> Result<Timestamp, ScheduleError> {
     let cron = Cron::from_str(schedule).map_err(|e| ScheduleError::Cron {
+        field: fields.schedule.into(),
         schedule: schedule.into(),
         reason: e.to_string(),
     })?;
     let zone = match tz {
-        Some(name) => {
-            jiff::tz::TimeZone::get(name).map_err(|_| ScheduleError::TimeZone(name.into()))?
-        }
+        Some(name) => time_zone(name).ok_or_else(|| ScheduleError::TimeZone {
+            field: fields.time_zone.into(),
+            zone: name.into(),
+        })?,
         None => jiff::tz::TimeZone::UTC,
     };
     let zoned = after.to_zoned(zone);
     cron.find_next_occurrence(&zoned, false)
         .map(|z| z.timestamp())
-        .map_err(|e| ScheduleError::Cron {
-            schedule: schedule.into(),
-            reason: e.to_string(),
+        .map_err(|e| match e {
+            croner::errors::CronError::TimeSearchLimitExceeded => ScheduleError::Never {
+                field: fields.schedule.into(),
+                schedule: schedule.into(),
+            },
+            other => ScheduleError::Cron {
+                field: fields.schedule.into(),
+                schedule: schedule.into(),
+                reason: other.to_string(),
+            },
         })
 }
+
+/// Where a BackupPolicy keeps its schedules.
+pub const BACKUP_SCHEDULE: Fields<'static> = Fields {
+    schedule: "spec.schedule",
+    time_zone: "spec.timeZone",
+};
+/// The verification schedule of a BackupPolicy.
+pub const VERIFICATION_SCHEDULE: Fields<'static> = Fields {
+    schedule: "spec.verification.schedule",
+    time_zone: "spec.timeZone",
+};
+/// The restore-test schedule of a BackupPolicy.
+pub const RESTORE_TEST_SCHEDULE: Fields<'static> = Fields {
+    schedule: "spec.verification.restoreTest.schedule",
+    time_zone: "spec.timeZone",
+};
 
 /// Offset of a policy within its period: a stable hash of `namespace/name`, so that policies
 /// with the same RPO do not all start together.
@@ -71,6 +118,7 @@ pub fn next_backup(
             &schedule.0,
             spec.time_zone.as_ref().map(|t| t.0.as_str()),
             after,
+            BACKUP_SCHEDULE,
         );
     }
     let rpo = rpo(spec)?;
@@ -151,7 +199,7 @@ mod tests {
 
     #[test]
     fn macros_are_accepted() {
-        let next = next_cron("@daily", None, ts("2026-01-10T12:00:00Z")).unwrap();
+        let next = next_cron("@daily", None, ts("2026-01-10T12:00:00Z"), BACKUP_SCHEDULE).unwrap();
         assert_eq!(next, ts("2026-01-11T00:00:00Z"));
     }
 
@@ -173,8 +221,13 @@ mod tests {
     #[test]
     fn bad_time_zone_is_an_error() {
         assert!(matches!(
-            next_cron("@daily", Some("Mars/Olympus"), Timestamp::now()),
-            Err(ScheduleError::TimeZone(_))
+            next_cron(
+                "@daily",
+                Some("Mars/Olympus"),
+                Timestamp::now(),
+                BACKUP_SCHEDULE
+            ),
+            Err(ScheduleError::TimeZone { .. })
         ));
     }
 
@@ -200,6 +253,36 @@ mod tests {
                 std::time::Duration::from_secs(60)
             ),
             ts("2026-01-01T00:01:00Z")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let never = next_cron("0 2 30 2 *", None, now, VERIFICATION_SCHEDULE).unwrap_err();
+        assert!(matches!(never, ScheduleError::Never { .. }), "{never:?}");
+        assert!(
+            never
+                .to_string()
+                .starts_with("spec.verification.schedule: "),
+            "{never}"
+        );
+        let zone = next_cron("@daily", Some("Europe/Berlinn"), now, RESTORE_TEST_SCHEDULE)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            zone.starts_with("spec.timeZone: unknown time zone"),
+            "{zone}"
+        );
+        // Three-segment zones of the bundled database load whatever the machine has.
+        assert!(
+            next_cron(
+                "0 2 * * *",
+                Some("America/Argentina/Buenos_Aires"),
+                now,
+                BACKUP_SCHEDULE
+            )
+            .is_ok()
         );
     }
 }

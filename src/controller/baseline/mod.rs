@@ -403,11 +403,30 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     let mut findings: Vec<Finding> = Vec::new();
     let mut writes: Vec<Write> = Vec::new();
     for (ns, reason, message) in &plan.failed {
+        let object = format!("Namespace/{ns}");
+        let message = format!("{reason}: {message}");
+        // What the schema could not judge (a template that does not render here): an Event the
+        // first time, the finding in status for as long as it lasts.
+        let known = previous
+            .non_compliant
+            .iter()
+            .any(|p| p.namespace == *ns && p.object == object && p.message == message);
+        if !known {
+            publish(
+                st,
+                sb,
+                EventType::Warning,
+                reason,
+                "Render",
+                format!("{ns}: {message}"),
+            )
+            .await;
+        }
         findings.push(Finding {
             namespace: ns.clone(),
-            object: format!("Namespace/{ns}"),
+            object,
             state: FindingState::Failed,
-            message: format!("{reason}: {message}"),
+            message,
         });
     }
     for (i, nsp) in plan.namespaces.iter().enumerate() {

@@ -125,12 +125,12 @@ fn render(
     let namespace_labels = rendered.namespace_patch();
     let mut objects = rendered.objects;
     let mut covered = Vec::new();
-    for wt in &b.spec.workload_templates {
+    for (wi, wt) in b.spec.workload_templates.iter().enumerate() {
         for w in workloads {
             if !workload_matches(wt, &w.pod_labels).map_err(|e| e.to_string())? {
                 continue;
             }
-            let extra = render_workload(b.name, wt, &ns.name, tenant, &w.kind, &w.name)
+            let extra = render_workload(b.name, wi, wt, &ns.name, tenant, &w.kind, &w.name)
                 .map_err(|e| e.to_string())?;
             for o in &extra {
                 claims.push(Claim {
