@@ -1237,3 +1237,100 @@ async fn valid_objects_at_the_edges_are_accepted() {
         failures.join("\n")
     );
 }
+
+/// What only the operator writes (config/admission): a tenant with every right in its namespace
+/// creates Backups and Incidents, but only with trigger and source Manual; the operator's
+/// ServiceAccount (with the shipped config/rbac) records scheduled and catalogue backups; a cluster
+/// administrator may do both.
+#[tokio::test]
+async fn only_the_operator_records_scheduled_backups_and_detections() {
+    common::install_crds();
+    let admin = common::client().await;
+    let (ok, out, err) = common::kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-k",
+        "config/admission",
+    ]);
+    assert!(ok, "kubectl apply -k config/admission:\n{out}\n{err}");
+    common::operator_kubeconfig(); // applies config/rbac
+    let ns = common::namespace(&admin, "provenance", &[]).await;
+    common::tenant_account(&ns).await;
+    let tenant = common::client_as(&format!(
+        "system:serviceaccount:{ns}:{}",
+        common::TENANT_ACCOUNT
+    ))
+    .await;
+    let operator = common::client_as(&format!(
+        "system:serviceaccount:{}:opsec-operator",
+        common::OPERATOR_NAMESPACE
+    ))
+    .await;
+    let create = |client: &Client, kind: &'static str, patch: Value| {
+        let api = api_for(client, kind, &ns);
+        let mut spec = valid_spec(kind);
+        apply(&mut spec, &patch);
+        let obj = object(kind, &common::unique("provenance"), spec);
+        async move { api.create(&PostParams::default(), &obj).await }
+    };
+
+    // The policy is served a moment after it is created: wait until it refuses.
+    let refused = common::eventually(
+        std::time::Duration::from_secs(30),
+        "the admission policy to refuse a tenant's Scheduled backup",
+        || async {
+            match create(&tenant, BK, json!({"trigger": "Scheduled"})).await {
+                Err(kube::Error::Api(s)) if s.code == 422 => Some(s.message),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert!(
+        refused.contains("spec.trigger: only the operator records"),
+        "{refused}"
+    );
+
+    for trigger in ["PrePatch", "Incident", "Catalogue"] {
+        let r = create(&tenant, BK, json!({"trigger": trigger})).await;
+        assert!(
+            matches!(&r, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("spec.trigger")),
+            "a tenant's {trigger} Backup: {r:?}"
+        );
+    }
+    for source in [
+        "BaselineDrift",
+        "BackupFailed",
+        "RPOBreached",
+        "KubernetesEvent",
+    ] {
+        let r = create(&tenant, INC, json!({"source": source})).await;
+        assert!(
+            matches!(&r, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("spec.source: only the operator records detections")),
+            "a tenant's {source} Incident: {r:?}"
+        );
+    }
+    // What a person writes is the tenant's to write.
+    create(&tenant, BK, json!({"trigger": "Manual"}))
+        .await
+        .expect("a tenant's Manual Backup");
+    create(&tenant, BK, json!({"trigger": null}))
+        .await
+        .expect("a tenant's Backup with the default trigger");
+    create(&tenant, INC, json!({"source": "Manual"}))
+        .await
+        .expect("a tenant's Manual Incident");
+    // The operator records its runs; an administrator may record anything.
+    create(&operator, BK, json!({"trigger": "Scheduled"}))
+        .await
+        .expect("the operator's Scheduled Backup");
+    create(&operator, BK, json!({"trigger": "Catalogue"}))
+        .await
+        .expect("the operator's Catalogue Backup");
+    create(&admin, INC, json!({"source": "BaselineDrift"}))
+        .await
+        .expect("an administrator's BaselineDrift Incident");
+
+    common::delete_namespace(&admin, &ns).await;
+}

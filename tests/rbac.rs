@@ -76,8 +76,8 @@ const JUSTIFIED: &[Justified] = &[
     (
         "backups.opsec.x1642.dev",
         &[],
-        &["get", "list", "watch", "create", "delete"],
-        "schedules, catalogue, retention",
+        &["get", "list", "watch", "create", "delete", "record"],
+        "schedules, catalogue, retention; `record`: Scheduled and Catalogue backups (config/admission)",
     ),
     (
         "backups.opsec.x1642.dev/status",
