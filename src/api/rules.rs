@@ -167,11 +167,21 @@ fn cron_part(expr: &str, i: usize) -> String {
     format!("{expr}.split(' ')[{i}]")
 }
 
+/// CEL: the five fields of a cron string (minute, hour, day of month, month, day of week).
+fn cron_parts(expr: &str) -> [String; 5] {
+    std::array::from_fn(|i| cron_part(expr, i))
+}
+
 /// CEL: the number of a cron value `x` (digits, or a month or weekday name in lower case), 0 for
 /// anything else, so that ranges of names compare.
 fn cron_number(x: &str) -> String {
     let names = "{'jan': 1, 'feb': 2, 'mar': 3, 'apr': 4, 'may': 5, 'jun': 6, 'jul': 7, 'aug': 8, 'sep': 9, 'oct': 10, 'nov': 11, 'dec': 12, 'sun': 0, 'mon': 1, 'tue': 2, 'wed': 3, 'thu': 4, 'fri': 5, 'sat': 6}";
     format!("({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : {x} in {names} ? {names}[{x}] : 0)")
+}
+
+/// CEL: a day field left open (`*` or `?`).
+fn open(f: &str) -> String {
+    format!("({f} == '*' || {f} == '?')")
 }
 
 /// Day-of-month fields that name only days after the 29th (`30`, `31`, `30,31`, `30-31`).
@@ -216,14 +226,9 @@ fn field_gap(f: &str, otherwise: &str) -> String {
 /// or longer: an upper bound of the shortest gap. Exact for the usual shapes (`0 */6 * * *`,
 /// `30 2 * * 1-5`, `@weekly`).
 pub fn cron_shortest_gap_bound(expr: &str) -> String {
-    let minute = cron_part(expr, 0);
-    let hour = cron_part(expr, 1);
-    let day = cron_part(expr, 2);
-    let month = cron_part(expr, 3);
-    let weekday = cron_part(expr, 4);
+    let [minute, hour, day, month, weekday] = cron_parts(expr);
     let minute_gap = field_gap(&minute, "60");
     let hour_gap = format!("({} * 60)", field_gap(&hour, "24"));
-    let open = |f: &str| format!("({f} == '*' || {f} == '?')");
     let weekday_days = format!(
         "({w}.matches(r'^[0-7]$') ? 7 : {w}.matches(r'^[0-7](L|#[1-5])$') ? 35 : {g})",
         w = weekday,
@@ -252,15 +257,10 @@ pub fn cron_shortest_gap_bound(expr: &str) -> String {
 /// CEL: minutes that some gap between firings of the cron string `expr` is at least: a lower
 /// bound of the longest gap. Exact for the usual shapes (`0 2 * * *`, `0 */6 * * *`, `@daily`).
 pub fn cron_longest_gap_bound(expr: &str) -> String {
-    let minute = cron_part(expr, 0);
-    let hour = cron_part(expr, 1);
-    let day = cron_part(expr, 2);
-    let month = cron_part(expr, 3);
-    let weekday = cron_part(expr, 4);
+    let [minute, hour, day, month, weekday] = cron_parts(expr);
     let single = r"r'^[0-9]{1,2}$'";
     let step = r"r'^\*/[0-9]{1,2}$'";
     let after_slash = |f: &str| format!("int({f}.substring({f}.indexOf('/') + 1))");
-    let open = |f: &str| format!("({f} == '*' || {f} == '?')");
     format!(
         "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 40320 : ({expr} == '@yearly' || {expr} == '@annually') ? 525600 : [\
          {month}.matches({single}) ? 334 * 1440 : 0, \
