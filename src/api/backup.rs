@@ -8,13 +8,20 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Duration, LocalObjectRef, Schedule, SecretKeyRef,
-    TimeZone, conditions_schema, default_true,
+    DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN, Duration, LocalObjectRef, Schedule,
+    SecretKeyRef, TimeZone, conditions_schema, default_true,
 };
 use super::rules::{self, KIND_FILTER_PATTERN, duration_between, duration_guard};
 
 /// CEL: a relative path of segments of letters, digits, `-`, `_` and `.`, without `.` or `..`.
-const RELATIVE_PATH_RULE: &str = r"self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$') && !self.split('/').exists(s, s == '..' || s == '.')";
+const RELATIVE_PATH_RULE: &str = r"self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$') && !self.split('/').exists(s, s == '..' || s == '.' || size(s) > 255)";
+
+/// CEL: where storage location `a` writes, as one string (two locations must not share one).
+fn storage_place(a: &str) -> String {
+    format!(
+        "(has({a}.local) ? 'local:' + {a}.local.path : has({a}.persistentVolumeClaim) ? 'claim:' + {a}.persistentVolumeClaim.claimName + '/' + (has({a}.persistentVolumeClaim.path) ? {a}.persistentVolumeClaim.path : '') : has({a}.s3) ? 's3:' + (has({a}.s3.endpoint) ? {a}.s3.endpoint : '') + '/' + {a}.s3.bucket + '/' + (has({a}.s3.prefix) ? {a}.s3.prefix : '') : '')"
+    )
+}
 
 /// How often and how safely a namespace is backed up.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -62,6 +69,7 @@ const RELATIVE_PATH_RULE: &str = r"self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.
 #[x_kube(validation = Rule::new(format!("!has(self.rto) || !has(self.verification) || !has(self.verification.restoreTest) || !{} || !{} || duration(self.verification.restoreTest.timeout) >= duration(self.rto)", duration_guard("self.rto"), duration_guard("self.verification.restoreTest.timeout"))).message("verification.restoreTest.timeout must be at least the rto, or a restore that meets its target is cut short").field_path(".verification.restoreTest.timeout"))]
 #[x_kube(validation = Rule::new(format!("!has(self.retention) || !has(self.retention.maxAge) || !{} || !{} || duration(self.retention.maxAge) >= duration(self.rpo)", duration_guard("self.rpo"), duration_guard("self.retention.maxAge"))).message("retention.maxAge must be at least the rpo, or the copy that keeps the RPO is deleted").field_path(".retention.maxAge"))]
 #[x_kube(validation = Rule::new(format!("!has(self.schedule) || !{} || !{} || duration(self.rpo).getSeconds() >= {} * 60", rules::cron_guard("self.schedule"), duration_guard("self.rpo"), rules::cron_longest_gap_bound("self.schedule"))).message("schedule leaves longer gaps between backups than the rpo: no backup could keep it; run it more often or raise the rpo").field_path(".schedule"))]
+#[x_kube(validation = Rule::new(format!("!has(self.verification) || !has(self.verification.restoreTest) || !{} || !{} || {} * 60 >= duration(self.verification.restoreTest.timeout).getSeconds()", rules::cron_guard("self.verification.restoreTest.schedule"), duration_guard("self.verification.restoreTest.timeout"), rules::cron_shortest_gap_bound("self.verification.restoreTest.schedule"))).message("verification.restoreTest.schedule: restore tests come closer together than their timeout; the next would be due before the last may end").field_path(".verification.restoreTest.schedule"))]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicySpec {
     /// Cron schedule of backups. When absent it is derived from the RPO (a run every RPO/2,
@@ -90,6 +98,7 @@ pub struct BackupPolicySpec {
     /// persistentVolumeClaim) and one off-site (s3).
     #[schemars(length(min = 1, max = 8))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("storage names must be unique"))]
+    #[x_kube(validation = Rule::new(format!("self.all(a, self.exists_one(b, {} == {}))", storage_place("b"), storage_place("a"))).message("storage: two locations write to the same place (the same local path, claim and path, or bucket and prefix)"))]
     pub storage: Vec<StorageLocation>,
     /// Encryption of every archive (AES-256-GCM); required when any location is off-site.
     /// Every manifest is signed by the operator's own key (the provider's), never a tenant's.
@@ -115,8 +124,9 @@ pub struct BackupPolicySpec {
 }
 
 /// Which resources a backup takes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.includeKinds) || !has(self.excludeKinds) || !self.includeKinds.exists(k, k in self.excludeKinds)").message("resources: a kind is both included and excluded"))]
 pub struct BackupResources {
     /// Kinds to back up (`ConfigMap`, `Deployment`, `apps/v1/Deployment`); every listable kind
     /// when empty.
@@ -237,9 +247,9 @@ pub struct S3Storage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Plain `http://` only to a loopback address (a proxy in the operator's own pod).
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new(r"isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != '' && self.matches(r'^https?://[^/?#@\s]+(/[^?#\s]*)?$')").message("s3.endpoint must be an http or https URL with a host, and with no query or fragment"))]
+    #[x_kube(validation = Rule::new(format!(r"isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != '' && self.matches(r'^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*){}(/[^?#\s]*)?$')", rules::PORT_PATTERN)).message("s3.endpoint must be an http or https URL with a host name or address and a port from 1 to 65535, and with no query or fragment"))]
     #[x_kube(validation = Rule::new(r"!self.matches(r'^[a-zA-Z]+://[^/?#]*@')").message("s3.endpoint must not carry credentials (user:password@): name a Secret in credentialsSecretRef"))]
-    #[x_kube(validation = Rule::new(r"!self.startsWith('http://') || self.matches(r'^http://(localhost|127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|\[::1\])(:[0-9]{1,5})?(/[^?#\s]*)?$')").message("s3.endpoint must use https: an off-site copy over plain http could be read or changed on the way (http only to a loopback address)"))]
+    #[x_kube(validation = Rule::new(r"!self.startsWith('http://') || self.matches(r'^http://(localhost|127(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}|\[::1\])(:[0-9]{1,5})?(/[^?#\s]*)?$')").message("s3.endpoint must use https: an off-site copy over plain http could be read or changed on the way (http only to a loopback address)"))]
     pub endpoint: Option<String>,
     /// Region of the bucket.
     #[serde(default = "default_region")]
@@ -298,6 +308,7 @@ pub struct RestoreTest {
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     /// The newest backup run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +352,7 @@ pub struct BackupSummary {
     #[schemars(range(min = 0))]
     pub bytes: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[a-f0-9]{64}$"))]
     pub sha256: Option<String>,
 }
 
@@ -363,8 +375,10 @@ pub struct VerificationSummary {
 pub struct RestoreTestSummary {
     pub time: Time,
     /// Measured restore time: the real RTO.
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub duration: String,
     /// Passed, Failed or TimedOut.
+    #[schemars(extend("enum" = ["Passed", "Failed", "TimedOut"]))]
     pub result: String,
     #[schemars(range(min = 0))]
     pub objects_compared: i64,
@@ -447,11 +461,13 @@ pub enum BackupPhase {
     Corrupt,
 }
 
-/// Observed state of a backup run.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+/// Observed state of a backup run. A run that has ended never runs again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.phase) || !(oldSelf.phase in ['Completed', 'Failed', 'Verified', 'Corrupt']) || (has(self.phase) && !(self.phase in ['Pending', 'Running']))").message("phase: a backup that has ended never goes back to Pending or Running").field_path(".phase"))]
 pub struct BackupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<BackupPhase>,
@@ -472,6 +488,7 @@ pub struct BackupStatus {
     pub bytes: i64,
     /// SHA-256 of the archive as stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[a-f0-9]{64}$"))]
     pub sha256: Option<String>,
     /// Id of the key that signed the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,6 +520,7 @@ pub struct BackupStatus {
 pub struct BackupLocationStatus {
     pub name: String,
     /// Written, Failed, Verified, Corrupt, Deleted.
+    #[schemars(extend("enum" = ["Written", "Failed", "Verified", "Corrupt", "Deleted"]))]
     pub state: String,
     /// Object key or path of the copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -519,6 +537,7 @@ pub struct BackupLocationStatus {
 pub struct BackupVerification {
     pub time: Time,
     /// Verified or Corrupt.
+    #[schemars(extend("enum" = ["Verified", "Corrupt"]))]
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -615,11 +634,13 @@ pub enum RestorePhase {
     Failed,
 }
 
-/// Observed state of a restore.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+/// Observed state of a restore. A restore that has ended never runs again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.phase) || !(oldSelf.phase in ['Completed', 'Failed']) || (has(self.phase) && self.phase == oldSelf.phase)").message("phase: a restore that has ended stays as it ended").field_path(".phase"))]
 pub struct RestoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RestorePhase>,
@@ -629,6 +650,7 @@ pub struct RestoreStatus {
     pub completion_time: Option<Time>,
     /// How long the restore took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub duration: Option<String>,
     /// Storage location the copy was read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -644,11 +666,12 @@ pub struct RestoreStatus {
     pub failed: i64,
     /// The first errors (capped at 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub errors: Vec<String>,
     /// Runs started: a run cut short by an operator restart is run again (Event
     /// `RestoreInterrupted`), at most 3 in all.
     #[serde(default, skip_serializing_if = "is_zero")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 3))]
     pub attempts: i32,
     /// Ready.
     #[serde(default)]

@@ -372,6 +372,7 @@ impl JsonSchema for TemplateObject {
 pub struct SecurityBaselineStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     /// Digest (`sha256:…`) of the rendered configuration that is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -236,13 +236,23 @@ pub struct ObjectReference {
 /// Schema of a `conditions` list: a list-map keyed by `type`, as the API conventions ask, so that
 /// server-side apply merges conditions by type.
 pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
-    let mut schema = <Vec<Condition>>::json_schema(generator);
-    schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert(
-        "x-kubernetes-list-map-keys".into(),
-        serde_json::json!(["type"]),
-    );
-    schema
+    super::rules::conditions(generator)
+}
+
+/// The longest condition message the schema takes; longer messages are cut at a character.
+pub const MAX_CONDITION_MESSAGE: usize = 32768;
+
+/// `message` cut to [`MAX_CONDITION_MESSAGE`] bytes at a character boundary.
+fn condition_message(mut message: String) -> String {
+    if message.len() > MAX_CONDITION_MESSAGE {
+        let mut end = MAX_CONDITION_MESSAGE - 3;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("...");
+    }
+    message
 }
 
 /// The status of a condition: the three values the API conventions allow.
@@ -280,7 +290,7 @@ pub fn set_condition(
     observed_generation: Option<i64>,
     now: jiff::Timestamp,
 ) {
-    let message = message.into();
+    let message = condition_message(message.into());
     let status = status.as_str();
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(existing) => {

@@ -10,8 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Duration, LocalObjectRef, ObjectReference, Schedule,
-    SecretKeyRef, conditions_schema,
+    DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN, Duration, LocalObjectRef,
+    ObjectReference, Schedule, SecretKeyRef, conditions_schema,
 };
 use super::rules::{self, KIND_PATTERN, NOT_BLANK_PATTERN, duration_between, non_empty_selector};
 
@@ -61,6 +61,7 @@ pub const GRADE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$";
 #[x_kube(validation = Rule::new("self.grades.all(g, !has(self.grades[g].actions) || self.grades[g].actions.all(a, !has(a.notify) || !has(a.notify.channels) || a.notify.channels.all(ch, has(self.channels) && self.channels.exists(x, x.name == ch))))").message("grades: a notify action names a channel that is not defined in channels").field_path(".grades"))]
 #[x_kube(validation = Rule::new("!has(self.classification) || self.classification.all(r, r.grade in self.grades)").message("classification: every rule's grade must be defined in grades").field_path(".classification"))]
 #[x_kube(validation = Rule::new("!has(self.drills) || self.drills.grade in self.grades").message("drills.grade must be defined in grades").field_path(".drills.grade"))]
+#[x_kube(validation = Rule::new(format!("!has(self.drills) || !{} || {} >= 1440", rules::cron_guard("self.drills.schedule"), rules::cron_shortest_gap_bound("self.drills.schedule"))).message("drills.schedule: a drill opens an Incident and tells the contacts; at most one a day").field_path(".drills.schedule"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmergencyPlanSpec {
     /// Who is told, in which role, through which channels. At least one.
@@ -320,7 +321,7 @@ pub struct Review {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 10),
-        regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+        regex(pattern = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
     )]
     #[x_kube(validation = Rule::new(r"!self.matches(r'^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$') || int(self.substring(8, 10)) <= (int(self.substring(5, 7)) == 2 ? ((int(self.substring(0, 4)) % 4 == 0 && int(self.substring(0, 4)) % 100 != 0) || int(self.substring(0, 4)) % 400 == 0 ? 29 : 28) : int(self.substring(5, 7)) in [4, 6, 9, 11] ? 30 : 31)").message("review.lastReviewed must be a date that exists (no 30 February)"))]
     pub last_reviewed: Option<String>,
@@ -331,6 +332,7 @@ pub struct Review {
 #[serde(rename_all = "camelCase")]
 pub struct EmergencyPlanStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     /// The newest drill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,10 +359,13 @@ pub struct DrillResult {
     /// The drill Incident.
     pub incident: String,
     /// Passed or Failed.
+    #[schemars(extend("enum" = ["Passed", "Failed"]))]
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub time_to_notify: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub time_to_contain: Option<String>,
 }
 
@@ -403,7 +408,7 @@ pub struct DrillResult {
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("!has(oldSelf.detectedAt) || (has(self.detectedAt) && self.detectedAt == oldSelf.detectedAt)").message("detectedAt is evidence: once set it cannot change").field_path(".detectedAt"))]
+#[x_kube(validation = Rule::new("has(self.detectedAt) == has(oldSelf.detectedAt) && (!has(self.detectedAt) || self.detectedAt == oldSelf.detectedAt)").message("detectedAt is evidence: it is fixed when the Incident is created (absent, the creation time)").field_path(".detectedAt"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.subject) || (has(self.subject) && self.subject == oldSelf.subject)").message("subject is evidence: once set it cannot change").field_path(".subject"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.resolution) || has(self.resolution)").message("resolution cannot be removed: a resolved incident stays resolved (open a new Incident)").field_path(".resolution"))]
 #[serde(rename_all = "camelCase")]
@@ -468,16 +473,22 @@ pub enum IncidentPhase {
     Closed,
 }
 
-/// Observed state of an incident.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+/// Observed state of an incident. The timeline, the phase and the report are evidence: entries
+/// are only added, the phase only moves on, the report once written stays.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.phase) || (has(self.phase) && {'Detected': 0, 'Notified': 1, 'Contained': 2, 'Recovering': 3, 'Resolved': 4, 'Closed': 5}[self.phase] >= {'Detected': 0, 'Notified': 1, 'Contained': 2, 'Recovering': 3, 'Resolved': 4, 'Closed': 5}[oldSelf.phase])").message("phase is evidence: it only moves on (Detected, Notified, Contained, Recovering, Resolved, Closed)").field_path(".phase"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.timeline) || (has(self.timeline) && oldSelf.timeline.all(e, self.timeline.exists(n, n.time == e.time && n.action == e.action && n.result == e.result)))").message("timeline is evidence: entries are only added, never changed or removed").field_path(".timeline"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.report) || (has(self.report) && self.report == oldSelf.report)").message("report is evidence: once written it stays as it is").field_path(".report"))]
 pub struct IncidentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<IncidentPhase>,
     /// Every action and notification, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub timeline: Vec<TimelineEntry>,
     /// Deadline to notify, from the grade's notifyWithin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -504,10 +515,13 @@ pub struct IncidentStatus {
 pub struct TimelineEntry {
     pub time: Time,
     /// Detected, Notified, an action name, Resolved, Closed.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9]*$"))]
     pub action: String,
     /// Succeeded, Failed, Skipped, DryRun, AwaitingApproval.
+    #[schemars(extend("enum" = ["Succeeded", "Failed", "Skipped", "DryRun", "AwaitingApproval"]))]
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub message: Option<String>,
 }
 
@@ -516,10 +530,13 @@ pub struct TimelineEntry {
 #[serde(rename_all = "camelCase")]
 pub struct IncidentTimings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub time_to_notify: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub time_to_contain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub time_to_resolve: Option<String>,
     /// Whether notification met the grade's notifyWithin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -531,13 +548,16 @@ pub struct IncidentTimings {
 #[serde(rename_all = "camelCase")]
 pub struct PostIncidentReport {
     pub closed_at: Time,
+    #[schemars(length(max = 4096))]
     pub cause: String,
     /// Actions taken, with results.
     #[serde(default)]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub actions: Vec<String>,
     pub timings: IncidentTimings,
     /// What to change in the plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     pub recommendations: Option<String>,
 }
 

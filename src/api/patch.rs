@@ -214,14 +214,16 @@ pub struct Patch {
 }
 
 /// One image replacement.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageUpdate {
     /// Image the targets run now.
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    #[x_kube(validation = rules::image_name_rule())]
     pub from: String,
     /// Image they run after the patch.
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    #[x_kube(validation = rules::image_name_rule())]
     pub to: String,
 }
 
@@ -279,6 +281,7 @@ pub enum Severity {
 #[serde(rename_all = "camelCase")]
 pub struct PatchWindowStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     /// The next (or current) window outside any freeze.
     #[serde(default, skip_serializing_if = "Option::is_none")]

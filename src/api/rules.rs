@@ -57,7 +57,17 @@ pub const NOT_BLANK_PATTERN: &str = r"\S";
 
 /// An image reference as the container runtime parses it (distribution's reference grammar):
 /// `[registry[:port]/]path[:tag][@digest]`, path components lower-case.
-pub const IMAGE_PATTERN: &str = r"^((([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}))?$";
+pub const IMAGE_PATTERN: &str = r"^((([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}))?$";
+
+/// A TCP port, 1 to 65535.
+pub const PORT_PATTERN: &str =
+    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?";
+
+/// An image's name (before its tag and digest) is at most 255 characters.
+pub fn image_name_rule() -> Rule {
+    Rule::new("size(self.split('@')[0]) <= 255 || (self.split('@')[0].lastIndexOf(':') > self.split('@')[0].lastIndexOf('/') && self.split('@')[0].lastIndexOf(':') <= 255)")
+        .message("an image's name (before the tag and digest) must be at most 255 characters")
+}
 
 /// Kinds a free template may never render: every cluster-scoped kind the API server serves (and
 /// the cluster-scoped kinds of this operator and of the policy-report API). A cluster-scoped kind
@@ -154,17 +164,21 @@ pub static CRON_PATTERN: LazyLock<String> = LazyLock::new(|| {
     let month = cron_field(MONTH, "[1-9]|1[0-2]", "");
     let weekday = format!(
         r"\?|{}",
-        cron_field(WEEKDAY, "[1-7]", "|[0-7]L|[0-7]#[1-5]")
+        cron_field(
+            WEEKDAY,
+            "[1-7]",
+            &format!("|({WEEKDAY})L|({WEEKDAY})#[1-5]")
+        )
     );
     format!(
         "^(@(yearly|annually|monthly|weekly|daily|hourly)|({minute}) ({hour}) ({day}) ({month}) ({weekday}))$"
     )
 });
 
-/// CEL: field `i` (0 to 4) of the five-field cron string `expr` (fields are separated by single
-/// spaces; only read once [`cron_guard`] holds).
+/// CEL: field `i` (0 to 4) of the five-field cron string `expr`, in lower case (fields are
+/// separated by single spaces; only read once [`cron_guard`] holds).
 fn cron_part(expr: &str, i: usize) -> String {
-    format!("{expr}.split(' ')[{i}]")
+    format!("{expr}.lowerAscii().split(' ')[{i}]")
 }
 
 /// CEL: the five fields of a cron string (minute, hour, day of month, month, day of week).
@@ -172,34 +186,172 @@ fn cron_parts(expr: &str) -> [String; 5] {
     std::array::from_fn(|i| cron_part(expr, i))
 }
 
-/// CEL: the number of a cron value `x` (digits, or a month or weekday name in lower case), 0 for
-/// anything else, so that ranges of names compare.
-fn cron_number(x: &str) -> String {
-    let names = "{'jan': 1, 'feb': 2, 'mar': 3, 'apr': 4, 'may': 5, 'jun': 6, 'jul': 7, 'aug': 8, 'sep': 9, 'oct': 10, 'nov': 11, 'dec': 12, 'sun': 0, 'mon': 1, 'tue': 2, 'wed': 3, 'thu': 4, 'fri': 5, 'sat': 6}";
-    format!("({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : {x} in {names} ? {names}[{x}] : 0)")
-}
-
 /// CEL: a day field left open (`*` or `?`).
 fn open(f: &str) -> String {
     format!("({f} == '*' || {f} == '?')")
 }
 
-/// Day-of-month fields that name only days after the 29th (`30`, `31`, `30,31`, `30-31`).
-const LATE_DAYS: &str = r"(30|31)([,-](30|31))*";
-/// Months that have 30 days, by number or name, as a list.
-const SHORT_MONTHS: &str = r"(0?4|0?6|0?9|11|[Aa][Pp][Rr]|[Jj][Uu][Nn]|[Ss][Ee][Pp]|[Nn][Oo][Vv])(,(0?4|0?6|0?9|11|[Aa][Pp][Rr]|[Jj][Uu][Nn]|[Ss][Ee][Pp]|[Nn][Oo][Vv]))*";
+/// CEL: a field holding one plain number.
+fn single(f: &str) -> String {
+    format!("{f}.matches(r'^[0-9]{{1,2}}$')")
+}
 
-/// The rules of a cron string of its own: ranges run from low to high, and the days it names
-/// occur in the months it names (with the day of week left open, a day of month that never
-/// comes in the named months means the schedule never fires).
+const MONTH_NAMES: &str = "{'jan': 1, 'feb': 2, 'mar': 3, 'apr': 4, 'may': 5, 'jun': 6, 'jul': 7, 'aug': 8, 'sep': 9, 'oct': 10, 'nov': 11, 'dec': 12}";
+const WEEKDAY_NAMES: &str =
+    "{'sun': 0, 'mon': 1, 'tue': 2, 'wed': 3, 'thu': 4, 'fri': 5, 'sat': 6}";
+
+/// How one cron field counts: its values' names, the size of its cycle, whether `sun` ends a
+/// range as 7 (weekdays: `FRI-SUN`).
+#[derive(Clone, Copy)]
+struct Unit {
+    names: Option<&'static str>,
+    /// Values of one turn of the field (60 minutes, 24 hours, 7 weekdays, 12 months); a CEL int.
+    cycle: &'static str,
+    weekday: bool,
+}
+
+const MINUTES: Unit = Unit {
+    names: None,
+    cycle: "60",
+    weekday: false,
+};
+const HOURS: Unit = Unit {
+    names: None,
+    cycle: "24",
+    weekday: false,
+};
+const WEEKDAYS: Unit = Unit {
+    names: Some(WEEKDAY_NAMES),
+    cycle: "7",
+    weekday: true,
+};
+const MONTHS: Unit = Unit {
+    names: Some(MONTH_NAMES),
+    cycle: "12",
+    weekday: false,
+};
+
+/// What stands for "no such gap" in a minimum.
+const NONE: &str = "100000000";
+
+impl Unit {
+    /// CEL: the number of value `x` (digits, or a name).
+    fn number(&self, x: &str) -> String {
+        match self.names {
+            Some(names) => format!(
+                "({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : {x} in {names} ? {names}[{x}] : 0)"
+            ),
+            None => format!("({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : 0)"),
+        }
+    }
+    /// CEL: the first value of element `e` (`5`, `1-5`, `1-30/5`); Sunday as 0.
+    fn start(&self, e: &str) -> String {
+        let n = self.number(&format!("{e}.split('/')[0].split('-')[0]"));
+        if self.weekday {
+            format!("({n} % 7)")
+        } else {
+            n
+        }
+    }
+    /// CEL: the last value of element `e` (its range's end; Sunday at a range's end as 7).
+    fn end(&self, e: &str) -> String {
+        let x = format!("{e}.split('/')[0].split('-')[1]");
+        let end = if self.weekday {
+            format!("({x} == 'sun' ? 7 : {})", self.number(&x))
+        } else {
+            self.number(&x)
+        };
+        format!(
+            "({e}.split('/')[0].contains('-') ? {end} : {start})",
+            start = self.start(e)
+        )
+    }
+    /// CEL: the gap inside element `e` (its step, 1 for a plain range), or none.
+    fn inside(&self, e: &str) -> String {
+        format!(
+            "(({e}.split('/')[0].contains('-') && {end} > {start}) ? ({e}.contains('/') ? int({e}.split('/')[1]) : 1) : {NONE})",
+            end = self.end(e),
+            start = self.start(e)
+        )
+    }
+    /// CEL: whether the field `f` is a list of plain values and ranges (with steps) this module
+    /// can read.
+    fn readable(&self, f: &str) -> String {
+        let value = match self.names {
+            Some(_) if self.weekday => "([0-7]|sun|mon|tue|wed|thu|fri|sat)",
+            Some(_) => "([0-9]{1,2}|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
+            None => "[0-9]{1,2}",
+        };
+        let element = format!("{value}(-{value}(/[0-9]{{1,2}})?)?");
+        format!("{f}.matches(r'^{element}(,{element})*$')")
+    }
+    /// CEL: the shortest gap in this field's unit, or more (an upper bound): a step inside a
+    /// range, or from an element's end to the next value, wrapping around the cycle when `wraps`
+    /// (the next turn of the field surely fires). `cycle` overrides the field's cycle.
+    fn shortest(&self, f: &str, wraps: &str, cycle: &str) -> String {
+        let l = format!("{f}.split(',')");
+        let next = format!(
+            "{l}.map(x, {sx} > {ee} ? {sx} : {ex} > {ee} ? {ex} : ({wraps} ? {sx} + {cycle} : {NONE})).min()",
+            sx = self.start("x"),
+            ex = self.end("x"),
+            ee = self.end("e"),
+        );
+        format!(
+            "(({f} == '*') ? 1 : {f}.matches(r'^\\*/[0-9]{{1,2}}$') ? int({f}.substring(2)) : {readable} ? ({l}.map(e, {inside}) + {l}.map(e, {next} - {ee})).min() : {NONE})",
+            readable = self.readable(f),
+            inside = self.inside("e"),
+            ee = self.end("e"),
+        )
+    }
+    /// CEL: a gap in this field's unit that surely occurs, or less (a lower bound of the longest):
+    /// from an element's end to the next value, around the cycle; 0 when unreadable.
+    fn longest(&self, f: &str, cycle: &str) -> String {
+        let l = format!("{f}.split(',')");
+        let next = format!(
+            "{l}.map(x, {sx} > {ee} ? {sx} : {ex} > {ee} ? {ee} + 1 : {sx} + {cycle}).min()",
+            sx = self.start("x"),
+            ex = self.end("x"),
+            ee = self.end("e"),
+        );
+        format!(
+            "(({f} == '*') ? 1 : {f}.matches(r'^\\*/[0-9]{{1,2}}$') ? int({f}.substring(2)) : {readable} ? {l}.map(e, {next} - {ee}).max() : 0)",
+            readable = self.readable(f),
+            ee = self.end("e"),
+        )
+    }
+}
+
+/// CEL: the cycle of the day-of-month field `f`: 28 days (February) when every day it names
+/// comes in February, else 31 (January).
+fn month_days(f: &str) -> String {
+    format!(
+        "({f}.matches(r'^([0-9]|1[0-9]|2[0-8])([-,/0-9]*)$') && !{f}.matches(r'(29|3[01])') ? 28 : 31)"
+    )
+}
+
+/// Day-of-month fields that name only days after the 29th (`30`, `31W`, `30,31`, `30-31`).
+const LATE_DAYS: &str = r"(30|31)W?([,-](30|31)W?)*";
+/// February, as a list.
+const FEBRUARY: &str = r"(0?2|[Ff][Ee][Bb])(,(0?2|[Ff][Ee][Bb]))*";
+/// Months that have fewer than 31 days, by number or name, as a list.
+const SHORT_MONTHS: &str = r"(0?2|0?4|0?6|0?9|11|[Ff][Ee][Bb]|[Aa][Pp][Rr]|[Jj][Uu][Nn]|[Ss][Ee][Pp]|[Nn][Oo][Vv])(,(0?2|0?4|0?6|0?9|11|[Ff][Ee][Bb]|[Aa][Pp][Rr]|[Jj][Uu][Nn]|[Ss][Ee][Pp]|[Nn][Oo][Vv]))*";
+
+/// The rules of a cron string of its own: ranges run from low to high (`FRI-SUN` counts Sunday
+/// as 7, as cron does), and the days it names occur in the months it names (with the day of
+/// week left open, a day of month that never comes in the named months means the schedule never
+/// fires).
 pub fn cron_rules() -> Vec<Rule> {
+    let names = "{'jan': 1, 'feb': 2, 'mar': 3, 'apr': 4, 'may': 5, 'jun': 6, 'jul': 7, 'aug': 8, 'sep': 9, 'oct': 10, 'nov': 11, 'dec': 12, 'sun': 0, 'mon': 1, 'tue': 2, 'wed': 3, 'thu': 4, 'fri': 5, 'sat': 6}";
+    let number = |x: &str| {
+        format!("({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : {x} in {names} ? {names}[{x}] : 0)")
+    };
     let ranges = format!(
-        "self.lowerAscii().findAll(r'[0-9a-z]+-[0-9a-z]+').all(r, {a} <= {b})",
-        a = cron_number("r.split('-')[0]"),
-        b = cron_number("r.split('-')[1]"),
+        "self.lowerAscii().findAll(r'[0-9a-z]+-[0-9a-z]+').all(r, {a} <= (r.split('-')[1] == 'sun' ? 7 : {b}))",
+        a = number("r.split('-')[0]"),
+        b = number("r.split('-')[1]"),
     );
     let never = format!(
-        r"!self.matches(r'^[^ ]+ [^ ]+ {LATE_DAYS} (0?2|[Ff][Ee][Bb]) [*?]$') && !self.matches(r'^[^ ]+ [^ ]+ 31 {SHORT_MONTHS} [*?]$')"
+        r"!self.matches(r'^[^ ]+ [^ ]+ {LATE_DAYS} {FEBRUARY} [*?]$') && !self.matches(r'^[^ ]+ [^ ]+ 31W?(,31W?)* {SHORT_MONTHS} [*?]$')"
     );
     vec![
         Rule::new(ranges)
@@ -210,71 +362,77 @@ pub fn cron_rules() -> Vec<Rule> {
     ]
 }
 
-/// CEL: a gap within one cron field, in the field's unit: the step of `*/n` or `a-b/n`, 1 for
-/// `*` or a plain range, the distance between the first two values of a list of numbers, none
-/// (a million) for a single value, else `otherwise` (the most several values can be apart).
-fn field_gap(f: &str, otherwise: &str) -> String {
-    let pair = format!("{f}.find(r'^[0-9]{{1,2}},[0-9]{{1,2}}')");
-    let first = format!("int({pair}.split(',')[0])");
-    let second = format!("int({pair}.split(',')[1])");
-    format!(
-        "({f} == '*' ? 1 : {f}.matches(r'^(\\*|[0-9]{{1,2}}-[0-9]{{1,2}})/[0-9]{{1,2}}$') ? int({f}.substring({f}.indexOf('/') + 1)) : {f}.matches(r'^[0-9]{{1,2}}-[0-9]{{1,2}}$') ? 1 : ({f}.matches(r'^[0-9]{{1,2}},[0-9]{{1,2}}(,|$)') && {first} != {second}) ? ({first} > {second} ? {first} - {second} : {second} - {first}) : {f}.matches(r'^[0-9]{{1,2}}$') ? 1000000 : {otherwise})"
-    )
-}
-
 /// CEL: minutes between two firings of the cron string `expr` that come one after the other,
-/// or longer: an upper bound of the shortest gap. Exact for the usual shapes (`0 */6 * * *`,
-/// `30 2 * * 1-5`, `@weekly`).
+/// or longer: an upper bound of the shortest gap. Exact for plain values, lists, ranges and
+/// steps in every field, and the macros.
 pub fn cron_shortest_gap_bound(expr: &str) -> String {
     let [minute, hour, day, month, weekday] = cron_parts(expr);
-    let minute_gap = field_gap(&minute, "60");
-    let hour_gap = format!("({} * 60)", field_gap(&hour, "24"));
-    let weekday_days = format!(
-        "({w}.matches(r'^[0-7]$') ? 7 : {w}.matches(r'^[0-7](L|#[1-5])$') ? 35 : {g})",
+    let every_day = format!("({} && {})", open(&day), open(&weekday));
+    let minutes = MINUTES.shortest(&minute, &format!("({hour} == '*')"), MINUTES.cycle);
+    let hours = HOURS.shortest(&hour, &every_day, HOURS.cycle);
+    let by_weekday = format!(
+        "({w}.matches(r'^([0-7]|sun|mon|tue|wed|thu|fri|sat)(l|#[1-5])$') ? 35 : {g})",
         w = weekday,
-        g = field_gap(&weekday, "7"),
+        g = WEEKDAYS.shortest(&weekday, "true", WEEKDAYS.cycle),
     );
-    let day_days = format!(
-        "(({d}.matches(r'^[0-9]{{1,2}}$') || {d} == 'L') ? 31 : ({d}.matches(r'^[0-9]{{1,2}}W$') || {d} == 'LW') ? 35 : {g})",
+    let by_day = format!(
+        "(({d} == 'l') ? 28 : ({d}.matches(r'^[0-9]{{1,2}}w$') || {d} == 'lw') ? 35 : {g})",
         d = day,
-        g = field_gap(&day, "31"),
+        g = HOURS.shortest(&day, &format!("({month} == '*')"), &month_days(&day)),
     );
-    // Both day fields limited: a day fires when either matches.
     let days = format!(
-        "(({od} && {ow}) ? 1 : {od} ? {wd} : {ow} ? {dd} : [{wd}, {dd}].min())",
+        "({every_day} ? 1 : {od} ? {by_weekday} : {ow} ? {by_day} : [{by_weekday}, {by_day}].min())",
         od = open(&day),
         ow = open(&weekday),
-        wd = weekday_days,
-        dd = day_days,
     );
-    // A limited month stretches a gap longer than a few days to a year at most.
-    let day_gap = format!("((({month} != '*') && {days} > 28) ? 366 : {days}) * 1440");
+    let months = format!(
+        "({month} == '*' ? {NONE} : {single} ? 365 : {g} * 31)",
+        single = single(&month),
+        g = MONTHS.shortest(&month, "true", MONTHS.cycle),
+    );
     format!(
-        "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 44640 : ({expr} == '@yearly' || {expr} == '@annually') ? 527040 : [{minute_gap}, {hour_gap}, {day_gap}].min())"
+        "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 40320 : ({expr} == '@yearly' || {expr} == '@annually') ? 525600 : [{minutes}, {hours} * 60, {days} * 1440, {months} * 1440].min())"
     )
 }
 
 /// CEL: minutes that some gap between firings of the cron string `expr` is at least: a lower
-/// bound of the longest gap. Exact for the usual shapes (`0 2 * * *`, `0 */6 * * *`, `@daily`).
+/// bound of the longest gap. Exact for plain values, lists, ranges and steps of one field, and
+/// the macros.
 pub fn cron_longest_gap_bound(expr: &str) -> String {
     let [minute, hour, day, month, weekday] = cron_parts(expr);
-    let single = r"r'^[0-9]{1,2}$'";
-    let step = r"r'^\*/[0-9]{1,2}$'";
-    let after_slash = |f: &str| format!("int({f}.substring({f}.indexOf('/') + 1))");
+    let within_day = format!("({} && {} ? 0 : 1439)", single(&hour), single(&minute));
+    let within_hour = format!("({} ? 0 : 59)", single(&minute));
+    let dom_special = format!(
+        "(({d} == 'l' || {d} == 'lw') ? 27 : {d}.matches(r'^[0-9]{{1,2}}w$') ? 24 : 0)",
+        d = day
+    );
+    let dow_special = format!(
+        "({w}.matches(r'^([0-7]|sun|mon|tue|wed|thu|fri|sat)(l|#[1-5])$') ? 27 : 0)",
+        w = weekday
+    );
+    let by_day = format!(
+        "[{}, {dom_special}].max()",
+        HOURS.longest(&day, &month_days(&day))
+    );
+    let by_weekday = format!(
+        "[{}, {dow_special}].max()",
+        WEEKDAYS.longest(&weekday, WEEKDAYS.cycle)
+    );
     format!(
         "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 40320 : ({expr} == '@yearly' || {expr} == '@annually') ? 525600 : [\
-         {month}.matches({single}) ? 334 * 1440 : 0, \
-         {day}.matches({single}) && {ow} ? 27 * 1440 : 0, \
-         {weekday}.matches(r'^[0-7]$') && {od} ? 6 * 1440 : 0, \
-         {hour}.matches({single}) ? ({minute}.matches({single}) ? 1440 : 1381) : 0, \
-         {hour}.matches({step}) ? ({minute}.matches({single}) ? {hs} * 60 : {hs} * 60 - 59) : 0, \
-         {hour} == '*' && {minute}.matches({single}) ? 60 : 0, \
-         {hour} == '*' && {minute}.matches({step}) ? {ms} : 0\
+         {minutes}, \
+         {hours} * 60 - {within_hour}, \
+         {ow} ? ({by_day} * 1440 - {within_day}) : 0, \
+         {od} ? ({by_weekday} * 1440 - {within_day}) : 0, \
+         ({month} != '*') ? ({months} - 1) * 28 * 1440 : 0\
          ].max())",
-        ow = open(&weekday),
+        minutes = MINUTES.longest(&minute, MINUTES.cycle),
+        hours = HOURS.longest(&hour, HOURS.cycle),
+        by_day = by_day,
+        by_weekday = by_weekday,
+        months = MONTHS.longest(&month, MONTHS.cycle),
         od = open(&day),
-        hs = after_slash(&hour),
-        ms = after_slash(&minute),
+        ow = open(&weekday),
     )
 }
 
@@ -482,20 +640,24 @@ pub fn limit_range_items(_: &mut SchemaGenerator) -> Schema {
 // ---------------------------------------------------------------------------------------------
 // Free templates
 
-/// CEL: `expr` with the variables of `vars` replaced by a letter (to check the shape a rendered
-/// name will have), and `$${` (a literal `${`) dropped.
-fn with_variables_replaced(expr: &str, vars: &[&str], by: &str) -> String {
+/// CEL: `expr` with the variables of `vars` replaced by a letter of the case the variable's value
+/// has (`x`, but `X` for `${workloadKind}`, which is always `Deployment`, `StatefulSet` or
+/// `DaemonSet`), to check the shape a rendered name will have; `$${` (a literal `${`) dropped.
+fn with_variables_replaced(expr: &str, vars: &[&str], _by: &str) -> String {
     vars.iter()
         .fold(format!("{expr}.replace('$${{', '')"), |acc, v| {
+            let by = if *v == "workloadKind" { "X" } else { "x" };
             format!("{acc}.replace('${{{v}}}', '{by}')")
         })
 }
 
-/// CEL: every `${` in the string `expr` opens a defined variable and is closed.
+/// CEL: the string `expr` uses only the variables `vars`, each closed, read exactly as the
+/// renderer reads it: `${name}` is a variable, a run of two or more `$` before `{` is literal
+/// `$`s and a literal `${`, any other `$` is itself.
 fn variables_ok(expr: &str, vars: &[&str]) -> String {
     format!(
-        "!{}.contains('${{')",
-        with_variables_replaced(expr, vars, "")
+        "{expr}.matches(r'^([^$]|[$][$]+[{{]|[$][{{]({names})[}}]|[$]+[^${{]|[$]+$)*$')",
+        names = vars.join("|")
     )
 }
 
@@ -550,9 +712,11 @@ pub fn template_rules(list: &str, vars: &[&str]) -> Vec<Rule> {
         Rule::new(meta_vars)
             .message(&*format!("{list}: metadata uses a variable that is not defined or not closed: the variables are {vars_list}; write $${{ for a literal ${{")),
         Rule::new(format!(
-            "!has(self.metadata.name) || (self.kind in ['Role', 'RoleBinding'] ? (!{name}.contains('/') && !{name}.contains('%') && {name} != '.' && {name} != '..') : ({name}.matches(r'{DNS_SUBDOMAIN_PATTERN}') && size({name}) <= 253))"
+            "!has(self.metadata.name) || (self.kind in ['Role', 'RoleBinding'] ? (!{name}.contains('/') && !{name}.contains('%') && {name} != '.' && {name} != '..') : self.kind == 'Service' ? ({name}.matches(r'^[a-z]([-a-z0-9]*[a-z0-9])?$') && size({name}) <= 63) : ({name}.matches(r'{DNS_SUBDOMAIN_PATTERN}') && size({name}) <= 253))"
         ))
-        .message(&*format!("{list}: metadata.name must be a valid object name once variables are replaced: a DNS subdomain (lower-case letters, digits, '-' and '.'; at most 253 characters), or for Role and RoleBinding any name without '/' or '%'")),
+        .message(&*format!("{list}: metadata.name must be a valid object name once variables are replaced: a DNS subdomain (lower-case letters, digits, '-' and '.'; at most 253 characters), for a Service a DNS label starting with a letter (at most 63), for Role and RoleBinding any name without '/' or '%'")),
+        Rule::new("!self.kind.endsWith('List')")
+            .message(&*format!("{list}: a List is not one object: give each item as a template of its own")),
         Rule::new(label_shapes)
             .message(&*format!("{list}: metadata.labels and metadata.annotations need label keys, and labels label values (at most 63 letters, digits, '-', '_' or '.'), once variables are replaced")),
     ]
@@ -615,22 +779,61 @@ pub const WORKLOAD_VARIABLES: &[&str] = &[
     "workloadKind",
 ];
 
+/// A list of templates renders each kind and name once.
+fn templates_unique(list: &str) -> Rule {
+    Rule::new("self.all(a, !has(a.metadata.name) || self.exists_one(b, has(b.metadata.name) && b.kind == a.kind && b.metadata.name == a.metadata.name))")
+        .message(&*format!("{list}: two templates render the same kind and name"))
+}
+
 /// The schema of `spec.templates` of a SecurityBaseline.
 pub fn namespace_templates(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
+    let mut schema = json_schema!({
         "type": "array",
         "maxItems": 32,
         "items": template_object_with("templates", NAMESPACE_VARIABLES),
-    })
+    });
+    kube::core::validate(&mut schema, templates_unique("templates")).expect("a rule serializes");
+    schema
 }
 
 /// The schema of `templates` of a workload template.
 pub fn workload_templates(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
+    let mut schema = json_schema!({
         "type": "array",
         "minItems": 1,
         "maxItems": 16,
         "items": template_object_with("workloadTemplates.templates", WORKLOAD_VARIABLES),
+    });
+    kube::core::validate(&mut schema, templates_unique("workloadTemplates.templates"))
+        .expect("a rule serializes");
+    schema
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status
+
+/// The schema of a `conditions` list, as strict as `metav1.Condition`'s own: a type, a status
+/// of True, False or Unknown, a CamelCase reason, an observedGeneration of at least zero; a
+/// list-map keyed by type, so that server-side apply merges conditions by type.
+pub fn conditions(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Conditions, by type (Kubernetes API conventions).",
+        "type": "array",
+        "maxItems": 32,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {"type": "string", "maxLength": 316, "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
+                "message": {"type": "string", "maxLength": 32768},
+            },
+        },
     })
 }
 
@@ -671,6 +874,9 @@ mod tests {
             "0 0 15W * *",
             "0 0 ? * 5L",
             "0 0 ? * 5#3",
+            "0 0 ? * MON#1",
+            "0 0 * * friL",
+            "0 2 * * FRI-SUN",
             "0 0 1 JAN,Jul *",
             "0 0 29 2 *",
             "0-30/10 8-18 * * 1-5",
