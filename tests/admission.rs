@@ -790,7 +790,7 @@ fn invalid_cases() -> Vec<Case> {
         case(INC, c, "unknown approval", json!({"approvals": ["everything"]}), "spec.approvals[0]", ENUM),
     ]);
 
-    let c = "found by trying";
+    // Found by trying the schema as a user would.
     let closed = json!({"phase": "Closed", "timeline": [{"time": "2026-12-01T10:00:00Z", "action": "Detected", "result": "Succeeded"}, {"time": "2026-12-01T10:05:00Z", "action": "Notified", "result": "Succeeded"}], "report": {"closedAt": "2026-12-01T12:00:00Z", "cause": "a leaked token", "timings": {"timeToNotify": "5m"}}});
     let condition = |c: Value| { let mut base = json!({"type": "Ready", "status": "True", "reason": "Reconciled", "message": "ok", "lastTransitionTime": "2026-12-01T10:00:00Z"}); merge(&mut base, &c); json!({"conditions": [base]}) };
     let without = |v: &Value, key: &str| { let mut t = v.clone(); t.as_object_mut().unwrap().remove(key); t };
@@ -801,61 +801,61 @@ fn invalid_cases() -> Vec<Case> {
     let mut rewritten = closed.clone();
     rewritten["report"]["cause"] = json!("nothing happened");
     cases.extend([
-        case(INC, c, "detectedAt set after creation", json!({"detectedAt": "2030-01-01T00:00:00Z"}), "spec.detectedAt", "detectedAt is evidence").update(json!({})),
-        case(INC, c, "phase moved back from Closed", json!({"phase": "Detected"}), "status.phase", "phase is evidence").status_after(closed.clone()),
-        case(INC, c, "a timeline entry removed", one_entry, "status.timeline", "timeline is evidence").status_after(closed.clone()),
-        case(INC, c, "a timeline entry changed", changed_entry, "status.timeline", "timeline is evidence").status_after(closed.clone()),
-        case(INC, c, "the report rewritten", rewritten, "status.report", "report is evidence").status_after(closed.clone()),
-        case(INC, c, "the report removed", without(&closed, "report"), "status.report", "report is evidence").status_after(closed.clone()),
-        case(INC, c, "a timing that is not a duration", json!({"timings": {"timeToNotify": "banana"}}), "status.timings.timeToNotify", PATTERN).status(),
-        case(INC, c, "a timeline result of Maybe", json!({"timeline": [{"time": "2026-12-01T10:00:00Z", "action": "Detected", "result": "Maybe"}]}), "status.timeline[0].result", ENUM).status(),
-        case(SB, c, "a condition status of Maybe", condition(json!({"status": "Maybe"})), "status.conditions[0].status", ENUM).status(),
-        case(BP, c, "a condition without a reason", condition(json!({"reason": ""})), "status.conditions[0].reason", "at least 1 chars long").status(),
-        case(BK, c, "a condition reason with spaces", condition(json!({"reason": "all good"})), "status.conditions[0].reason", PATTERN).status(),
-        case(RS, c, "a condition of a negative generation", condition(json!({"observedGeneration": -1})), "status.conditions[0].observedGeneration", "greater than or equal to 0").status(),
-        case(PW, c, "a negative observedGeneration", json!({"observedGeneration": -5}), "status.observedGeneration", "greater than or equal to 0").status(),
-        case(EP, c, "a condition without a type", json!({"conditions": [{"status": "True", "reason": "R", "message": "m", "lastTransitionTime": "2026-12-01T10:00:00Z"}]}), "status.conditions[0].type", REQUIRED).status(),
-        case(BK, c, "a finished backup back to Pending", json!({"phase": "Pending"}), "status.phase", "a backup that has ended never goes back").status_after(json!({"phase": "Verified"})),
-        case(BK, c, "a digest that is not hex", json!({"sha256": "nothex"}), "status.sha256", PATTERN).status(),
-        case(RS, c, "a finished restore run again", json!({"phase": "Running"}), "status.phase", "a restore that has ended stays as it ended").status_after(json!({"phase": "Completed"})),
-        case(RS, c, "more runs than three", json!({"attempts": 99}), "status.attempts", "less than or equal to 3").status(),
-        case(RS, c, "more than 20 errors", json!({"errors": vec!["e"; 30]}), "status.errors", "Too many").status(),
-        case(RS, c, "a duration of forever", json!({"duration": "forever"}), "status.duration", PATTERN).status(),
-        case(BP, c, "a restore test result of Maybe", json!({"lastRestoreTest": {"time": "2026-12-01T10:00:00Z", "duration": "1s", "result": "Maybe", "objectsCompared": 1, "mismatches": 0}}), "status.lastRestoreTest.result", ENUM).status(),
-        case(BP, c, "restore tests every 5 minutes with a 30m timeout", json!({"verification": {"restoreTest": {"schedule": "*/5 * * * *", "timeout": "30m"}}}), "spec.verification.restoreTest.schedule", "restore tests come closer together than their timeout"),
-        case(BP, c, "a kind both included and excluded", json!({"resources": {"includeKinds": ["Secret", "ConfigMap"], "excludeKinds": ["Secret"]}}), "spec.resources", "a kind is both included and excluded"),
-        case(BP, c, "two locations in one directory", json!({"storage": [{"name": "a", "local": {"path": "x"}}, {"name": "b", "local": {"path": "x"}}]}), "spec.storage", "two locations write to the same place"),
-        case(BP, c, "two locations on one claim path", json!({"storage": [{"name": "a", "persistentVolumeClaim": {"claimName": "c"}}, {"name": "b", "persistentVolumeClaim": {"claimName": "c"}}]}), "spec.storage", "two locations write to the same place"),
-        case(BP, c, "a path segment of 300 characters", json!({"storage": [{"name": "a", "local": {"path": "x".repeat(300)}}]}), "spec.storage[0].local.path", LOCAL_PATH),
-        case(BP, c, "an endpoint port of 99999", offsite(s3(json!({"endpoint": "https://s3.example.net:99999"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
-        case(BP, c, "an endpoint port of 0", offsite(s3(json!({"endpoint": "https://s3.example.net:0"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
-        case(BP, c, "an endpoint with a colon and no port", offsite(s3(json!({"endpoint": "https://s3.example.net:"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
-        case(BP, c, "an endpoint host with an underscore", offsite(s3(json!({"endpoint": "https://s3_x.example.net"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
-        case(BP, c, "an endpoint host starting with -", offsite(s3(json!({"endpoint": "https://-bad-.example"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
-        case(BP, c, "plain http to 127.999.999.999", offsite(s3(json!({"endpoint": "http://127.999.999.999"}))), "spec.storage[0].s3.endpoint", ENDPOINT_HTTPS),
-        case(PW, c, "an image name of 300 characters", patch_of(json!([{"from": format!("registry.example/{}:1", "a".repeat(300)), "to": "app:2"}])), "spec.patches[0].images[0].from", "an image's name (before the tag and digest) must be at most 255 characters"),
-        case(PW, c, "an image registry port of 99999", patch_of(json!([{"from": "registry.example:99999/app:1", "to": "app:2"}])), "spec.patches[0].images[0].from", PATTERN),
-        case(SB, c, "a variable after an unclosed ${", sb_template(config_map("a${$${tenant}")), "spec.templates[0]", "templates: metadata uses a variable that is not defined or not closed"),
-        case(SB, c, "${workloadKind} in a name", wl_template(config_map("${workloadKind}-cfg")), "spec.workloadTemplates[0].templates[0]", "workloadTemplates.templates: metadata.name must be a valid object name"),
-        case(SB, c, "two templates of one kind and name", json!({"templates": [config_map("dup"), config_map("dup")]}), "spec.templates", "templates: two templates render the same kind and name"),
-        case(SB, c, "two workload templates of one kind and name", json!({"workloadTemplates": [{"selector": {"matchLabels": {"app": "web"}}, "templates": [config_map("${workload}"), config_map("${workload}")]}]}), "spec.workloadTemplates[0].templates", "workloadTemplates.templates: two templates render the same kind and name"),
-        case(SB, c, "a List template", sb_template(json!({"apiVersion": "v1", "kind": "List", "metadata": {"name": "x"}, "items": []})), "spec.templates[0]", "templates: a List is not one object"),
-        case(SB, c, "a ClusterRoleBindingList workload template", wl_template(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBindingList", "metadata": {"name": "x"}})), "spec.workloadTemplates[0].templates[0]", "workloadTemplates.templates: a List is not one object"),
-        case(SB, c, "a Service named with a dot", sb_template(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a.b"}})), "spec.templates[0]", "templates: metadata.name must be a valid object name"),
-        case(SB, c, "a Service named from a digit", sb_template(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "1svc"}})), "spec.templates[0]", "templates: metadata.name must be a valid object name"),
-        case(EP, c, "a drill every minute", json!({"drills": {"schedule": "* * * * *", "grade": "P1"}}), "spec.drills.schedule", "at most one a day"),
-        case(EP, c, "a drill every hour", json!({"drills": {"schedule": "@hourly", "grade": "P1"}}), "spec.drills.schedule", "at most one a day"),
-        case(EP, c, "a review in year 0", json!({"review": {"lastReviewed": "0000-02-29"}}), "spec.review.lastReviewed", PATTERN),
-        case(EP, c, "a review in 1969", json!({"review": {"lastReviewed": "1969-07-20"}}), "spec.review.lastReviewed", PATTERN),
+        case(INC, "evidence", "detectedAt set after creation", json!({"detectedAt": "2030-01-01T00:00:00Z"}), "spec.detectedAt", "detectedAt is evidence").update(json!({})),
+        case(INC, "evidence", "phase moved back from Closed", json!({"phase": "Detected"}), "status.phase", "phase is evidence").status_after(closed.clone()),
+        case(INC, "evidence", "a timeline entry removed", one_entry, "status.timeline", "timeline is evidence").status_after(closed.clone()),
+        case(INC, "evidence", "a timeline entry changed", changed_entry, "status.timeline", "timeline is evidence").status_after(closed.clone()),
+        case(INC, "evidence", "the report rewritten", rewritten, "status.report", "report is evidence").status_after(closed.clone()),
+        case(INC, "evidence", "the report removed", without(&closed, "report"), "status.report", "report is evidence").status_after(closed.clone()),
+        case(INC, "status values", "a timing that is not a duration", json!({"timings": {"timeToNotify": "banana"}}), "status.timings.timeToNotify", PATTERN).status(),
+        case(INC, "status values", "a timeline result of Maybe", json!({"timeline": [{"time": "2026-12-01T10:00:00Z", "action": "Detected", "result": "Maybe"}]}), "status.timeline[0].result", ENUM).status(),
+        case(SB, "status values", "a condition status of Maybe", condition(json!({"status": "Maybe"})), "status.conditions[0].status", ENUM).status(),
+        case(BP, "status values", "a condition without a reason", condition(json!({"reason": ""})), "status.conditions[0].reason", "at least 1 chars long").status(),
+        case(BK, "status values", "a condition reason with spaces", condition(json!({"reason": "all good"})), "status.conditions[0].reason", PATTERN).status(),
+        case(RS, "status values", "a condition of a negative generation", condition(json!({"observedGeneration": -1})), "status.conditions[0].observedGeneration", "greater than or equal to 0").status(),
+        case(PW, "status values", "a negative observedGeneration", json!({"observedGeneration": -5}), "status.observedGeneration", "greater than or equal to 0").status(),
+        case(EP, "status values", "a condition without a type", json!({"conditions": [{"status": "True", "reason": "R", "message": "m", "lastTransitionTime": "2026-12-01T10:00:00Z"}]}), "status.conditions[0].type", REQUIRED).status(),
+        case(BK, "evidence", "a finished backup back to Pending", json!({"phase": "Pending"}), "status.phase", "a backup that has ended never goes back").status_after(json!({"phase": "Verified"})),
+        case(BK, "status values", "a digest that is not hex", json!({"sha256": "nothex"}), "status.sha256", PATTERN).status(),
+        case(RS, "evidence", "a finished restore run again", json!({"phase": "Running"}), "status.phase", "a restore that has ended stays as it ended").status_after(json!({"phase": "Completed"})),
+        case(RS, "status values", "more runs than three", json!({"attempts": 99}), "status.attempts", "less than or equal to 3").status(),
+        case(RS, "status values", "more than 20 errors", json!({"errors": vec!["e"; 30]}), "status.errors", "Too many").status(),
+        case(RS, "status values", "a duration of forever", json!({"duration": "forever"}), "status.duration", PATTERN).status(),
+        case(BP, "status values", "a restore test result of Maybe", json!({"lastRestoreTest": {"time": "2026-12-01T10:00:00Z", "duration": "1s", "result": "Maybe", "objectsCompared": 1, "mismatches": 0}}), "status.lastRestoreTest.result", ENUM).status(),
+        case(BP, "cron and time zones", "restore tests every 5 minutes with a 30m timeout", json!({"verification": {"restoreTest": {"schedule": "*/5 * * * *", "timeout": "30m"}}}), "spec.verification.restoreTest.schedule", "restore tests come closer together than their timeout"),
+        case(BP, "names and keys", "a kind both included and excluded", json!({"resources": {"includeKinds": ["Secret", "ConfigMap"], "excludeKinds": ["Secret"]}}), "spec.resources", "a kind is both included and excluded"),
+        case(BP, "stores", "two locations in one directory", json!({"storage": [{"name": "a", "local": {"path": "x"}}, {"name": "b", "local": {"path": "x"}}]}), "spec.storage", "two locations write to the same place"),
+        case(BP, "stores", "two locations on one claim path", json!({"storage": [{"name": "a", "persistentVolumeClaim": {"claimName": "c"}}, {"name": "b", "persistentVolumeClaim": {"claimName": "c"}}]}), "spec.storage", "two locations write to the same place"),
+        case(BP, "stores", "a path segment of 300 characters", json!({"storage": [{"name": "a", "local": {"path": "x".repeat(300)}}]}), "spec.storage[0].local.path", LOCAL_PATH),
+        case(BP, "stores", "an endpoint port of 99999", offsite(s3(json!({"endpoint": "https://s3.example.net:99999"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
+        case(BP, "stores", "an endpoint port of 0", offsite(s3(json!({"endpoint": "https://s3.example.net:0"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
+        case(BP, "stores", "an endpoint with a colon and no port", offsite(s3(json!({"endpoint": "https://s3.example.net:"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
+        case(BP, "stores", "an endpoint host with an underscore", offsite(s3(json!({"endpoint": "https://s3_x.example.net"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
+        case(BP, "stores", "an endpoint host starting with -", offsite(s3(json!({"endpoint": "https://-bad-.example"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
+        case(BP, "stores", "plain http to 127.999.999.999", offsite(s3(json!({"endpoint": "http://127.999.999.999"}))), "spec.storage[0].s3.endpoint", ENDPOINT_HTTPS),
+        case(PW, "images", "an image name of 300 characters", patch_of(json!([{"from": format!("registry.example/{}:1", "a".repeat(300)), "to": "app:2"}])), "spec.patches[0].images[0].from", "an image's name (before the tag and digest) must be at most 255 characters"),
+        case(PW, "images", "an image registry port of 99999", patch_of(json!([{"from": "registry.example:99999/app:1", "to": "app:2"}])), "spec.patches[0].images[0].from", PATTERN),
+        case(SB, "template variables", "a variable after an unclosed ${", sb_template(config_map("a${$${tenant}")), "spec.templates[0]", "templates: metadata uses a variable that is not defined or not closed"),
+        case(SB, "names and keys", "${workloadKind} in a name", wl_template(config_map("${workloadKind}-cfg")), "spec.workloadTemplates[0].templates[0]", "workloadTemplates.templates: metadata.name must be a valid object name"),
+        case(SB, "guards on both template lists", "two templates of one kind and name", json!({"templates": [config_map("dup"), config_map("dup")]}), "spec.templates", "templates: two templates render the same kind and name"),
+        case(SB, "guards on both template lists", "two workload templates of one kind and name", json!({"workloadTemplates": [{"selector": {"matchLabels": {"app": "web"}}, "templates": [config_map("${workload}"), config_map("${workload}")]}]}), "spec.workloadTemplates[0].templates", "workloadTemplates.templates: two templates render the same kind and name"),
+        case(SB, "guards on both template lists", "a List template", sb_template(json!({"apiVersion": "v1", "kind": "List", "metadata": {"name": "x"}, "items": []})), "spec.templates[0]", "templates: a List is not one object"),
+        case(SB, "guards on both template lists", "a ClusterRoleBindingList workload template", wl_template(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBindingList", "metadata": {"name": "x"}})), "spec.workloadTemplates[0].templates[0]", "workloadTemplates.templates: a List is not one object"),
+        case(SB, "names and keys", "a Service named with a dot", sb_template(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a.b"}})), "spec.templates[0]", "templates: metadata.name must be a valid object name"),
+        case(SB, "names and keys", "a Service named from a digit", sb_template(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "1svc"}})), "spec.templates[0]", "templates: metadata.name must be a valid object name"),
+        case(EP, "cron and time zones", "a drill every minute", json!({"drills": {"schedule": "* * * * *", "grade": "P1"}}), "spec.drills.schedule", "at most one a day"),
+        case(EP, "cron and time zones", "a drill every hour", json!({"drills": {"schedule": "@hourly", "grade": "P1"}}), "spec.drills.schedule", "at most one a day"),
+        case(EP, "dates", "a review in year 0", json!({"review": {"lastReviewed": "0000-02-29"}}), "spec.review.lastReviewed", PATTERN),
+        case(EP, "dates", "a review in 1969", json!({"review": {"lastReviewed": "1969-07-20"}}), "spec.review.lastReviewed", PATTERN),
     ]);
     for (schedule, rpo) in [("0 2 * * 1-5", "24h"), ("0 2 * * MON-FRI", "25h"), ("0 2 * * MON", "24h"), ("0 8-18 * * *", "1h"), ("*/15 9-17 * * *", "15m"), ("0 8,20 * * *", "1h"), ("0 0 1,15 * *", "24h"), ("0 0 * * 0,3", "24h"), ("0 */6 1-5 * *", "6h"), ("0 0 L * *", "24h"), ("0 2 ? * 5#3", "24h"), ("0 2 15W * *", "24h"), ("0 0 1 jan,jul *", "720h")] {
-        cases.push(case(BP, c, format!("schedule {schedule:?} with rpo {rpo}"), json!({"schedule": schedule, "rpo": rpo}), "spec.schedule", RPO_GAPS));
+        cases.push(case(BP, "cron and time zones", format!("schedule {schedule:?} with rpo {rpo}"), json!({"schedule": schedule, "rpo": rpo}), "spec.schedule", RPO_GAPS));
     }
     for (schedule, duration) in [("0 2,10,11 * * *", "4h"), ("0 1-3,12 * * *", "2h"), ("0 2 * * 1,5", "80h"), ("0 2 * * MON,TUE", "30h"), ("0 2 * * 1-3,5", "47h"), ("0 0 1,20 * *", "432h"), ("0 0 1 * *", "720h"), ("@monthly", "700h"), ("0 0 L * *", "700h"), ("0 0 1 1 *", "8783h"), ("0 2 * * FRI-SUN", "25h")] {
-        cases.push(case(PW, c, format!("window {schedule:?} for {duration}"), json!({"windows": [{"schedule": schedule, "duration": duration}]}), "spec.windows[0].duration", WINDOW));
+        cases.push(case(PW, "cron and time zones", format!("window {schedule:?} for {duration}"), json!({"windows": [{"schedule": schedule, "duration": duration}]}), "spec.windows[0].duration", WINDOW));
     }
     for (what, schedule) in [("31 February or April", "0 0 31 2,4 *"), ("31W of April", "0 0 31W 4 *"), ("31 of February and April by name", "0 0 31 FEB,apr *"), ("30 of February twice", "0 0 30 2,02 *")] {
-        cases.push(case(BP, c, format!("verification on {what}"), json!({"verification": {"schedule": schedule}}), "spec.verification.schedule", NEVER));
+        cases.push(case(BP, "cron and time zones", format!("verification on {what}"), json!({"verification": {"schedule": schedule}}), "spec.verification.schedule", NEVER));
     }
 
     let c = "template variables";
