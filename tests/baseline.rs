@@ -746,6 +746,53 @@ async fn a_kind_the_cluster_does_not_serve_is_reported_and_the_rest_still_applie
     common::delete_namespace(&client, &ns).await;
 }
 
+/// What the schema cannot see (a variable deep in a template's body) is judged by the operator:
+/// the namespace is reported Failed with the exact field, once as a Warning Event, and nothing
+/// of the broken revision is applied there.
+#[tokio::test]
+async fn an_undefined_variable_in_a_template_body_names_its_field() {
+    let client = setup().await;
+    let class = common::unique("var");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    let extra = "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: greeting}, data: {hello: \"welcome, ${tenent}\"}}\n";
+    create_baseline(&client, &name, &spec(&class, extra)).await;
+    let status = status_until(&client, &name, "failed namespace", |s| {
+        s.namespaces.failed == 1
+    })
+    .await;
+    let entry = status
+        .non_compliant
+        .iter()
+        .find(|n| n.namespace == ns)
+        .expect("the namespace is reported");
+    assert!(
+        entry
+            .message
+            .contains("spec.templates[0].data.hello: undefined variable ${tenent}"),
+        "{entry:?}"
+    );
+    assert_eq!(condition(&status, "Ready"), Some("False"));
+    assert!(configmap(&client, &ns, "greeting").await.is_none());
+    let events = common::eventually(WAIT, "a RenderFailed Event", || async {
+        let e = events_of(&client, &name).await;
+        e.iter()
+            .any(|(reason, note)| {
+                reason == "RenderFailed" && note.contains("spec.templates[0].data.hello")
+            })
+            .then_some(e)
+    })
+    .await;
+    assert_eq!(
+        events.iter().filter(|(r, _)| r == "RenderFailed").count(),
+        1,
+        "one Event, not one per check: {events:?}"
+    );
+
+    delete_baseline(&client, &name).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
 /// Between periodic checks a change re-checks only its own namespace; the status must still
 /// account for every namespace: what was found elsewhere stays reported until it is fixed.
 #[tokio::test]
