@@ -854,6 +854,27 @@ fn invalid_cases() -> Vec<Case> {
     for (schedule, duration) in [("0 2,10,11 * * *", "4h"), ("0 1-3,12 * * *", "2h"), ("0 2 * * 1,5", "80h"), ("0 2 * * MON,TUE", "30h"), ("0 2 * * 1-3,5", "47h"), ("0 0 1,20 * *", "432h"), ("0 0 1 * *", "720h"), ("@monthly", "700h"), ("0 0 L * *", "700h"), ("0 0 1 1 *", "8783h"), ("0 2 * * FRI-SUN", "25h")] {
         cases.push(case(PW, "cron and time zones", format!("window {schedule:?} for {duration}"), json!({"windows": [{"schedule": schedule, "duration": duration}]}), "spec.windows[0].duration", WINDOW));
     }
+    let mut closed_rewritten = closed.clone();
+    closed_rewritten["timeline"][0]["message"] = json!("nothing to see");
+    let mut closed_with_message = closed.clone();
+    closed_with_message["timeline"][0]["message"] = json!("found by the scanner");
+    let two_s3 = |a: Value, b: Value| json!({"encryption": {"keySecretRef": {"name": "k", "key": "aes.key"}}, "storage": [{"name": "a", "s3": s3(a)}, {"name": "b", "s3": s3(b)}]});
+    cases.extend([
+        case(INC, "evidence", "the status removed", json!(null), "status", "the status of this Incident is evidence").status_after(closed.clone()),
+        case(BK, "evidence", "a verified backup's status removed", json!(null), "status", "the status of this Backup is evidence").status_after(json!({"phase": "Verified"})),
+        case(RS, "evidence", "a failed restore's status removed", json!(null), "status", "the status of this Restore is evidence").status_after(json!({"phase": "Failed"})),
+        case(INC, "evidence", "a timeline message rewritten", closed_rewritten, "status.timeline", "timeline is evidence").status_after(closed_with_message),
+        case(RS, "evidence", "runs started forgotten", json!({"attempts": 0}), "status.attempts", "attempts only count up").status_after(json!({"attempts": 3})),
+        case(BP, "stores", "an endpoint of 999.999.999.999", offsite(s3(json!({"endpoint": "https://999.999.999.999:9000"}))), "spec.storage[0].s3.endpoint", ENDPOINT),
+        case(BP, "stores", "one directory with and without a trailing slash", json!({"storage": [{"name": "a", "local": {"path": "nightly"}}, {"name": "b", "local": {"path": "nightly/"}}]}), "spec.storage", "two locations write to the same place"),
+        case(BP, "stores", "one bucket and prefix written two ways", two_s3(json!({"endpoint": "https://s3.example.com", "prefix": "prod"}), json!({"endpoint": "https://s3.example.com/", "prefix": "prod/"})), "spec.storage", "two locations write to the same place"),
+    ]);
+    for (schedule, rpo) in [("0 0-23/6 * * *", "1h"), ("0-59/15 * * * *", "1m"), ("@monthly", "672h"), ("0 2 31 * *", "744h"), ("0 9-17 * * 1-5", "49h"), ("0 9 1 * MON", "24h")] {
+        cases.push(case(BP, "cron and time zones", format!("schedule {schedule:?} with rpo {rpo}"), json!({"schedule": schedule, "rpo": rpo}), "spec.schedule", RPO_GAPS));
+    }
+    for (schedule, duration) in [("0 */5 * * *", "4h30m"), ("0 0 */2 * *", "36h"), ("0 2,22 * * 1-5", "6h"), ("0 2 1 * MON", "72h"), ("0 2 ? * TUE#2", "700h"), ("0 2 * * SUNL", "700h"), ("0 2 15W * *", "700h")] {
+        cases.push(case(PW, "cron and time zones", format!("window {schedule:?} for {duration}"), json!({"windows": [{"schedule": schedule, "duration": duration}]}), "spec.windows[0].duration", WINDOW));
+    }
     for (what, schedule) in [("31 February or April", "0 0 31 2,4 *"), ("31W of April", "0 0 31W 4 *"), ("31 of February and April by name", "0 0 31 FEB,apr *"), ("30 of February twice", "0 0 30 2,02 *")] {
         cases.push(case(BP, "cron and time zones", format!("verification on {what}"), json!({"verification": {"schedule": schedule}}), "spec.verification.schedule", NEVER));
     }
@@ -1241,6 +1262,10 @@ fn edge_cases() -> Vec<Edge> {
         edge(PW, "windows on the first Monday and over the weekend", json!({"windows": [{"schedule": "0 2 ? * MON#1", "duration": "4h"}, {"schedule": "0 2 * * FRI-SUN", "duration": "23h"}]})),
         edge(BP, "restore tests as often as their timeout allows", json!({"verification": {"restoreTest": {"schedule": "*/30 * * * *", "timeout": "30m"}}})),
         edge(BP, "a local path with a trailing slash", json!({"storage": [{"name": "onsite", "local": {"path": "backups/"}}]})),
+        edge(PW, "windows on stepped ranges", json!({"windows": [{"schedule": "0 0-23/6 * * *", "duration": "2h"}, {"schedule": "0 0-23/2 * * *", "duration": "90m"}, {"schedule": "0-59/20 * * * *", "duration": "10m"}, {"schedule": "0 1-23/6 * * *", "duration": "3h"}]})),
+        edge(BP, "restore tests twice a day for 3h", json!({"verification": {"restoreTest": {"schedule": "0 1-23/12 * * *", "timeout": "3h"}}})),
+        edge(BP, "resources as kubectl names them", json!({"resources": {"includeKinds": ["deployments.apps", "configmaps"]}})),
+        edge(SB, "kinds of other groups that share a name with built-in ones", json!({"templates": [{"apiVersion": "teleport.dev/v1", "kind": "TeleportAccessList", "metadata": {"name": "x"}}, {"apiVersion": "ipam.cluster.x-k8s.io/v1beta1", "kind": "IPAddress", "metadata": {"name": "y"}}]})),
         edge(SB, "a fractional quota written as a string", json!({"controls": {"resourceQuota": {"hard": {"requests.cpu": "0.5", "limits.cpu": "1.5"}}}})),
         // Selectors, labels, quantities and templates with variables.
         edge(SB, "every selector operator", json!({"namespaceSelector": {"matchLabels": {long_label_key.clone(): long(63)}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold", ""]}, {"key": "x", "operator": "NotIn", "values": ["y"]}, {"key": "example.com/z", "operator": "Exists"}, {"key": "w", "operator": "DoesNotExist"}]}})),

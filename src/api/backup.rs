@@ -16,10 +16,17 @@ use super::rules::{self, KIND_FILTER_PATTERN, duration_between, duration_guard};
 /// CEL: a relative path of segments of letters, digits, `-`, `_` and `.`, without `.` or `..`.
 const RELATIVE_PATH_RULE: &str = r"self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$') && !self.split('/').exists(s, s == '..' || s == '.' || size(s) > 255)";
 
-/// CEL: where storage location `a` writes, as one string (two locations must not share one).
+/// CEL: where storage location `a` writes, as one string (two locations must not share one);
+/// a trailing `/` names the same place.
 fn storage_place(a: &str) -> String {
+    let trim = |x: String| format!("({x}.endsWith('/') ? {x}.substring(0, size({x}) - 1) : {x})");
+    let or_empty = |field: &str| format!("(has({a}.{field}) ? {a}.{field} : '')");
     format!(
-        "(has({a}.local) ? 'local:' + {a}.local.path : has({a}.persistentVolumeClaim) ? 'claim:' + {a}.persistentVolumeClaim.claimName + '/' + (has({a}.persistentVolumeClaim.path) ? {a}.persistentVolumeClaim.path : '') : has({a}.s3) ? 's3:' + (has({a}.s3.endpoint) ? {a}.s3.endpoint : '') + '/' + {a}.s3.bucket + '/' + (has({a}.s3.prefix) ? {a}.s3.prefix : '') : '')"
+        "(has({a}.local) ? 'local:' + {local} : has({a}.persistentVolumeClaim) ? 'claim:' + {a}.persistentVolumeClaim.claimName + '/' + {claim} : has({a}.s3) ? 's3:' + {endpoint} + '/' + {a}.s3.bucket + '/' + {prefix} : '')",
+        local = trim(format!("{a}.local.path")),
+        claim = trim(or_empty("persistentVolumeClaim.path")),
+        endpoint = trim(or_empty("s3.endpoint")),
+        prefix = trim(or_empty("s3.prefix")),
     )
 }
 
@@ -247,7 +254,7 @@ pub struct S3Storage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Plain `http://` only to a loopback address (a proxy in the operator's own pod).
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new(format!(r"isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != '' && self.matches(r'^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*){}(/[^?#\s]*)?$')", rules::PORT_PATTERN)).message("s3.endpoint must be an http or https URL with a host name or address and a port from 1 to 65535, and with no query or fragment"))]
+    #[x_kube(validation = Rule::new(format!(r"isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != '' && (!self.matches(r'^https?://[0-9.]+([:/].*)?$') || self.matches(r'^https?://((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){{3}}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])([:/].*)?$')) && self.matches(r'^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*){}(/[^?#\s]*)?$')", rules::PORT_PATTERN)).message("s3.endpoint must be an http or https URL with a host name or address and a port from 1 to 65535, and with no query or fragment"))]
     #[x_kube(validation = Rule::new(r"!self.matches(r'^[a-zA-Z]+://[^/?#]*@')").message("s3.endpoint must not carry credentials (user:password@): name a Secret in credentialsSecretRef"))]
     #[x_kube(validation = Rule::new(r"!self.startsWith('http://') || self.matches(r'^http://(localhost|127(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}|\[::1\])(:[0-9]{1,5})?(/[^?#\s]*)?$')").message("s3.endpoint must use https: an off-site copy over plain http could be read or changed on the way (http only to a loopback address)"))]
     pub endpoint: Option<String>,
@@ -400,6 +407,7 @@ pub struct RestoreTestSummary {
     namespaced,
     status = "BackupStatus",
     derive = "PartialEq",
+    validation = rules::status_kept("Backup"),
     doc = "Backup is one backup run of a BackupPolicy: where its copies are, their digests and signature, and their verification (ITU-T X.1642 clause 8.10). Create one with spec.policyRef for a backup now.",
     printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policyRef.name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -555,6 +563,7 @@ pub struct BackupVerification {
     namespaced,
     status = "RestoreStatus",
     derive = "PartialEq",
+    validation = rules::status_kept("Restore"),
     doc = "Restore restores a Backup into its own namespace or another that accepts it, in dependency order, skipping or overwriting existing objects (ITU-T X.1642 clause 8.10).",
     printcolumn(name = "Backup", type_ = "string", json_path = ".spec.backupRef.name"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetNamespace"),
@@ -638,6 +647,7 @@ pub enum RestorePhase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.phase) || !(oldSelf.phase in ['Completed', 'Failed']) || (has(self.phase) && self.phase == oldSelf.phase)").message("phase: a restore that has ended stays as it ended").field_path(".phase"))]
+#[x_kube(validation = Rule::new("(has(self.attempts) ? self.attempts : 0) >= (has(oldSelf.attempts) ? oldSelf.attempts : 0)").message("attempts only count up: runs started are never forgotten").field_path(".attempts"))]
 pub struct RestoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]

@@ -381,6 +381,7 @@ pub struct DrillResult {
     namespaced,
     status = "IncidentStatus",
     derive = "PartialEq",
+    validation = rules::status_kept("Incident"),
     doc = "Incident is one security event, from detection through notification, containment and recovery to its post-incident report, with a timeline and the SLA timings (ITU-T X.1642 clauses 8.6, 8.9).",
     printcolumn(name = "Grade", type_ = "string", json_path = ".spec.grade"),
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.source"),
@@ -478,7 +479,7 @@ pub enum IncidentPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.phase) || (has(self.phase) && {'Detected': 0, 'Notified': 1, 'Contained': 2, 'Recovering': 3, 'Resolved': 4, 'Closed': 5}[self.phase] >= {'Detected': 0, 'Notified': 1, 'Contained': 2, 'Recovering': 3, 'Resolved': 4, 'Closed': 5}[oldSelf.phase])").message("phase is evidence: it only moves on (Detected, Notified, Contained, Recovering, Resolved, Closed)").field_path(".phase"))]
-#[x_kube(validation = Rule::new("!has(oldSelf.timeline) || (has(self.timeline) && oldSelf.timeline.all(e, self.timeline.exists(n, n.time == e.time && n.action == e.action && n.result == e.result)))").message("timeline is evidence: entries are only added, never changed or removed").field_path(".timeline"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.timeline) || (has(self.timeline) && size(self.timeline) >= size(oldSelf.timeline) && oldSelf.timeline.all(e, e in self.timeline))").message("timeline is evidence: entries are only added, never changed or removed").field_path(".timeline"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.report) || (has(self.report) && self.report == oldSelf.report)").message("report is evidence: once written it stays as it is").field_path(".report"))]
 pub struct IncidentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -488,7 +489,7 @@ pub struct IncidentStatus {
     pub phase: Option<IncidentPhase>,
     /// Every action and notification, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 128))]
     pub timeline: Vec<TimelineEntry>,
     /// Deadline to notify, from the grade's notifyWithin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -521,7 +522,7 @@ pub struct TimelineEntry {
     #[schemars(extend("enum" = ["Succeeded", "Failed", "Skipped", "DryRun", "AwaitingApproval"]))]
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 256))]
     pub message: Option<String>,
 }
 

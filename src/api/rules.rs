@@ -49,8 +49,8 @@ pub const KIND_PATTERN: &str = "^[A-Z][A-Za-z0-9]*$";
 pub const API_VERSION_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[0-9]+((alpha|beta)[0-9]+)?$";
 
 /// A kind in a filter: `ConfigMap`, `configmaps`, `apps/Deployment`, `apps/v1/Deployment`,
-/// `v1/ConfigMap`.
-pub const KIND_FILTER_PATTERN: &str = r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(v[0-9]+((alpha|beta)[0-9]+)?/)?)?[A-Za-z][A-Za-z0-9]*$";
+/// `v1/ConfigMap`, or a resource and its group as kubectl writes it (`deployments.apps`).
+pub const KIND_FILTER_PATTERN: &str = r"^((([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(v[0-9]+((alpha|beta)[0-9]+)?/)?)?[A-Za-z][A-Za-z0-9]*|[a-z][a-z0-9]*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$";
 
 /// Text that a person reads: anything, as long as it is not only blanks.
 pub const NOT_BLANK_PATTERN: &str = r"\S";
@@ -69,51 +69,71 @@ pub fn image_name_rule() -> Rule {
         .message("an image's name (before the tag and digest) must be at most 255 characters")
 }
 
-/// Kinds a free template may never render: every cluster-scoped kind the API server serves (and
-/// the cluster-scoped kinds of this operator and of the policy-report API). A cluster-scoped kind
-/// of another CRD is refused by the operator when it renders, from discovery.
-pub const CLUSTER_SCOPED_KINDS: &[&str] = &[
-    "APIService",
-    "CertificateSigningRequest",
-    "ClusterPolicyReport",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "ClusterTrustBundle",
-    "ComponentStatus",
-    "CSIDriver",
-    "CSINode",
-    "CustomResourceDefinition",
-    "DeviceClass",
-    "DeviceTaintRule",
-    "FlowSchema",
-    "IngressClass",
-    "IPAddress",
-    "MutatingAdmissionPolicy",
-    "MutatingAdmissionPolicyBinding",
-    "MutatingWebhookConfiguration",
-    "Namespace",
-    "Node",
-    "PersistentVolume",
-    "PriorityClass",
-    "PriorityLevelConfiguration",
-    "ResourceSlice",
-    "RuntimeClass",
-    "SecurityBaseline",
-    "SelfSubjectAccessReview",
-    "SelfSubjectReview",
-    "SelfSubjectRulesReview",
-    "ServiceCIDR",
-    "StorageClass",
-    "StorageVersion",
-    "StorageVersionMigration",
-    "SubjectAccessReview",
-    "TokenReview",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-    "ValidatingWebhookConfiguration",
-    "VolumeAttachment",
-    "VolumeAttributesClass",
+/// Kinds a free template may never render, by API group and kind: every cluster-scoped kind the
+/// API server serves (and the cluster-scoped kinds of this operator and of the policy-report
+/// API). A cluster-scoped kind of another CRD is refused by the operator when it renders, from
+/// discovery.
+pub const CLUSTER_SCOPED_KINDS: &[(&str, &str)] = &[
+    ("apiregistration.k8s.io", "APIService"),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("certificates.k8s.io", "ClusterTrustBundle"),
+    ("wgpolicyk8s.io", "ClusterPolicyReport"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("", "ComponentStatus"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "CSINode"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("resource.k8s.io", "DeviceClass"),
+    ("resource.k8s.io", "DeviceTaintRule"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("networking.k8s.io", "IngressClass"),
+    ("networking.k8s.io", "IPAddress"),
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingAdmissionPolicyBinding",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+    ("resource.k8s.io", "ResourceSlice"),
+    ("node.k8s.io", "RuntimeClass"),
+    ("opsec.x1642.dev", "SecurityBaseline"),
+    ("authorization.k8s.io", "SelfSubjectAccessReview"),
+    ("authentication.k8s.io", "SelfSubjectReview"),
+    ("authorization.k8s.io", "SelfSubjectRulesReview"),
+    ("networking.k8s.io", "ServiceCIDR"),
+    ("storage.k8s.io", "StorageClass"),
+    ("internal.apiserver.k8s.io", "StorageVersion"),
+    ("storagemigration.k8s.io", "StorageVersionMigration"),
+    ("authorization.k8s.io", "SubjectAccessReview"),
+    ("authentication.k8s.io", "TokenReview"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("storage.k8s.io", "VolumeAttachment"),
+    ("storage.k8s.io", "VolumeAttributesClass"),
 ];
+
+/// Whether `(group, kind)` is a cluster-scoped kind of [`CLUSTER_SCOPED_KINDS`].
+pub fn is_cluster_scoped(group: &str, kind: &str) -> bool {
+    CLUSTER_SCOPED_KINDS
+        .iter()
+        .any(|(g, k)| *g == group && *k == kind)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Durations
@@ -186,146 +206,148 @@ fn cron_parts(expr: &str) -> [String; 5] {
     std::array::from_fn(|i| cron_part(expr, i))
 }
 
+/// CEL: the weekday field `w` with its names as numbers (`sun` ending a range as 7, as cron
+/// reads `FRI-SUN`).
+fn weekday_numbers(w: &str) -> String {
+    [
+        ("-sun", "-7"),
+        ("sun", "0"),
+        ("mon", "1"),
+        ("tue", "2"),
+        ("wed", "3"),
+        ("thu", "4"),
+        ("fri", "5"),
+        ("sat", "6"),
+    ]
+    .iter()
+    .fold(w.to_string(), |acc, (name, n)| {
+        format!("{acc}.replace('{name}', '{n}')")
+    })
+}
+
 /// CEL: a day field left open (`*` or `?`).
 fn open(f: &str) -> String {
     format!("({f} == '*' || {f} == '?')")
 }
 
-/// CEL: a field holding one plain number.
-fn single(f: &str) -> String {
-    format!("{f}.matches(r'^[0-9]{{1,2}}$')")
-}
-
-const MONTH_NAMES: &str = "{'jan': 1, 'feb': 2, 'mar': 3, 'apr': 4, 'may': 5, 'jun': 6, 'jul': 7, 'aug': 8, 'sep': 9, 'oct': 10, 'nov': 11, 'dec': 12}";
-const WEEKDAY_NAMES: &str =
-    "{'sun': 0, 'mon': 1, 'tue': 2, 'wed': 3, 'thu': 4, 'fri': 5, 'sat': 6}";
-
-/// How one cron field counts: its values' names, the size of its cycle, whether `sun` ends a
-/// range as 7 (weekdays: `FRI-SUN`).
+/// How one cron field counts: its first and last values (what `*` spans), and whether it is the
+/// weekday field (Sunday is 0 or 7).
 #[derive(Clone, Copy)]
 struct Unit {
-    names: Option<&'static str>,
-    /// Values of one turn of the field (60 minutes, 24 hours, 7 weekdays, 12 months); a CEL int.
-    cycle: &'static str,
+    first: u32,
+    last: u32,
     weekday: bool,
 }
 
 const MINUTES: Unit = Unit {
-    names: None,
-    cycle: "60",
+    first: 0,
+    last: 59,
     weekday: false,
 };
 const HOURS: Unit = Unit {
-    names: None,
-    cycle: "24",
+    first: 0,
+    last: 23,
+    weekday: false,
+};
+const DAYS: Unit = Unit {
+    first: 1,
+    last: 31,
     weekday: false,
 };
 const WEEKDAYS: Unit = Unit {
-    names: Some(WEEKDAY_NAMES),
-    cycle: "7",
+    first: 0,
+    last: 6,
     weekday: true,
-};
-const MONTHS: Unit = Unit {
-    names: Some(MONTH_NAMES),
-    cycle: "12",
-    weekday: false,
 };
 
 /// What stands for "no such gap" in a minimum.
 const NONE: &str = "100000000";
 
 impl Unit {
-    /// CEL: the number of value `x` (digits, or a name).
+    /// CEL: the number of value `x` (digits; weekday names are numbers by then, see
+    /// [`weekday_numbers`]).
     fn number(&self, x: &str) -> String {
-        match self.names {
-            Some(names) => format!(
-                "({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : {x} in {names} ? {names}[{x}] : 0)"
-            ),
-            None => format!("({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : 0)"),
-        }
+        format!("({x}.matches(r'^[0-9]{{1,2}}$') ? int({x}) : 0)")
     }
-    /// CEL: the first value of element `e` (`5`, `1-5`, `1-30/5`); Sunday as 0.
+    /// CEL: the first value of element `e` (`5`, `1-5`, `1-30/5`, `*`, `*/15`); Sunday as 0.
     fn start(&self, e: &str) -> String {
         let n = self.number(&format!("{e}.split('/')[0].split('-')[0]"));
-        if self.weekday {
+        let n = if self.weekday {
             format!("({n} % 7)")
         } else {
             n
-        }
+        };
+        format!("({e}.startsWith('*') ? {} : {n})", self.first)
     }
-    /// CEL: the last value of element `e` (its range's end; Sunday at a range's end as 7).
+    /// CEL: the end of element `e`'s range (Sunday at a range's end as 7).
     fn end(&self, e: &str) -> String {
         let x = format!("{e}.split('/')[0].split('-')[1]");
-        let end = if self.weekday {
-            format!("({x} == 'sun' ? 7 : {})", self.number(&x))
-        } else {
-            self.number(&x)
-        };
+        let end = self.number(&x);
         format!(
-            "({e}.split('/')[0].contains('-') ? {end} : {start})",
+            "({e}.startsWith('*') ? {last} : {e}.split('/')[0].contains('-') ? {end} : {start})",
+            last = self.last,
             start = self.start(e)
         )
     }
-    /// CEL: the gap inside element `e` (its step, 1 for a plain range), or none.
-    fn inside(&self, e: &str) -> String {
-        format!(
-            "(({e}.split('/')[0].contains('-') && {end} > {start}) ? ({e}.contains('/') ? int({e}.split('/')[1]) : 1) : {NONE})",
-            end = self.end(e),
-            start = self.start(e)
-        )
+    /// CEL: the step of element `e` (1 without one).
+    fn step(&self, e: &str) -> String {
+        format!("({e}.contains('/') ? int({e}.split('/')[1]) : 1)")
     }
-    /// CEL: whether the field `f` is a list of plain values and ranges (with steps) this module
-    /// can read.
+    /// CEL: whether the field `f` is a list of values, ranges, `*` and steps this module reads.
     fn readable(&self, f: &str) -> String {
-        let value = match self.names {
-            Some(_) if self.weekday => "([0-7]|sun|mon|tue|wed|thu|fri|sat)",
-            Some(_) => "([0-9]{1,2}|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
-            None => "[0-9]{1,2}",
-        };
-        let element = format!("{value}(-{value}(/[0-9]{{1,2}})?)?");
+        let element = r"(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/(0?[1-9]|[1-9][0-9]))?";
         format!("{f}.matches(r'^{element}(,{element})*$')")
     }
-    /// CEL: the shortest gap in this field's unit, or more (an upper bound): a step inside a
-    /// range, or from an element's end to the next value, wrapping around the cycle when `wraps`
-    /// (the next turn of the field surely fires). `cycle` overrides the field's cycle.
-    fn shortest(&self, f: &str, wraps: &str, cycle: &str) -> String {
-        let l = format!("{f}.split(',')");
-        let next = format!(
-            "{l}.map(x, {sx} > {ee} ? {sx} : {ex} > {ee} ? {ex} : ({wraps} ? {sx} + {cycle} : {NONE})).min()",
-            sx = self.start("x"),
-            ex = self.end("x"),
-            ee = self.end("e"),
-        );
+    /// CEL: the elements of field `f` as `[first, last value fired, step]` triples, read once
+    /// so that the rules below compare numbers.
+    fn triples(&self, f: &str) -> String {
         format!(
-            "(({f} == '*') ? 1 : {f}.matches(r'^\\*/[0-9]{{1,2}}$') ? int({f}.substring(2)) : {readable} ? ({l}.map(e, {inside}) + {l}.map(e, {next} - {ee})).min() : {NONE})",
+            "{f}.split(',').map(e, [{s}, {end}, {step}]).map(p, [p[0], p[0] + ((p[1] - p[0]) / p[2]) * p[2], p[2]])",
+            s = self.start("e"),
+            end = self.end("e"),
+            step = self.step("e"),
+        )
+    }
+    /// CEL: the shortest gap in this field's unit, or more (an upper bound): a step inside an
+    /// element, or from an element's last value to the next value any element fires at,
+    /// wrapping into the next turn (`cycle` values on) when `wraps` (that turn surely fires).
+    fn shortest(&self, f: &str, wraps: &str, cycle: &str) -> String {
+        let t = self.triples(f);
+        format!(
+            "({readable} ? ({t}.map(p, p[1] > p[0] ? p[2] : {NONE}) + {t}.map(p, {t}.map(x, x[0] > p[1] ? x[0] : x[1] > p[1] ? x[1] : ({wraps} ? x[0] + {cycle} : {NONE})).min() - p[1])).min() : {NONE})",
             readable = self.readable(f),
-            inside = self.inside("e"),
-            ee = self.end("e"),
         )
     }
     /// CEL: a gap in this field's unit that surely occurs, or less (a lower bound of the longest):
-    /// from an element's end to the next value, around the cycle; 0 when unreadable.
+    /// from an element's last value to the next value, around the cycle; the step of a lone
+    /// stepped element; 0 when unreadable.
     fn longest(&self, f: &str, cycle: &str) -> String {
-        let l = format!("{f}.split(',')");
-        let next = format!(
-            "{l}.map(x, {sx} > {ee} ? {sx} : {ex} > {ee} ? {ee} + 1 : {sx} + {cycle}).min()",
-            sx = self.start("x"),
-            ex = self.end("x"),
-            ee = self.end("e"),
-        );
+        let t = self.triples(f);
         format!(
-            "(({f} == '*') ? 1 : {f}.matches(r'^\\*/[0-9]{{1,2}}$') ? int({f}.substring(2)) : {readable} ? {l}.map(e, {next} - {ee}).max() : 0)",
+            "({readable} ? [{t}.map(p, {t}.map(x, x[0] > p[1] ? x[0] : x[1] > p[1] ? p[1] + 1 : x[0] + {cycle}).min() - p[1]).max(), size({t}) == 1 && {t}[0][1] > {t}[0][0] ? {t}[0][2] : 0].max() : 0)",
             readable = self.readable(f),
-            ee = self.end("e"),
+        )
+    }
+    /// CEL: the values one turn of the field `f` spans from its first to its last firing, or
+    /// the whole turn when unreadable.
+    fn span(&self, f: &str) -> String {
+        let t = self.triples(f);
+        format!(
+            "({readable} ? {t}.map(p, p[1]).max() - {t}.map(p, p[0]).min() : {whole})",
+            readable = self.readable(f),
+            whole = self.last - self.first,
         )
     }
 }
 
-/// CEL: the cycle of the day-of-month field `f`: 28 days (February) when every day it names
-/// comes in February, else 31 (January).
+/// CEL: the days from a day of month to the same day of the next month that surely occur for
+/// the day-of-month field `f`: 28 (February to March) when every day it names comes in
+/// February, else 31 (January to February).
 fn month_days(f: &str) -> String {
     format!(
-        "({f}.matches(r'^([0-9]|1[0-9]|2[0-8])([-,/0-9]*)$') && !{f}.matches(r'(29|3[01])') ? 28 : 31)"
+        "(({readable} ? {t}.map(p, p[1]).max() : 31) <= 28 ? 28 : 31)",
+        readable = DAYS.readable(f),
+        t = DAYS.triples(f),
     )
 }
 
@@ -362,33 +384,54 @@ pub fn cron_rules() -> Vec<Rule> {
     ]
 }
 
+/// CEL: whether a weekday field uses `#` or `L` (a weekday of the month), and whether a day of
+/// month field uses `L` or `W`: days about a month apart.
+fn monthly_weekday(w: &str) -> String {
+    format!("{w}.matches(r'^([0-7]|sun|mon|tue|wed|thu|fri|sat)(l|#[1-5])$')")
+}
+fn monthly_day(d: &str) -> String {
+    format!("({d} == 'l' || {d} == 'lw' || {d}.matches(r'^[0-9]{{1,2}}w$'))")
+}
+
 /// CEL: minutes between two firings of the cron string `expr` that come one after the other,
-/// or longer: an upper bound of the shortest gap. Exact for plain values, lists, ranges and
-/// steps in every field, and the macros.
+/// or longer: an upper bound of the shortest gap. Read from every field's values, lists,
+/// ranges, `*` and steps; `L`, `W` and `#` count as their shortest month (28 days).
 pub fn cron_shortest_gap_bound(expr: &str) -> String {
     let [minute, hour, day, month, weekday] = cron_parts(expr);
     let every_day = format!("({} && {})", open(&day), open(&weekday));
-    let minutes = MINUTES.shortest(&minute, &format!("({hour} == '*')"), MINUTES.cycle);
-    let hours = HOURS.shortest(&hour, &every_day, HOURS.cycle);
     let by_weekday = format!(
-        "({w}.matches(r'^([0-7]|sun|mon|tue|wed|thu|fri|sat)(l|#[1-5])$') ? 35 : {g})",
-        w = weekday,
-        g = WEEKDAYS.shortest(&weekday, "true", WEEKDAYS.cycle),
+        "({m} ? 28 : {g})",
+        m = monthly_weekday(&weekday),
+        g = WEEKDAYS.shortest(&weekday_numbers(&weekday), "true", "7"),
     );
     let by_day = format!(
-        "(({d} == 'l') ? 28 : ({d}.matches(r'^[0-9]{{1,2}}w$') || {d} == 'lw') ? 35 : {g})",
-        d = day,
-        g = HOURS.shortest(&day, &format!("({month} == '*')"), &month_days(&day)),
+        "({m} ? 28 : {g})",
+        m = monthly_day(&day),
+        g = DAYS.shortest(&day, &format!("({month} == '*')"), &month_days(&day)),
     );
+    // Both day fields limited: a day fires when either matches, and over the years every day
+    // of the month falls on every weekday, so two fire on days next to each other.
     let days = format!(
-        "({every_day} ? 1 : {od} ? {by_weekday} : {ow} ? {by_day} : [{by_weekday}, {by_day}].min())",
+        "({every_day} ? 1 : {od} ? {by_weekday} : {ow} ? {by_day} : 1)",
         od = open(&day),
         ow = open(&weekday),
     );
+    // A gap across midnight is real when two days next to each other fire; across the hour
+    // when two hours next to each other do (a plain range or `*` has them).
+    let next_to =
+        |f: &str| format!("({f} == '*' || {f}.matches(r'(^|,)[0-9a-z]+-[0-9a-z]+(,|$)'))");
+    let days_next_to = format!(
+        "({every_day} || ({od} && {w_next}) || ({ow} && {d_next}) || (!{od} && !{ow}))",
+        od = open(&day),
+        ow = open(&weekday),
+        w_next = next_to(&weekday),
+        d_next = next_to(&day),
+    );
+    let hours = HOURS.shortest(&hour, &days_next_to, "24");
+    let minutes = MINUTES.shortest(&minute, &next_to(&hour), "60");
+    // A month named alone comes once a year; other months lists are left to the days.
     let months = format!(
-        "({month} == '*' ? {NONE} : {single} ? 365 : {g} * 31)",
-        single = single(&month),
-        g = MONTHS.shortest(&month, "true", MONTHS.cycle),
+        "({month} != '*' && {month}.matches(r'^([0-9]{{1,2}}|[a-z]{{3}})$') ? 365 : {NONE})"
     );
     format!(
         "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 40320 : ({expr} == '@yearly' || {expr} == '@annually') ? 525600 : [{minutes}, {hours} * 60, {days} * 1440, {months} * 1440].min())"
@@ -396,43 +439,41 @@ pub fn cron_shortest_gap_bound(expr: &str) -> String {
 }
 
 /// CEL: minutes that some gap between firings of the cron string `expr` is at least: a lower
-/// bound of the longest gap. Exact for plain values, lists, ranges and steps of one field, and
-/// the macros.
+/// bound of the longest gap. Read from every field's values, lists, ranges, `*` and steps, less
+/// the part of the day (or hour) the firings spread over; `L`, `W` and `#` count as their
+/// longest month.
 pub fn cron_longest_gap_bound(expr: &str) -> String {
     let [minute, hour, day, month, weekday] = cron_parts(expr);
-    let within_day = format!("({} && {} ? 0 : 1439)", single(&hour), single(&minute));
-    let within_hour = format!("({} ? 0 : 59)", single(&minute));
-    let dom_special = format!(
-        "(({d} == 'l' || {d} == 'lw') ? 27 : {d}.matches(r'^[0-9]{{1,2}}w$') ? 24 : 0)",
-        d = day
-    );
-    let dow_special = format!(
-        "({w}.matches(r'^([0-7]|sun|mon|tue|wed|thu|fri|sat)(l|#[1-5])$') ? 27 : 0)",
-        w = weekday
-    );
+    let minute_span = MINUTES.span(&minute);
+    let day_span = format!("({} * 60 + {minute_span})", HOURS.span(&hour));
     let by_day = format!(
-        "[{}, {dom_special}].max()",
-        HOURS.longest(&day, &month_days(&day))
+        "({m} ? (({day} == 'l') ? 31 : 26) : {late} ? 59 : {g})",
+        m = monthly_day(&day),
+        late = format!("{day}.matches(r'^(29|30|31)$')"),
+        g = DAYS.longest(&day, "31"),
     );
     let by_weekday = format!(
-        "[{}, {dow_special}].max()",
-        WEEKDAYS.longest(&weekday, WEEKDAYS.cycle)
+        "({m} ? 35 : {g})",
+        m = monthly_weekday(&weekday),
+        g = WEEKDAYS.longest(&weekday_numbers(&weekday), "7"),
     );
-    format!(
-        "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 40320 : ({expr} == '@yearly' || {expr} == '@annually') ? 525600 : [\
-         {minutes}, \
-         {hours} * 60 - {within_hour}, \
-         {ow} ? ({by_day} * 1440 - {within_day}) : 0, \
-         {od} ? ({by_weekday} * 1440 - {within_day}) : 0, \
-         ({month} != '*') ? ({months} - 1) * 28 * 1440 : 0\
-         ].max())",
-        minutes = MINUTES.longest(&minute, MINUTES.cycle),
-        hours = HOURS.longest(&hour, HOURS.cycle),
-        by_day = by_day,
-        by_weekday = by_weekday,
-        months = MONTHS.longest(&month, MONTHS.cycle),
+    // Both day fields limited: days of the month add at most a few days a month, so a few
+    // plain days leave the longest weekday gap (it comes four times a month) somewhere.
+    let few_days = format!("{day}.matches(r'^[0-9]{{1,2}}(,[0-9]{{1,2}}){{0,2}}$')");
+    let days = format!(
+        "(({od} || (!{ow} && {few_days})) ? {by_weekday} : {ow} ? {by_day} : 0)",
         od = open(&day),
         ow = open(&weekday),
+    );
+    format!(
+        "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 44640 : ({expr} == '@yearly' || {expr} == '@annually') ? 525600 : [\
+         {minutes}, \
+         {hours} * 60 - {minute_span}, \
+         {days} * 1440 - {day_span}, \
+         {month}.matches(r'^([0-9]{{1,2}}|[a-z]{{3}})$') ? 308 * 1440 : 0\
+         ].max())",
+        minutes = MINUTES.longest(&minute, "60"),
+        hours = HOURS.longest(&hour, "24"),
     )
 }
 
@@ -585,14 +626,13 @@ pub const QUANTITY_PATTERN: &str =
     r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?$";
 
 /// The schema of one quantity: an integer of at least zero, or a string of [`QUANTITY_PATTERN`]
-/// (`minimum` judges only numbers and `pattern` only strings, so both hold for either).
+/// (`minimum` judges only numbers, `pattern` and `maxLength` only strings).
 fn quantity_value() -> Schema {
     json_schema!({
         "x-kubernetes-int-or-string": true,
-        "allOf": [
-            {"minimum": 0},
-            {"maxLength": 64, "pattern": QUANTITY_PATTERN},
-        ],
+        "minimum": 0,
+        "maxLength": 64,
+        "pattern": QUANTITY_PATTERN,
     })
 }
 
@@ -680,7 +720,7 @@ pub fn variables_rule(field: &str, vars: &[&str]) -> Rule {
 pub fn template_rules(list: &str, vars: &[&str]) -> Vec<Rule> {
     let forbidden = CLUSTER_SCOPED_KINDS
         .iter()
-        .map(|k| format!("'{k}'"))
+        .map(|(g, k)| format!("'{g}/{k}'"))
         .collect::<Vec<_>>()
         .join(", ");
     let name = with_variables_replaced("self.metadata.name", vars, "x");
@@ -705,7 +745,7 @@ pub fn template_rules(list: &str, vars: &[&str]) -> Vec<Rule> {
             .message(&*format!("{list}: every template needs metadata.name")),
         Rule::new("!has(self.metadata.generateName)")
             .message(&*format!("{list}: metadata.generateName is not supported: the operator keeps each object by its metadata.name")),
-        Rule::new(format!("!(self.kind in [{forbidden}])"))
+        Rule::new(format!("!((self.apiVersion.contains('/') ? self.apiVersion.split('/')[0] : '') + '/' + self.kind in [{forbidden}])"))
             .message(&*format!("{list}: cluster-scoped kinds cannot be rendered into a namespace")),
         Rule::new("!has(self.metadata.namespace) || self.metadata.namespace == '${namespace}'")
             .message(&*format!("{list}: leave metadata.namespace out: the operator renders each template into every selected namespace")),
@@ -715,7 +755,7 @@ pub fn template_rules(list: &str, vars: &[&str]) -> Vec<Rule> {
             "!has(self.metadata.name) || (self.kind in ['Role', 'RoleBinding'] ? (!{name}.contains('/') && !{name}.contains('%') && {name} != '.' && {name} != '..') : self.kind == 'Service' ? ({name}.matches(r'^[a-z]([-a-z0-9]*[a-z0-9])?$') && size({name}) <= 63) : ({name}.matches(r'{DNS_SUBDOMAIN_PATTERN}') && size({name}) <= 253))"
         ))
         .message(&*format!("{list}: metadata.name must be a valid object name once variables are replaced: a DNS subdomain (lower-case letters, digits, '-' and '.'; at most 253 characters), for a Service a DNS label starting with a letter (at most 63), for Role and RoleBinding any name without '/' or '%'")),
-        Rule::new("!self.kind.endsWith('List')")
+        Rule::new("!self.kind.endsWith('List') || (self.apiVersion.contains('/') && self.apiVersion.split('/')[0].contains('.') && !self.apiVersion.split('/')[0].endsWith('.k8s.io'))")
             .message(&*format!("{list}: a List is not one object: give each item as a template of its own")),
         Rule::new(label_shapes)
             .message(&*format!("{list}: metadata.labels and metadata.annotations need label keys, and labels label values (at most 63 letters, digits, '-', '_' or '.'), once variables are replaced")),
@@ -835,6 +875,16 @@ pub fn conditions(_: &mut SchemaGenerator) -> Schema {
             },
         },
     })
+}
+
+/// A status, once written, is never removed (the rules on its fields compare old and new only
+/// while both exist).
+pub fn status_kept(kind: &str) -> Rule {
+    Rule::new("!has(oldSelf.status) || has(self.status)")
+        .message(&*format!(
+            "the status of this {kind} is evidence: once written it is never removed"
+        ))
+        .field_path(".status")
 }
 
 // ---------------------------------------------------------------------------------------------

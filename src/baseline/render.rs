@@ -17,10 +17,10 @@ use crate::api::baseline::{
     TenantAccess, WorkloadTemplate,
 };
 
-/// Kinds a template may never render: cluster-scoped kinds (they cannot live in a namespace, and a
-/// tenant's configuration must never reach beyond its namespaces). The list the CRD's CEL rule
-/// holds, checked again here because the rule sees the template before variables are substituted.
-pub const FORBIDDEN_TEMPLATE_KINDS: &[&str] = crate::api::rules::CLUSTER_SCOPED_KINDS;
+// Kinds a template may never render: cluster-scoped kinds (they cannot live in a namespace, and a
+// tenant's configuration must never reach beyond its namespaces). The list the CRD's CEL rule
+// holds, checked again here because the rule sees the template before variables are substituted.
+use crate::api::rules::is_cluster_scoped;
 
 /// Longest label value: the baseline name goes into [`BASELINE_LABEL`].
 const MAX_LABEL_VALUE: usize = 63;
@@ -544,7 +544,7 @@ impl Ctx<'_> {
         let api_version =
             non_empty_str(obj.get("apiVersion")).ok_or_else(|| missing("apiVersion"))?;
         let kind = non_empty_str(obj.get("kind")).ok_or_else(|| missing("kind"))?;
-        if FORBIDDEN_TEMPLATE_KINDS.contains(&kind.as_str()) {
+        if is_cluster_scoped(api_group(&api_version), &kind) {
             return Err(RenderError::ForbiddenKind {
                 origin: source.into(),
                 kind,

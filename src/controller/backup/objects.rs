@@ -27,13 +27,15 @@ const NEVER: &[(&str, &str)] = &[
     ("metrics.k8s.io", "PodMetrics"),
 ];
 
-/// Whether a filter entry (`ConfigMap`, `configmaps`, `apps/v1/Deployment`, `apps/Deployment`)
-/// names this resource.
+/// Whether a filter entry (`ConfigMap`, `configmaps`, `apps/v1/Deployment`, `apps/Deployment`,
+/// `deployments.apps`) names this resource.
 pub fn kind_matches(entry: &str, ar: &ApiResource) -> bool {
     entry == ar.kind
         || entry.eq_ignore_ascii_case(&ar.plural)
         || entry == format!("{}/{}", ar.api_version, ar.kind)
-        || (!ar.group.is_empty() && entry == format!("{}/{}", ar.group, ar.kind))
+        || (!ar.group.is_empty()
+            && (entry == format!("{}/{}", ar.group, ar.kind)
+                || entry == format!("{}.{}", ar.plural, ar.group)))
 }
 
 /// Whether a kind is backed up under `resources`.
@@ -671,6 +673,20 @@ mod tests {
         assert!(selected(&r, &cm) && selected(&r, &deploy) && !selected(&r, &secret));
         let r: BackupResources = serde_yaml::from_str("excludeKinds: [apps/Deployment]").unwrap();
         assert!(!selected(&r, &deploy) && selected(&r, &cm));
+        // As kubectl writes a resource and its group; the schema admits the same forms.
+        let r: BackupResources = serde_yaml::from_str("excludeKinds: [deployments.apps]").unwrap();
+        assert!(!selected(&r, &deploy) && selected(&r, &cm));
+        let pattern = regex::Regex::new(crate::api::rules::KIND_FILTER_PATTERN).unwrap();
+        for entry in [
+            "ConfigMap",
+            "configmaps",
+            "apps/Deployment",
+            "apps/v1/Deployment",
+            "v1/Secret",
+            "deployments.apps",
+        ] {
+            assert!(pattern.is_match(entry), "{entry}");
+        }
     }
 
     #[test]
