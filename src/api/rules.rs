@@ -447,9 +447,8 @@ pub fn cron_longest_gap_bound(expr: &str) -> String {
     let minute_span = MINUTES.span(&minute);
     let day_span = format!("({} * 60 + {minute_span})", HOURS.span(&hour));
     let by_day = format!(
-        "({m} ? (({day} == 'l') ? 31 : 26) : {late} ? 59 : {g})",
+        "({m} ? (({day} == 'l') ? 31 : 26) : {day}.matches(r'^(29|30|31)$') ? 59 : {g})",
         m = monthly_day(&day),
-        late = format!("{day}.matches(r'^(29|30|31)$')"),
         g = DAYS.longest(&day, "31"),
     );
     let by_weekday = format!(
