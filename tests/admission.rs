@@ -1255,6 +1255,7 @@ fn edge_cases() -> Vec<Edge> {
         edge(PW, "a weekly window of 167h", json!({"windows": [{"schedule": "@weekly", "duration": "167h"}]})),
         edge(PW, "a weekday window of 23h", json!({"windows": [{"schedule": "0 2 * * 1-5", "duration": "23h", "timeZone": "Europe/Berlin"}]})),
         edge(PW, "a window on 29 February", json!({"windows": [{"schedule": "0 2 29 2 *", "duration": "4h"}]})),
+        edge(PW, "a window of a year from 29 February", json!({"windows": [{"schedule": "0 0 29 2 *", "duration": "8770h"}]})),
         edge(PW, "windows on the last day, the third Friday and the last Friday", json!({"windows": [{"schedule": "0 2 L * *", "duration": "4h"}, {"schedule": "0 2 ? * 5#3", "duration": "4h"}, {"schedule": "0 2 ? * 5L", "duration": "4h"}, {"schedule": "0 2 15W * *", "duration": "4h"}]})),
         edge(PW, "windows named by month and weekday names", json!({"windows": [{"schedule": "0 2 1 jan,JUL *", "duration": "24h"}, {"schedule": "0-30/15 8-18 * * Mon-Fri", "duration": "10m"}]})),
         edge(EP, "quarterly drills", json!({"drills": {"schedule": "0 10 1 */3 *", "grade": "P1"}})),

@@ -429,9 +429,10 @@ pub fn cron_shortest_gap_bound(expr: &str) -> String {
     );
     let hours = HOURS.shortest(&hour, &days_next_to, "24");
     let minutes = MINUTES.shortest(&minute, &next_to(&hour), "60");
-    // A month named alone comes once a year; other months lists are left to the days.
+    // A month named alone comes once a year (29 February once in four); lists of months are
+    // left to the days.
     let months = format!(
-        "({month} != '*' && {month}.matches(r'^([0-9]{{1,2}}|[a-z]{{3}})$') ? 365 : {NONE})"
+        "({month} != '*' && {month}.matches(r'^([0-9]{{1,2}}|[a-z]{{3}})$') && !({month} in ['2', '02', 'feb'] && {day}.matches(r'(^|[^0-9])29([^0-9]|$)')) ? 365 : {NONE})"
     );
     format!(
         "({expr} == '@hourly' ? 60 : {expr} == '@daily' ? 1440 : {expr} == '@weekly' ? 10080 : {expr} == '@monthly' ? 40320 : ({expr} == '@yearly' || {expr} == '@annually') ? 525600 : [{minutes}, {hours} * 60, {days} * 1440, {months} * 1440].min())"
