@@ -577,6 +577,39 @@ async fn a_restore_test_records_its_duration_and_deletes_its_scratch_namespace()
     common::delete_namespace(c, &env.ns).await;
 }
 
+/// NodePort and LoadBalancer Services hold ports the cluster gave them: the export leaves those
+/// out (unless the policy keeps them), so a restore test beside the original, where the ports
+/// are taken, restores and compares every object; with `keepNodePorts` the archive keeps them
+/// and the restore test still gives the sandbox's Services ports of their own.
+#[tokio::test]
+async fn services_with_node_ports_are_restore_tested_beside_the_original() {
+    let env = setup("bk-np").await;
+    let c = &env.client;
+    create(c, &env.ns, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}})).await;
+    create(c, &env.ns, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "edge"}, "ports": [{"port": 8443}]}})).await;
+    for (name, keep) in [("p", false), ("kept", true)] {
+        policy(c, &env.ns, name, json!({"rpo": "1h", "rto": "5m", "storage": [{"name": "onsite", "local": {"path": name}}],
+            "resources": {"keepNodePorts": keep},
+            "verification": {"schedule": "@daily", "restoreTest": {"schedule": "@weekly", "timeout": "10m"}}})).await;
+        let b = backup_in(c, &env.ns, name, &[BackupPhase::Completed]).await;
+        assert!(
+            b.status.unwrap().objects >= 7,
+            "{name}: the Services are in the backup"
+        );
+        annotate(c, &env.ns, name, "opsec.x1642.dev/restore-test-now").await;
+        let p = policy_condition(c, &env.ns, name, "RTOMet", "True").await;
+        let t = p.status.unwrap().last_restore_test.unwrap();
+        assert_eq!(t.result, "Passed", "{name}: {t:?}");
+        assert!(
+            t.objects_compared >= 7 && t.mismatches == 0,
+            "{name}: {t:?}"
+        );
+    }
+    common::delete_namespace(c, &env.ns).await;
+}
+
 #[tokio::test]
 async fn rpo_met_turns_false_when_the_newest_backup_is_older_than_the_rpo() {
     let env = setup("bk-rpo").await;

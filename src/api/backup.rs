@@ -151,6 +151,12 @@ pub struct BackupResources {
     /// Whether Secrets are backed up (they are encrypted like everything else).
     #[serde(default = "default_true")]
     pub include_secrets: bool,
+    /// Keep the node ports the cluster gave NodePort and LoadBalancer Services, so that a restore
+    /// asks for the same ports (where they are taken, the restore of that Service fails naming
+    /// the port). Off by default: a restore, a restore test beside the original or a restore into
+    /// another namespace gets new ports.
+    #[serde(default)]
+    pub keep_node_ports: bool,
 }
 
 impl Default for BackupResources {
@@ -160,6 +166,7 @@ impl Default for BackupResources {
             exclude_kinds: vec![],
             label_selector: None,
             include_secrets: true,
+            keep_node_ports: false,
         }
     }
 }

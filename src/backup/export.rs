@@ -15,7 +15,11 @@
 //! - `metadata.namespace` is removed: the manifest records the source namespace and a restore
 //!   may target another one.
 //!
-//! Kind-specific: a Service loses `spec.clusterIP`/`spec.clusterIPs` unless headless (`None`);
+//! Kind-specific: a Service loses `spec.clusterIP`/`spec.clusterIPs` unless headless (`None`),
+//! and the node ports the cluster allocated (`spec.ports[].nodePort`, `spec.healthCheckNodePort`)
+//! unless the policy keeps them ([`ExportOptions::keep_node_ports`]: a restore then asks for the
+//! same ports, and where they are taken the API server's refusal names the port); a
+//! ServiceAccount loses `secrets` (references to token Secrets, which are not backed up);
 //! a PersistentVolumeClaim loses `spec.volumeName` and the binding annotations (the old volume's
 //! claimRef names the old UID, so the claim would stay Pending); skipped are Secrets of type
 //! `kubernetes.io/service-account-token`, the `kube-root-ca.crt` ConfigMap, Events (core and
@@ -83,7 +87,16 @@ pub(crate) const METADATA_STRIPPED: &[&str] = &[
     "deletionGracePeriodSeconds",
     "ownerReferences",
     "namespace",
+    "generateName",
 ];
+
+/// What an export keeps that it strips by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Keep Services' node ports, so that a restore asks for the same ones (a NodePort or
+    /// LoadBalancer Service that clients reach by port).
+    pub keep_node_ports: bool,
+}
 
 const ANNOTATIONS_STRIPPED: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
@@ -102,8 +115,16 @@ fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
 }
 
-/// Cleans one object for a backup, or says why it is skipped.
-pub fn export_object(mut obj: Value) -> Result<Exported, ExportError> {
+/// Cleans one object for a backup, or says why it is skipped (with the default options).
+pub fn export_object(obj: Value) -> Result<Exported, ExportError> {
+    export_object_with(obj, &ExportOptions::default())
+}
+
+/// Cleans one object for a backup with `options`, or says why it is skipped.
+pub fn export_object_with(
+    mut obj: Value,
+    options: &ExportOptions,
+) -> Result<Exported, ExportError> {
     let root = obj.as_object_mut().ok_or(ExportError::NotAnObject)?;
     let api_version = root
         .get("apiVersion")
@@ -161,6 +182,9 @@ pub fn export_object(mut obj: Value) -> Result<Exported, ExportError> {
     }
 
     root.remove("status");
+    if group.is_empty() && kind == "ServiceAccount" {
+        root.remove("secrets");
+    }
     if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
         for field in METADATA_STRIPPED {
             meta.remove(*field);
@@ -179,6 +203,9 @@ pub fn export_object(mut obj: Value) -> Result<Exported, ExportError> {
                     spec.remove("clusterIP");
                     spec.remove("clusterIPs");
                 }
+                if !options.keep_node_ports {
+                    without_node_ports(spec);
+                }
             }
             ("PersistentVolumeClaim", Some(spec)) => {
                 spec.remove("volumeName");
@@ -187,6 +214,21 @@ pub fn export_object(mut obj: Value) -> Result<Exported, ExportError> {
         }
     }
     Ok(Exported::Keep(obj))
+}
+
+/// Removes the node ports of a Service's `spec` (`ports[].nodePort`, `healthCheckNodePort`), so
+/// that the cluster allocates new ones.
+pub fn without_node_ports(spec: &mut Map<String, Value>) {
+    spec.remove("healthCheckNodePort");
+    for port in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
+        port.remove("nodePort");
+    }
 }
 
 fn strip_annotations(meta: &mut Map<String, Value>, keys: &[&str]) {
@@ -283,6 +325,7 @@ fn read_by_export(group: &str, kind: &str, field: &str) -> bool {
     match field {
         "metadata" | "status" | "type" => true,
         "spec" => group.is_empty() && matches!(kind, "Service" | "PersistentVolumeClaim"),
+        "secrets" => group.is_empty() && kind == "ServiceAccount",
         _ => false,
     }
 }
@@ -298,6 +341,17 @@ pub fn export_raw(
     fields: &RawObject,
     out: &mut Vec<u8>,
 ) -> Result<Exported, ExportError> {
+    export_raw_with(api_version, kind, fields, out, &ExportOptions::default())
+}
+
+/// [`export_raw`] with `options`.
+pub fn export_raw_with(
+    api_version: &str,
+    kind: &str,
+    fields: &RawObject,
+    out: &mut Vec<u8>,
+    options: &ExportOptions,
+) -> Result<Exported, ExportError> {
     let group = group_of(api_version);
     let mut head = Map::new();
     head.insert("apiVersion".into(), api_version.into());
@@ -309,7 +363,7 @@ pub fn export_raw(
             head.insert(name.clone(), value);
         }
     }
-    let head = match export_object(Value::Object(head))? {
+    let head = match export_object_with(Value::Object(head), options)? {
         Exported::Keep(head) => head,
         skip => return Ok(skip),
     };
@@ -551,6 +605,46 @@ mod tests {
         }));
         assert_eq!(out["spec"]["clusterIP"], "None");
         assert_eq!(out["spec"]["clusterIPs"], json!(["None"]));
+    }
+
+    #[test]
+    fn node_ports_are_dropped_unless_the_policy_keeps_them() {
+        let service = json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "generateName": "web-"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.7", "healthCheckNodePort": 31999,
+                     "externalTrafficPolicy": "Local",
+                     "ports": [{"port": 80, "nodePort": 30080}, {"port": 443, "nodePort": 30443}]}
+        });
+        let out = keep(service.clone());
+        assert_eq!(
+            out["spec"],
+            json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}, {"port": 443}]})
+        );
+        assert_eq!(out["metadata"], json!({"name": "web"}));
+        let kept = match export_object_with(
+            service,
+            &ExportOptions {
+                keep_node_ports: true,
+            },
+        )
+        .unwrap()
+        {
+            Exported::Keep(v) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kept["spec"]["ports"][1]["nodePort"], 30443);
+        assert_eq!(kept["spec"]["healthCheckNodePort"], 31999);
+        assert!(kept["spec"].get("clusterIP").is_none());
+    }
+
+    #[test]
+    fn service_account_token_references_are_dropped() {
+        let out = keep(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"},
+            "secrets": [{"name": "app-token-x1y2z"}], "imagePullSecrets": [{"name": "registry"}]
+        }));
+        assert!(out.get("secrets").is_none());
+        assert_eq!(out["imagePullSecrets"], json!([{"name": "registry"}]));
     }
 
     #[test]

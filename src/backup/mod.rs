@@ -172,6 +172,8 @@ pub struct BackupOptions {
     /// The per-object limit is enforced while writing too, so a backup never holds an object its
     /// restore would refuse.
     pub limits: ArchiveLimits,
+    /// What the export keeps beyond its defaults.
+    pub export: export::ExportOptions,
 }
 
 impl Default for BackupOptions {
@@ -182,6 +184,7 @@ impl Default for BackupOptions {
             compression_level: archive::DEFAULT_ZSTD_LEVEL,
             compression_workers: archive::default_compression_workers(),
             limits: ArchiveLimits::default(),
+            export: export::ExportOptions::default(),
         }
     }
 }
@@ -506,7 +509,9 @@ impl BackupWriter {
 
     /// Exports and queues one object for the archive (or counts it as skipped).
     pub async fn add(&mut self, object: Value) -> Result<Added, BackupError> {
-        let object = match export::export_object(object).map_err(BackupError::Export)? {
+        let object = match export::export_object_with(object, &self.run.options.export)
+            .map_err(BackupError::Export)?
+        {
             Exported::Keep(v) => v,
             Exported::Skip(reason) => return Ok(self.skipped(reason)),
         };
@@ -536,8 +541,14 @@ impl BackupWriter {
         item: &export::RawObject,
     ) -> Result<Added, BackupError> {
         let mut data = self.buffer();
-        let head = match export::export_raw(api_version, kind, item, &mut data)
-            .map_err(BackupError::Export)?
+        let head = match export::export_raw_with(
+            api_version,
+            kind,
+            item,
+            &mut data,
+            &self.run.options.export,
+        )
+        .map_err(BackupError::Export)?
         {
             Exported::Keep(head) => head,
             Exported::Skip(reason) => return Ok(self.skipped(reason)),

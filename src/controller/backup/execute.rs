@@ -380,7 +380,8 @@ async fn run(
         backup_id: backup_id.into(),
         created_at: started,
     };
-    let options = keys.backup_options();
+    let mut options = keys.backup_options();
+    options.export.keep_node_ports = policy.spec.resources.keep_node_ports;
     // The first page is on its way while the stores start their uploads.
     let mut pages = objects::ListAhead::start(client.clone(), ns.clone(), kinds, selector);
     let mut writer = BackupWriter::begin(meta, options, &stores.ready)

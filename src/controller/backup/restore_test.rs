@@ -131,6 +131,12 @@ pub fn sandboxed(obj: &Value) -> Option<Value> {
         ("apps", "DaemonSet") => {
             out["spec"]["template"]["spec"]["nodeSelector"][NO_NODE_LABEL] = json!("no-node");
         }
+        // Beside the original, a Service kept with its node ports (keepNodePorts) takes new ones.
+        ("", "Service") => {
+            if let Some(spec) = out["spec"].as_object_mut() {
+                crate::backup::export::without_node_ports(spec);
+            }
+        }
         _ => {}
     }
     Some(out)
