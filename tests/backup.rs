@@ -293,6 +293,21 @@ async fn backup_to_local_and_s3_then_restore_into_a_fresh_namespace_with_skip_an
     let (ok, _, _) =
         common::kubectl(&["get", "-n", &target, "serviceaccount/web", "deployment/web"]);
     assert!(ok, "ServiceAccount and Deployment restored");
+    // The source's policy stays behind: restored into the target it would back that namespace
+    // up under the source's name and keys.
+    let policies = Api::<BackupPolicy>::namespaced(c.clone(), &target)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        policies
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect::<Vec<_>>(),
+        vec!["accept".to_string()],
+        "only the target's own policy"
+    );
 
     let r = restore(c, &env.ns, json!({"backupRef": {"name": b.name_any()}, "targetNamespace": target, "existingObjects": "Overwrite"})).await;
     let rs = r.status.unwrap();

@@ -11,7 +11,7 @@ use super::common::{
     DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN, Duration, LocalObjectRef, Schedule,
     SecretKeyRef, TimeZone, conditions_schema, default_true,
 };
-use super::rules::{self, KIND_FILTER_PATTERN, duration_between, duration_guard};
+use super::rules::{self, KIND_FILTER_PATTERN, KIND_REF_PATTERN, duration_between, duration_guard};
 
 /// CEL: a relative path of segments of letters, digits, `-`, `_` and `.`, without `.` or `..`.
 const RELATIVE_PATH_RULE: &str = r"self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$') && !self.split('/').exists(s, s == '..' || s == '.' || size(s) > 255)";
@@ -598,9 +598,11 @@ pub struct RestoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
     pub target_namespace: Option<String>,
-    /// Kinds to restore; everything in the backup when empty.
+    /// Kinds to restore (`ConfigMap`, `apps/Deployment`, `apps/v1/Deployment`); everything in the
+    /// backup when empty, except the operator's own kinds (a BackupPolicy would start backing up
+    /// the target under the source's name and keys), which are restored only when named here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 128), inner(length(min = 1, max = 253), regex(pattern = KIND_FILTER_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 253), regex(pattern = KIND_REF_PATTERN)), extend("x-kubernetes-list-type" = "set"))]
     pub kinds: Vec<String>,
     /// What to do with an object that already exists.
     #[serde(default)]

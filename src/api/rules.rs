@@ -52,6 +52,10 @@ pub const API_VERSION_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-
 /// `v1/ConfigMap`, or a resource and its group as kubectl writes it (`deployments.apps`).
 pub const KIND_FILTER_PATTERN: &str = r"^((([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(v[0-9]+((alpha|beta)[0-9]+)?/)?)?[A-Za-z][A-Za-z0-9]*|[a-z][a-z0-9]*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$";
 
+/// A kind as a restore names it: `ConfigMap`, `apps/Deployment`, `apps/v1/Deployment`,
+/// `v1/Secret`.
+pub const KIND_REF_PATTERN: &str = r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(v[0-9]+((alpha|beta)[0-9]+)?/)?)?[A-Z][A-Za-z0-9]*$";
+
 /// Text that a person reads: anything, as long as it is not only blanks.
 pub const NOT_BLANK_PATTERN: &str = r"\S";
 

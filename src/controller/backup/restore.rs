@@ -89,12 +89,15 @@ fn no_good_copy(
     )
 }
 
-/// Whether an object's kind is named by a Restore's `kinds` filter.
+/// Whether an object's kind is named by a Restore's `kinds` filter (the operator's own kinds
+/// only when named).
 pub fn kind_selected(kinds: &[String], obj: &serde_json::Value) -> bool {
     let kind = obj["kind"].as_str().unwrap_or_default();
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-    kinds.is_empty()
+    // The operator's own kinds only when named: a BackupPolicy restored unasked would back up
+    // its new namespace under the source's name and keys.
+    (kinds.is_empty() && group != crate::api::common::GROUP)
         || kinds.iter().any(|k| {
             k == kind
                 || *k == format!("{api_version}/{kind}")
@@ -447,5 +450,12 @@ mod tests {
         assert!(kind_selected(&k, &cm) && !kind_selected(&k, &d));
         let k = vec!["apps/Deployment".to_string(), "v1/Secret".to_string()];
         assert!(kind_selected(&k, &d) && !kind_selected(&k, &cm));
+        let policy = json!({"apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "BackupPolicy"});
+        assert!(!kind_selected(&[], &policy), "not unless asked for");
+        assert!(kind_selected(&["BackupPolicy".to_string()], &policy));
+        assert!(kind_selected(
+            &["opsec.x1642.dev/BackupPolicy".to_string()],
+            &policy
+        ));
     }
 }
