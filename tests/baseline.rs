@@ -718,18 +718,28 @@ async fn system_namespaces_are_left_alone_unless_listed_on_purpose() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_kind_the_cluster_does_not_serve_is_reported_and_the_rest_still_applies() {
+/// A baseline with `extra` over one tenant namespace of its own, once its check reports that
+/// namespace failed: the client, the namespace, the baseline's name and its status.
+async fn one_failed_namespace(
+    prefix: &str,
+    extra: &str,
+) -> (Client, String, String, SecurityBaselineStatus) {
     let client = setup().await;
-    let class = common::unique("kind");
+    let class = common::unique(prefix);
     let ns = tenant_ns(&client, &class, "acme").await;
     let name = common::unique("sbl");
-    let extra = "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: fine}}\n- {apiVersion: example.com/v1, kind: Widget, metadata: {name: w}}\n";
     create_baseline(&client, &name, &spec(&class, extra)).await;
     let status = status_until(&client, &name, "failed namespace", |s| {
         s.namespaces.failed == 1
     })
     .await;
+    (client, ns, name, status)
+}
+
+#[tokio::test]
+async fn a_kind_the_cluster_does_not_serve_is_reported_and_the_rest_still_applies() {
+    let extra = "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: fine}}\n- {apiVersion: example.com/v1, kind: Widget, metadata: {name: w}}\n";
+    let (client, ns, name, status) = one_failed_namespace("kind", extra).await;
     let entry = status
         .non_compliant
         .iter()
@@ -751,16 +761,8 @@ async fn a_kind_the_cluster_does_not_serve_is_reported_and_the_rest_still_applie
 /// of the broken revision is applied there.
 #[tokio::test]
 async fn an_undefined_variable_in_a_template_body_names_its_field() {
-    let client = setup().await;
-    let class = common::unique("var");
-    let ns = tenant_ns(&client, &class, "acme").await;
-    let name = common::unique("sbl");
     let extra = "templates:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: greeting}, data: {hello: \"welcome, ${tenent}\"}}\n";
-    create_baseline(&client, &name, &spec(&class, extra)).await;
-    let status = status_until(&client, &name, "failed namespace", |s| {
-        s.namespaces.failed == 1
-    })
-    .await;
+    let (client, ns, name, status) = one_failed_namespace("var", extra).await;
     let entry = status
         .non_compliant
         .iter()
