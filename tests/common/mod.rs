@@ -418,10 +418,18 @@ pub fn operator_command(controllers: &str, lease: &str) -> Command {
 }
 
 /// A loopback port the test operator's S3 allowlist names besides the real S3 server's: a test
-/// brings an S3 relay up and down on it (an off-site store that is down, then back).
+/// brings an S3 relay up and down on it (an off-site store that is down, then back). It lies
+/// below the kernel's ephemeral range (32768 and up), so that while it is free between those
+/// tests no socket bound to port 0 (an S3 server's, a client's) is given it.
 pub fn relay_port() -> u16 {
     static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(free_port)
+    *PORT.get_or_init(|| {
+        let start = 20_000 + (std::process::id() % 10_000) as u16;
+        (0..10_000u16)
+            .map(|i| 20_000 + (start - 20_000 + i) % 10_000)
+            .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+            .expect("a free loopback port between 20000 and 30000")
+    })
 }
 
 /// Starts an operator of a test's own (it is killed when the returned guard drops): running
