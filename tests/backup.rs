@@ -364,13 +364,8 @@ async fn flipped_byte_marks_the_backup_corrupt_and_the_restore_uses_the_s3_copy(
     std::fs::write(&data, bytes).unwrap();
     annotate(c, &env.ns, "p", "opsec.x1642.dev/verify-now").await;
     let b = backup_in(c, &env.ns, "p", &[BackupPhase::Corrupt]).await;
-    let s = b.status.unwrap();
-    let state = |n: &str| {
-        s.locations
-            .iter()
-            .find(|l| l.name == n)
-            .map(|l| l.state.clone())
-    };
+    let state = |n: &str| common::location_state(&b, n);
+    let s = b.status.clone().unwrap();
     assert_eq!(state("onsite").as_deref(), Some("Corrupt"), "{s:?}");
     assert_eq!(state("offsite").as_deref(), Some("Verified"), "{s:?}");
     common::eventually(WAIT, "a BackupCorrupt Event", || async {
@@ -679,15 +674,6 @@ fn s3_store(bucket: &str) -> Store {
     Store::s3("offsite", &common::s3::config(bucket)).unwrap()
 }
 
-fn location_state(b: &Backup, name: &str) -> Option<String> {
-    b.status
-        .as_ref()?
-        .locations
-        .iter()
-        .find(|l| l.name == name)
-        .map(|l| l.state.clone())
-}
-
 #[tokio::test]
 async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_lands_once_it_is_back()
  {
@@ -717,12 +703,12 @@ async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_l
     let s = b.status.clone().unwrap();
     assert_eq!(s.phase, Some(BackupPhase::Completed), "{s:?}");
     assert_eq!(
-        location_state(&b, "onsite").as_deref(),
+        common::location_state(&b, "onsite").as_deref(),
         Some("Written"),
         "{s:?}"
     );
     assert_eq!(
-        location_state(&b, "offsite").as_deref(),
+        common::location_state(&b, "offsite").as_deref(),
         Some("Failed"),
         "{s:?}"
     );
@@ -756,7 +742,7 @@ async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_l
     }
     let api = Api::<Backup>::namespaced(c.clone(), &env.ns);
     assert_eq!(
-        location_state(&api.get(&id).await.unwrap(), "offsite").as_deref(),
+        common::location_state(&api.get(&id).await.unwrap(), "offsite").as_deref(),
         Some("Failed")
     );
 
@@ -770,7 +756,7 @@ async fn an_unreachable_s3_endpoint_keeps_the_onsite_copy_and_the_offsite_copy_l
             let id = id.clone();
             async move {
                 let b = api.get(&id).await.ok()?;
-                (location_state(&b, "offsite").as_deref() == Some("Written")).then_some(b)
+                (common::location_state(&b, "offsite").as_deref() == Some("Written")).then_some(b)
             }
         },
     )
@@ -838,7 +824,7 @@ async fn verification_runs_on_its_schedule_without_being_asked() {
         "{s:?}"
     );
     assert_eq!(
-        location_state(&api.get(&b.name_any()).await.unwrap(), "onsite").as_deref(),
+        common::location_state(&api.get(&b.name_any()).await.unwrap(), "onsite").as_deref(),
         Some("Verified")
     );
     let p = policy_condition(c, &env.ns, "p", "Verified", "True").await;

@@ -170,15 +170,10 @@ async fn a_frozen_off_site_store_does_not_hold_up_the_on_site_commit_and_a_kill_
         },
     )
     .await;
-    let s = b.status.unwrap();
+    let state = |name: &str| common::location_state(&b, name);
+    let s = b.status.clone().unwrap();
     let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.reason, "Recovered", "{s:?}");
-    let state = |name: &str| {
-        s.locations
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.state.clone())
-    };
     assert_eq!(state("onsite").as_deref(), Some("Written"), "{s:?}");
     drop(frozen);
     common::eventually(

@@ -233,10 +233,29 @@ pub struct ObjectReference {
     pub name: String,
 }
 
-/// Schema of a `conditions` list: a list-map keyed by `type`, as the API conventions ask, so that
-/// server-side apply merges conditions by type.
-pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
-    super::rules::conditions(generator)
+/// The schema of a `conditions` list, as strict as `metav1.Condition`'s own: a type, a status
+/// of True, False or Unknown, a CamelCase reason, an observedGeneration of at least zero; a
+/// list-map keyed by type, so that server-side apply merges conditions by type.
+pub fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Conditions, by type (Kubernetes API conventions).",
+        "type": "array",
+        "maxItems": 32,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {"type": "string", "maxLength": 316, "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
+                "message": {"type": "string", "maxLength": MAX_CONDITION_MESSAGE},
+            },
+        },
+    })
 }
 
 /// The longest condition message the schema takes; longer messages are cut at a character.

@@ -552,6 +552,14 @@ const SELECTOR_KEYS_MESSAGE: &str = "matchLabels: every key must be a label key:
 /// as it checks its own selectors: an unknown operator, a key or value that is not a label key or
 /// value, `In` without values or `Exists` with values are refused, naming the field.
 pub fn label_selector(_: &mut SchemaGenerator) -> Schema {
+    let mut key = json_schema!({
+        "description": "The label key.",
+        "type": "string",
+        "maxLength": 317,
+        "pattern": LABEL_KEY_PATTERN,
+    });
+    kube::core::validate(&mut key, label_key_rule("matchExpressions.key"))
+        .expect("a rule serializes");
     json_schema!({
         "description": "A label selector: matchLabels and matchExpressions, ANDed.",
         "type": "object",
@@ -574,16 +582,7 @@ pub fn label_selector(_: &mut SchemaGenerator) -> Schema {
                     "type": "object",
                     "required": ["key", "operator"],
                     "properties": {
-                        "key": {
-                            "description": "The label key.",
-                            "type": "string",
-                            "maxLength": 317,
-                            "pattern": LABEL_KEY_PATTERN,
-                            "x-kubernetes-validations": [{
-                                "rule": "!self.contains('/') || self.indexOf('/') <= 253",
-                                "message": "matchExpressions.key: the prefix before '/' must be at most 253 characters",
-                            }],
-                        },
+                        "key": key,
                         "operator": {
                             "description": "In, NotIn, Exists or DoesNotExist.",
                             "type": "string",
@@ -687,7 +686,7 @@ pub fn limit_range_items(_: &mut SchemaGenerator) -> Schema {
 /// CEL: `expr` with the variables of `vars` replaced by a letter of the case the variable's value
 /// has (`x`, but `X` for `${workloadKind}`, which is always `Deployment`, `StatefulSet` or
 /// `DaemonSet`), to check the shape a rendered name will have; `$${` (a literal `${`) dropped.
-fn with_variables_replaced(expr: &str, vars: &[&str], _by: &str) -> String {
+fn with_variables_replaced(expr: &str, vars: &[&str]) -> String {
     vars.iter()
         .fold(format!("{expr}.replace('$${{', '')"), |acc, v| {
             let by = if *v == "workloadKind" { "X" } else { "x" };
@@ -727,7 +726,7 @@ pub fn template_rules(list: &str, vars: &[&str]) -> Vec<Rule> {
         .map(|(g, k)| format!("'{g}/{k}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    let name = with_variables_replaced("self.metadata.name", vars, "x");
+    let name = with_variables_replaced("self.metadata.name", vars);
     let meta_vars = format!(
         "(!has(self.metadata.name) || {name_ok}) && (!has(self.metadata.labels) || self.metadata.labels.all(k, {k_ok} && {v_ok})) && (!has(self.metadata.annotations) || self.metadata.annotations.all(k, {k_ok}))",
         name_ok = variables_ok("self.metadata.name", vars),
@@ -736,8 +735,8 @@ pub fn template_rules(list: &str, vars: &[&str]) -> Vec<Rule> {
     );
     let label_shapes = format!(
         "(!has(self.metadata.labels) || self.metadata.labels.all(k, {key} && {value}.matches(r'{LABEL_VALUE_PATTERN}'))) && (!has(self.metadata.annotations) || self.metadata.annotations.all(k, {key}))",
-        key = label_key_ok(&with_variables_replaced("k", vars, "x")),
-        value = with_variables_replaced("self.metadata.labels[k]", vars, "x"),
+        key = label_key_ok(&with_variables_replaced("k", vars)),
+        value = with_variables_replaced("self.metadata.labels[k]", vars),
     );
     let vars_list = vars
         .iter()
@@ -855,31 +854,6 @@ pub fn workload_templates(_: &mut SchemaGenerator) -> Schema {
 
 // ---------------------------------------------------------------------------------------------
 // Status
-
-/// The schema of a `conditions` list, as strict as `metav1.Condition`'s own: a type, a status
-/// of True, False or Unknown, a CamelCase reason, an observedGeneration of at least zero; a
-/// list-map keyed by type, so that server-side apply merges conditions by type.
-pub fn conditions(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "description": "Conditions, by type (Kubernetes API conventions).",
-        "type": "array",
-        "maxItems": 32,
-        "x-kubernetes-list-type": "map",
-        "x-kubernetes-list-map-keys": ["type"],
-        "items": {
-            "type": "object",
-            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
-            "properties": {
-                "type": {"type": "string", "maxLength": 316, "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"},
-                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
-                "lastTransitionTime": {"type": "string", "format": "date-time"},
-                "reason": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
-                "message": {"type": "string", "maxLength": 32768},
-            },
-        },
-    })
-}
 
 /// A status, once written, is never removed (the rules on its fields compare old and new only
 /// while both exist).

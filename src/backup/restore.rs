@@ -447,6 +447,19 @@ async fn stream_verified<A: Send + 'static>(
     }
 }
 
+/// The first checks of every read for a restore: the manifest's signature (when trusted keys
+/// are given), its encryption against the keys at hand, and the stored archive's digest.
+async fn checked_manifest(
+    store: &Store,
+    loc: &BackupLocation,
+    options: &RestoreOptions,
+) -> Result<Manifest, RestoreError> {
+    let manifest = read_manifest_checked(store, loc, &options.trusted_keys).await?;
+    check_key(&manifest, &options.encryption_keys)?;
+    check_stored(store, loc, &manifest).await?;
+    Ok(manifest)
+}
+
 /// Reads a backup for a restore: verifies the signature (when trusted keys are given), checks
 /// the stored archive's digest, then streams and decrypts the data, checks every object's
 /// digest, extracts within the limits (and no more than the manifest lists) and returns the
@@ -456,9 +469,7 @@ pub async fn restore(
     loc: &BackupLocation,
     options: &RestoreOptions,
 ) -> Result<RestoredBackup, RestoreError> {
-    let manifest = read_manifest_checked(store, loc, &options.trusted_keys).await?;
-    check_key(&manifest, &options.encryption_keys)?;
-    check_stored(store, loc, &manifest).await?;
+    let manifest = checked_manifest(store, loc, options).await?;
     let entries = stream_verified(
         store,
         loc,
@@ -521,9 +532,7 @@ pub async fn restore_stream(
     loc: &BackupLocation,
     options: &RestoreOptions,
 ) -> Result<ObjectStream, RestoreError> {
-    let manifest = read_manifest_checked(store, loc, &options.trusted_keys).await?;
-    check_key(&manifest, &options.encryption_keys)?;
-    check_stored(store, loc, &manifest).await?;
+    let manifest = checked_manifest(store, loc, options).await?;
     let (tx, objects) = tokio::sync::mpsc::channel(STREAM_QUEUE);
     let id = loc.backup_id().to_string();
     let reader = if in_restore_order(&manifest) {

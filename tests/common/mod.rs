@@ -500,3 +500,13 @@ pub fn operator(controllers: &str) -> u16 {
     });
     *port
 }
+
+/// The state of a Backup's copy in storage location `name` (`Written`, `Verified`, ...).
+pub fn location_state(b: &opsec_operator::api::Backup, name: &str) -> Option<String> {
+    b.status
+        .as_ref()?
+        .locations
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.state.clone())
+}
