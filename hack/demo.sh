@@ -153,11 +153,27 @@ metadata: {name: ssrf}
 spec:
   rpo: 1h
   suspend: true
-  storage: [{name: metadata, s3: {bucket: latest, endpoint: "http://169.254.169.254", credentialsSecretRef: {name: backup-keys}}}]
+  storage: [{name: metadata, s3: {bucket: latest, endpoint: "https://169.254.169.254", credentialsSecretRef: {name: backup-keys}}}]
   encryption: {keySecretRef: {name: backup-keys, key: aes256.key}}
 YAML
 kubectl -n tenant-b-prod wait backuppolicy/ssrf --for=condition=StorageReachable=False --timeout=60s
 kubectl -n tenant-b-prod get backuppolicy ssrf -o jsonpath='{.status.conditions[?(@.type=="StorageReachable")].message}{"\n"}'
+
+step "The API server refuses what the schema can judge, naming the field: a daily schedule cannot keep a 6h RPO"
+if cat <<YAML | kubectl apply -n tenant-b-prod -f - 2>/tmp/opsec-demo-refused.txt
+apiVersion: opsec.x1642.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: too-rare}
+spec:
+  rpo: 6h
+  schedule: "0 2 * * *"
+  storage: [{name: onsite, local: {path: too-rare}}]
+YAML
+then
+  echo "a schedule that cannot keep its RPO was accepted" >&2
+  exit 1
+fi
+cat /tmp/opsec-demo-refused.txt
 
 step "Disaster recovery without a cluster: the store alone lists its backups (the operator's signature on each)"
 "$op" backup list --store "$root/.run/demo-backups/tenant-b-prod/onsite" --namespace tenant-b-prod --policy demo
