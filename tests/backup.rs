@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::backups::{WAIT, annotate, backup_in, keys_secret, policy, policy_condition, restore};
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,12 +15,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use opsec_operator::api::backup::{BackupPhase, RestorePhase};
-use opsec_operator::api::{Backup, BackupPolicy, Restore};
+use opsec_operator::api::{Backup, BackupPolicy};
 use opsec_operator::backup::{BackupLocation, RestoreOptions, Store, verify};
 use opsec_operator::controller::backup::objects::FIRST_LIST_PAGE;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(60);
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 struct Env {
@@ -37,18 +38,7 @@ async fn setup(prefix: &str) -> Env {
     let ns = common::namespace(&client, prefix, &[]).await;
     common::tenant_account(&ns).await;
     let dir = common::local_root().join(&ns).join("onsite");
-    let enc: [u8; 32] =
-        std::array::from_fn(|i| (i as u8).wrapping_mul(7).wrapping_add(prefix.len() as u8));
-    let seed: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(13).wrapping_add(1));
-    create(
-        &client,
-        &ns,
-        json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "backup-keys"},
-            "stringData": {"enc": B64.encode(enc), "sign": B64.encode(seed)}
-        }),
-    )
-    .await;
+    keys_secret(&client, &ns, prefix.len() as u8).await;
     create(&client, &ns, json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
         "stringData": {"AWS_ACCESS_KEY_ID": common::s3::env("AWS_ACCESS_KEY_ID"), "AWS_SECRET_ACCESS_KEY": common::s3::env("AWS_SECRET_ACCESS_KEY")}
@@ -93,113 +83,11 @@ fn s3(bucket: &str, secret: &str) -> Value {
         "prefix": "backups", "credentialsSecretRef": {"name": secret}}})
 }
 
-fn keys() -> Value {
-    json!({"encryption": {"keySecretRef": {"name": "backup-keys", "key": "enc"}}})
-}
-
-async fn policy(client: &Client, ns: &str, name: &str, mut spec: Value) -> BackupPolicy {
-    if spec.get("encryption").is_none() {
-        spec["encryption"] = keys()["encryption"].clone();
-    }
-    let p: BackupPolicy = serde_json::from_value(json!({
-        "apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "BackupPolicy",
-        "metadata": {"name": name, "namespace": ns}, "spec": spec,
-    }))
-    .unwrap();
-    Api::<BackupPolicy>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &p)
-        .await
-        .expect("create BackupPolicy")
-}
-
-async fn restore(client: &Client, ns: &str, spec: Value) -> Restore {
-    let name = common::unique("rst");
-    let r: Restore = serde_json::from_value(json!({
-        "apiVersion": "opsec.x1642.dev/v1alpha1", "kind": "Restore",
-        "metadata": {"name": name, "namespace": ns}, "spec": spec,
-    }))
-    .unwrap();
-    let api = Api::<Restore>::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &r)
-        .await
-        .expect("create Restore");
-    common::eventually(WAIT, "the Restore to finish", || {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            let r = api.get(&name).await.ok()?;
-            matches!(
-                r.status.as_ref()?.phase,
-                Some(RestorePhase::Completed | RestorePhase::Failed)
-            )
-            .then_some(r)
-        }
-    })
-    .await
-}
-
-/// The first Backup of `policy` that reaches `phase`.
-async fn backup_in(client: &Client, ns: &str, policy: &str, phases: &[BackupPhase]) -> Backup {
-    let api = Api::<Backup>::namespaced(client.clone(), ns);
-    common::eventually(WAIT, &format!("a Backup of {policy} in {phases:?}"), || {
-        let api = api.clone();
-        async move {
-            let list = api.list(&ListParams::default()).await.ok()?;
-            list.items.into_iter().find(|b| {
-                b.spec.policy_ref.name == policy
-                    && b.status
-                        .as_ref()
-                        .and_then(|s| s.phase)
-                        .is_some_and(|p| phases.contains(&p))
-            })
-        }
-    })
-    .await
-}
-
-async fn policy_condition(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    type_: &str,
-    status: &str,
-) -> BackupPolicy {
-    let api = Api::<BackupPolicy>::namespaced(client.clone(), ns);
-    common::eventually(
-        Duration::from_secs(90),
-        &format!("{type_}={status} on {name}"),
-        || {
-            let api = api.clone();
-            async move {
-                let p = api.get(name).await.ok()?;
-                p.status
-                    .as_ref()?
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == type_ && c.status == status)
-                    .then_some(p)
-            }
-        },
-    )
-    .await
-}
-
 async fn configmap(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
     Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
         .unwrap()
-}
-
-async fn annotate(client: &Client, ns: &str, policy: &str, key: &str) {
-    let api = Api::<BackupPolicy>::namespaced(client.clone(), ns);
-    api.patch(
-        policy,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {key: "1"}}})),
-    )
-    .await
-    .unwrap();
 }
 
 async fn events(client: &Client, ns: &str, reason: &str) -> bool {

@@ -683,10 +683,15 @@ pub struct RestoreStatus {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub failed: i64,
-    /// The first errors (capped at 20).
+    /// The first errors (capped at 20): each object refused, with the API server's reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub errors: Vec<String>,
+    /// Writes undone after a write failed part-way (a restore is all or nothing): objects it
+    /// had created, deleted again; objects it had overwritten, put back.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    #[schemars(range(min = 0))]
+    pub rolled_back: i64,
     /// Runs started: a run cut short by an operator restart is run again (Event
     /// `RestoreInterrupted`), at most 3 in all.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -699,6 +704,10 @@ pub struct RestoreStatus {
 }
 
 fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
     *n == 0
 }
 

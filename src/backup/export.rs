@@ -20,6 +20,9 @@
 //! unless the policy keeps them ([`ExportOptions::keep_node_ports`]: a restore then asks for the
 //! same ports, and where they are taken the API server's refusal names the port); a
 //! ServiceAccount loses `secrets` (references to token Secrets, which are not backed up);
+//! a Job loses the selector the API server generated and the UID labels it matches
+//! (`controller-uid`, `batch.kubernetes.io/controller-uid`, on the Job and its pod template),
+//! unless `spec.manualSelector` is set; a bare Pod loses `spec.nodeName` (the node it ran on);
 //! a PersistentVolumeClaim loses `spec.volumeName` and the binding annotations (the old volume's
 //! claimRef names the old UID, so the claim would stay Pending); skipped are Secrets of type
 //! `kubernetes.io/service-account-token`, the `kube-root-ca.crt` ConfigMap, Events (core and
@@ -210,10 +213,42 @@ pub fn export_object_with(
             ("PersistentVolumeClaim", Some(spec)) => {
                 spec.remove("volumeName");
             }
+            ("Pod", Some(spec)) => {
+                spec.remove("nodeName");
+            }
             _ => {}
         }
     }
+    if group == "batch" && kind == "Job" {
+        without_job_selector(root);
+    }
     Ok(Exported::Keep(obj))
+}
+
+/// Labels the Job controller sets to a Job's UID.
+const JOB_UID_LABELS: &[&str] = &["controller-uid", "batch.kubernetes.io/controller-uid"];
+
+/// Removes a Job's generated selector and the UID labels it matches (on the Job and its pod
+/// template), unless the Job chose its own selector (`spec.manualSelector`): the API server
+/// refuses a new Job whose selector names another Job's UID, and generates a new one.
+fn without_job_selector(root: &mut Map<String, Value>) {
+    let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec.get("manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    spec.remove("selector");
+    if let Some(labels) = spec
+        .get_mut("template")
+        .and_then(|t| t.get_mut("metadata"))
+        .and_then(Value::as_object_mut)
+    {
+        strip_map(labels, "labels", JOB_UID_LABELS);
+    }
+    if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
+        strip_map(meta, "labels", JOB_UID_LABELS);
+    }
 }
 
 /// Removes the node ports of a Service's `spec` (`ports[].nodePort`, `healthCheckNodePort`), so
@@ -232,17 +267,22 @@ pub fn without_node_ports(spec: &mut Map<String, Value>) {
 }
 
 fn strip_annotations(meta: &mut Map<String, Value>, keys: &[&str]) {
-    let now_empty = match meta.get_mut("annotations").and_then(Value::as_object_mut) {
-        Some(ann) => {
+    strip_map(meta, "annotations", keys);
+}
+
+/// Removes `keys` from the map `field` of `meta` (labels, annotations), and the map once empty.
+fn strip_map(meta: &mut Map<String, Value>, field: &str, keys: &[&str]) {
+    let now_empty = match meta.get_mut(field).and_then(Value::as_object_mut) {
+        Some(map) => {
             for k in keys {
-                ann.remove(*k);
+                map.remove(*k);
             }
-            ann.is_empty()
+            map.is_empty()
         }
         None => false,
     };
     if now_empty {
-        meta.remove("annotations");
+        meta.remove(field);
     }
 }
 
@@ -324,7 +364,10 @@ impl RawListPage {
 fn read_by_export(group: &str, kind: &str, field: &str) -> bool {
     match field {
         "metadata" | "status" | "type" => true,
-        "spec" => group.is_empty() && matches!(kind, "Service" | "PersistentVolumeClaim"),
+        "spec" => {
+            (group.is_empty() && matches!(kind, "Service" | "PersistentVolumeClaim" | "Pod"))
+                || (group == "batch" && kind == "Job")
+        }
         "secrets" => group.is_empty() && kind == "ServiceAccount",
         _ => false,
     }
@@ -645,6 +688,39 @@ mod tests {
         }));
         assert!(out.get("secrets").is_none());
         assert_eq!(out["imagePullSecrets"], json!([{"name": "registry"}]));
+    }
+
+    #[test]
+    fn a_jobs_generated_selector_and_uid_labels_are_dropped_unless_chosen_by_hand() {
+        let uid = "e26134e1-b355-47ce-803e-365c6534831f";
+        let labels = json!({"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+            "batch.kubernetes.io/job-name": "migrate", "job-name": "migrate", "team": "db"});
+        let job = json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "labels": labels},
+            "spec": {"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}},
+                     "template": {"metadata": {"labels": labels}, "spec": {"restartPolicy": "Never"}}}
+        });
+        let out = keep(job.clone());
+        let left =
+            json!({"batch.kubernetes.io/job-name": "migrate", "job-name": "migrate", "team": "db"});
+        assert!(out["spec"].get("selector").is_none());
+        assert_eq!(out["metadata"]["labels"], left);
+        assert_eq!(out["spec"]["template"]["metadata"]["labels"], left);
+        let mut manual = job;
+        manual["spec"]["manualSelector"] = json!(true);
+        let out = keep(manual.clone());
+        assert_eq!(out["spec"]["selector"], manual["spec"]["selector"]);
+        assert_eq!(out["spec"]["template"], manual["spec"]["template"]);
+    }
+
+    #[test]
+    fn a_bare_pod_is_not_bound_to_its_old_node() {
+        let out = keep(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug"},
+            "spec": {"nodeName": "node-7", "containers": [{"name": "c", "image": "busybox"}]}
+        }));
+        assert!(out["spec"].get("nodeName").is_none());
+        assert_eq!(out["spec"]["containers"][0]["name"], "c");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! of each test's own so tests run in parallel without touching each other.
 #![allow(dead_code)]
 
+pub mod backups;
 pub mod kinds;
 pub mod s3;
 

@@ -16,6 +16,7 @@ pub mod restore;
 pub mod restore_test;
 pub mod schedule;
 pub mod signing;
+pub mod writes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,20 +1,21 @@
 //! The Kubernetes side of backups and restores: which kinds of a namespace are backed up (API
 //! discovery, include/exclude filters), listing them page by page, creating restored objects
-//! (server-side apply for Overwrite, create-if-absent for Skip), and comparing a restored
-//! object with its backup.
+//! (through [`super::writes`]), and comparing a restored object with its backup.
 
 use std::collections::HashMap;
 
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::Resource;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::core::Request;
 use kube::discovery::{Discovery, Scope, verbs};
-use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::api::backup::{BackupResources, ExistingObjects};
 use crate::backup::protobuf::{self, ProtobufKind};
 use crate::backup::{RawListPage, RawObject};
+
+use super::writes::{Mode, Written, write_one};
 
 /// Kinds never backed up: recreated by the cluster, or (Backup, Restore) objects whose restore
 /// would start backups or restores of their own.
@@ -456,7 +457,8 @@ impl Resolver {
     }
 }
 
-fn describe(obj: &Value) -> String {
+/// An object as `apiVersion/Kind name`.
+pub fn describe(obj: &Value) -> String {
     format!(
         "{}/{} {}",
         obj["apiVersion"].as_str().unwrap_or_default(),
@@ -472,8 +474,9 @@ pub fn stamped_by_baseline(obj: &Value) -> bool {
 }
 
 /// Creates `objects` (already in restore order) in `namespace` with `client` (a tenant's, so
-/// the API server judges every write as the tenant's). Objects a baseline stamps are skipped,
-/// whether the backup or the namespace holds them.
+/// the API server judges every write as the tenant's), each on its own: the restore test's
+/// writes into its scratch namespace, which is deleted after. Objects a baseline stamps are
+/// skipped, whether the backup or the namespace holds them.
 pub async fn apply_objects(
     client: &Client,
     namespace: &str,
@@ -483,37 +486,14 @@ pub async fn apply_objects(
     let mut out = Applied::default();
     let mut resolver = Resolver::default();
     for obj in objects {
-        let result = apply_one(client, &mut resolver, namespace, obj, existing).await;
-        out.count(obj, result);
-    }
-    out
-}
-
-/// [`apply_objects`] for objects read one at a time from a backup ([`ObjectStream`]), those
-/// `wanted` accepts: the backup is never all in memory.
-///
-/// [`ObjectStream`]: crate::backup::restore::ObjectStream
-pub async fn apply_stream(
-    client: &Client,
-    namespace: &str,
-    stream: &mut crate::backup::restore::ObjectStream,
-    wanted: impl Fn(&Value) -> bool,
-    existing: ExistingObjects,
-) -> Applied {
-    let mut out = Applied::default();
-    let mut resolver = Resolver::default();
-    while let Some(obj) = stream.next().await {
-        if !wanted(&obj) {
-            continue;
-        }
-        let result = apply_one(client, &mut resolver, namespace, &obj, existing).await;
-        out.count(&obj, result);
+        let result = write_one(client, &mut resolver, namespace, obj, existing, Mode::Write).await;
+        out.count(obj, result.map(|w| !matches!(w, Written::Skipped)));
     }
     out
 }
 
 impl Applied {
-    fn count(&mut self, obj: &Value, result: Result<bool, String>) {
+    pub fn count(&mut self, obj: &Value, result: Result<bool, String>) {
         match result {
             Ok(true) => self.restored += 1,
             Ok(false) => self.skipped += 1,
@@ -522,53 +502,6 @@ impl Applied {
                 if self.errors.len() < MAX_ERRORS {
                     self.errors.push(format!("{}: {e}", describe(obj)));
                 }
-            }
-        }
-    }
-}
-
-/// Creates or applies one object; `Ok(false)` when it existed and was skipped.
-async fn apply_one(
-    client: &Client,
-    resolver: &mut Resolver,
-    namespace: &str,
-    obj: &Value,
-    existing: ExistingObjects,
-) -> Result<bool, String> {
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    let kind = obj["kind"].as_str().unwrap_or_default();
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let ar = resolver.resource(client, api_version, kind).await?;
-    if stamped_by_baseline(obj) {
-        return Ok(false);
-    }
-    let mut body = obj.clone();
-    body["metadata"]["namespace"] = Value::String(namespace.into());
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
-    match existing {
-        ExistingObjects::Overwrite => {
-            let current = api.get_opt(&name).await.map_err(|e| e.to_string())?;
-            if current.is_some_and(|c| c.labels().contains_key(crate::baseline::BASELINE_LABEL)) {
-                return Ok(false);
-            }
-            api.patch(
-                &name,
-                &PatchParams::apply(RESTORE_FIELD_MANAGER).force(),
-                &Patch::Apply(body),
-            )
-            .await
-            .map(|_| true)
-            .map_err(|e| e.to_string())
-        }
-        ExistingObjects::Skip => {
-            let dynobj: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
-            match api.create(&PostParams::default(), &dynobj).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e.to_string()),
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The Restore controller: finds the backup (a Backup object or a store id), checks that the
 //! target namespace accepts it, reads a fully verified copy (another location's copy when one
-//! is corrupt or unreadable; never a partial restore), and creates the objects in restore order:
-//! server-side apply for `Overwrite`, create-if-absent for `Skip`.
+//! is corrupt or unreadable), and writes the objects in restore order as one unit
+//! ([`super::writes`]): a server-side dry run of them all first, then the writes, undone if one
+//! fails. Server-side apply for `Overwrite`, create-if-absent for `Skip`.
 
 use std::time::Instant;
 
@@ -11,12 +12,14 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::objects;
+use super::objects::{self, Applied, Resolver};
 use super::resolve::{Access, Keys, error_chain};
+use super::writes::{self, Journal, Mode, Planned, Written, write_one};
 use super::{Error, State, time, write_status};
-use crate::api::backup::{RestorePhase, RestoreStatus};
+use crate::api::backup::{ExistingObjects, RestorePhase, RestoreStatus};
 use crate::api::common::{ConditionStatus, format_duration, set_condition};
 use crate::api::{Backup, BackupPolicy, Restore};
+use crate::backup::restore::ObjectStream;
 use crate::backup::{BackupLocation, RestoredBackup};
 
 /// A backup read back, and where from.
@@ -220,7 +223,7 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     done.duration = Some(format_duration(started.elapsed()));
     let now = Timestamp::now();
     match outcome {
-        Ok(()) if done.failed == 0 => {
+        Ok(()) => {
             done.phase = Some(RestorePhase::Completed);
             let msg = format!(
                 "{} restored, {} skipped from {}",
@@ -248,29 +251,11 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
             )
             .await;
         }
-        Ok(()) => {
-            done.phase = Some(RestorePhase::Failed);
-            let msg = format!(
-                "{} objects failed: {}",
-                done.failed,
-                done.errors.first().cloned().unwrap_or_default()
-            );
-            set_condition(
-                &mut done.conditions,
-                "Ready",
-                ConditionStatus::False,
-                "ObjectsFailed",
-                msg.clone(),
-                r.metadata.generation,
-                now,
-            );
-            write_status(st, r, Some(&running), &done).await?;
-            st.publish(r, EventType::Warning, "RestoreFailed", "Restore", msg, None)
-                .await;
-        }
         Err((reason, msg)) => {
             done.phase = Some(RestorePhase::Failed);
-            done.errors = vec![msg.clone()];
+            if done.errors.is_empty() {
+                done.errors = vec![msg.clone()];
+            }
             set_condition(
                 &mut done.conditions,
                 "Ready",
@@ -365,9 +350,9 @@ async fn run(
         }
     }
     let keys = access.keys(&policy).await.map_err(|e| ("InvalidKey", e))?;
-    // Objects are written as they are read, from the first copy that checks out; a copy that
-    // fails part-way (its store changed under the read) gives way to the next, which writes
-    // them again (skipped or overwritten, as the spec says).
+    // The backup is read twice from the first copy that checks out: once for a dry run of
+    // every write, once for the writes. A copy that fails part-way (its store changed under
+    // the read) gives way to the next, after what it wrote is undone.
     let options = keys.restore_options();
     let loc = BackupLocation::new(&ns, policy.name_any(), &backup_id)
         .map_err(|e| ("NoGoodCopy", error_chain(&e)))?;
@@ -378,33 +363,99 @@ async fn run(
         .filter(|(n, _)| only.as_deref().is_none_or(|o| o == n))
         .map(|(n, e)| (n.clone(), e.clone(), "StorageUnreachable"))
         .collect();
+    let wanted = |o: &serde_json::Value| kind_selected(&r.spec.kinds, o);
+    let existing = r.spec.existing_objects;
     let mut done = None;
     for store in stores
         .ready
         .iter()
         .filter(|s| only.as_deref().is_none_or(|o| o == s.name()))
     {
+        let mut failed_read = |e: crate::backup::restore::RestoreError| {
+            failures.push((store.name().into(), error_chain(&e), e.category()));
+        };
         let mut stream = match crate::backup::restore::restore_stream(store, &loc, &options).await {
             Ok(s) => s,
             Err(e) => {
-                failures.push((store.name().into(), error_chain(&e), e.category()));
+                failed_read(e);
                 continue;
             }
         };
-        let applied = objects::apply_stream(
-            client,
-            &target,
-            &mut stream,
-            |o| kind_selected(&r.spec.kinds, o),
-            r.spec.existing_objects,
-        )
-        .await;
-        match stream.finish().await {
-            Ok(()) => {
-                done = Some((store.name().to_string(), applied));
-                break;
+        let check = dry_run(client, &target, &mut stream, wanted, existing).await;
+        if let Err(e) = stream.finish().await {
+            failed_read(e);
+            continue;
+        }
+        if check.failed > 0 {
+            let msg = format!(
+                "nothing was restored: {} of the backup's objects would be refused (server-side dry run); first: {}",
+                check.failed,
+                check.errors.first().cloned().unwrap_or_default()
+            );
+            status.storage = Some(store.name().into());
+            status.failed = check.failed;
+            status.errors = check.errors;
+            return Err(("DryRunFailed", msg));
+        }
+        let mut stream = match crate::backup::restore::restore_stream(store, &loc, &options).await {
+            Ok(s) => s,
+            Err(e) => {
+                failed_read(e);
+                continue;
             }
-            Err(e) => failures.push((store.name().into(), error_chain(&e), e.category())),
+        };
+        let (applied, journal, refused) =
+            write_all(client, &target, &mut stream, wanted, existing).await;
+        let read = stream.finish().await;
+        if refused.is_none() && read.is_ok() {
+            done = Some((store.name().to_string(), applied));
+            break;
+        }
+        let written = journal.len();
+        let undone = journal.undo(client, &target).await;
+        status.rolled_back = undone.undone;
+        match (refused, read) {
+            (Some(refusal), _) => {
+                status.storage = Some(store.name().into());
+                status.failed = 1;
+                status.errors = std::iter::once(refusal.clone())
+                    .chain(undone.left.iter().map(|l| format!("not undone: {l}")))
+                    .take(objects::MAX_ERRORS)
+                    .collect();
+                return Err(if undone.left.is_empty() {
+                    (
+                        "RolledBack",
+                        format!(
+                            "nothing was restored: a write failed after {written} others, which were undone: {refusal}"
+                        ),
+                    )
+                } else {
+                    (
+                        "RollbackIncomplete",
+                        format!(
+                            "a write failed ({refusal}); {} of the {written} writes before it could not be undone: {}",
+                            undone.left.len(),
+                            undone.left.join("; ")
+                        ),
+                    )
+                });
+            }
+            (None, Err(e)) => {
+                if !undone.left.is_empty() {
+                    return Err((
+                        "RollbackIncomplete",
+                        format!(
+                            "location {} failed part-way ({}); {} writes could not be undone: {}",
+                            store.name(),
+                            error_chain(&e),
+                            undone.left.len(),
+                            undone.left.join("; ")
+                        ),
+                    ));
+                }
+                failed_read(e);
+            }
+            (None, Ok(())) => unreachable!("handled above"),
         }
     }
     let Some((from, applied)) = done else {
@@ -431,9 +482,70 @@ async fn run(
     status.storage = Some(from);
     status.restored = applied.restored;
     status.skipped = applied.skipped;
-    status.failed = applied.failed;
-    status.errors = applied.errors;
+    status.rolled_back = 0;
+    status.failed = 0;
+    status.errors.clear();
     Ok(())
+}
+
+/// The dry run of every wanted object of `stream` in restore order: what would be refused
+/// (counted in `failed`, the first ones in `errors`). A refusal because an object the restore
+/// writes earlier is not there yet is left to the write ([`writes::waits_on_restored`]).
+async fn dry_run(
+    client: &kube::Client,
+    target: &str,
+    stream: &mut ObjectStream,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+    existing: ExistingObjects,
+) -> Applied {
+    let mut out = Applied::default();
+    let mut resolver = Resolver::default();
+    let mut planned = Planned::default();
+    while let Some(obj) = stream.next().await {
+        if !wanted(&obj) {
+            continue;
+        }
+        let result = write_one(client, &mut resolver, target, &obj, existing, Mode::DryRun).await;
+        let result = match result {
+            Ok(w) => {
+                if !matches!(w, Written::Skipped) {
+                    planned.add(&obj);
+                }
+                Ok(true)
+            }
+            Err(e) if writes::waits_on_restored(&e, &planned) => Ok(true),
+            Err(e) => Err(e),
+        };
+        out.count(&obj, result);
+    }
+    out
+}
+
+/// The writes of every wanted object of `stream`, journaled; the first refusal stops them and
+/// is returned (the caller undoes the journal).
+async fn write_all(
+    client: &kube::Client,
+    target: &str,
+    stream: &mut ObjectStream,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+    existing: ExistingObjects,
+) -> (Applied, Journal, Option<String>) {
+    let mut out = Applied::default();
+    let mut journal = Journal::default();
+    let mut resolver = Resolver::default();
+    while let Some(obj) = stream.next().await {
+        if !wanted(&obj) {
+            continue;
+        }
+        match write_one(client, &mut resolver, target, &obj, existing, Mode::Write).await {
+            Ok(w) => {
+                out.count(&obj, Ok(!matches!(w, Written::Skipped)));
+                journal.record(w);
+            }
+            Err(e) => return (out, journal, Some(writes::refusal(&obj, &e))),
+        }
+    }
+    (out, journal, None)
 }
 
 #[cfg(test)]
