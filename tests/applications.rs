@@ -280,13 +280,53 @@ async fn the_shop_restores_into_another_namespace_and_in_a_restore_test_object_f
     let t = p.status.unwrap().last_restore_test.unwrap();
     eprintln!(
         "restore test of the shop: {} compared, {} mismatches, {}",
-        t.objects_compared,
-        t.mismatches,
-        t.duration
+        t.objects_compared, t.mismatches, t.duration
     );
     assert_eq!(t.result, "Passed", "{t:?}");
     assert_eq!(t.mismatches, 0, "{t:?}");
     assert!(t.objects_compared as usize >= before.len() - 1, "{t:?}");
+
+    // A restore test that fails measures nothing: the policy shows the last passing test's
+    // time as its measured RTO, and the failed one beside it.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), &ns);
+    secrets
+        .patch(
+            "backup-keys",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"enc": "bm90IHRoZSBrZXkgdGhlIGJhY2t1cCB3YXMgbWFkZSB3aXRoIQ=="}})),
+        )
+        .await
+        .unwrap();
+    let policies: Api<opsec_operator::api::BackupPolicy> = Api::namespaced(c.clone(), &ns);
+    let again = json!({"metadata": {"annotations": {"opsec.x1642.dev/restore-test-now": "2"}}});
+    policies
+        .patch("shop", &PatchParams::default(), &Patch::Merge(again))
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(60), "a failed restore test", || {
+        let policies = policies.clone();
+        async move {
+            let s = policies.get("shop").await.ok()?.status?;
+            (s.last_restore_test?.result == "Failed").then_some(())
+        }
+    })
+    .await;
+    let (ok, out, err) = common::kubectl(&["get", "bkp", "shop", "-n", &ns, "-o", "wide"]);
+    assert!(ok, "{err}");
+    // The table's columns are aligned: a value starts where its header does.
+    let (header, row) = (out.lines().next().unwrap(), out.lines().nth(1).unwrap());
+    let column = |name: &str| {
+        let at = header
+            .find(name)
+            .unwrap_or_else(|| panic!("no column {name}: {out}"));
+        row[at..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(column("MEASURED RTO"), t.duration, "{out}");
+    assert_eq!(column("LAST TEST"), "Failed", "{out}");
     common::delete_namespace(c, &target).await;
     common::delete_namespace(c, &ns).await;
 }

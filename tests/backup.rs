@@ -276,6 +276,44 @@ async fn flipped_byte_marks_the_backup_corrupt_and_the_restore_uses_the_s3_copy(
     assert_eq!(rs.phase, Some(RestorePhase::Completed), "{rs:?}");
     assert_eq!(rs.storage.as_deref(), Some("offsite"), "{rs:?}");
     assert!(configmap(c, &env.ns, "app-config").await.is_some());
+
+    // The catalogue keeps what verification learned: rebuilt from the stores after the Backup
+    // is gone, the copy is marked corrupt again, not trusted as written.
+    let pol = Api::<BackupPolicy>::namespaced(c.clone(), &env.ns);
+    let remembered = pol.get("p").await.unwrap().status.unwrap().corrupt_copies;
+    assert!(
+        remembered
+            .iter()
+            .any(|k| k.backup_id == b.name_any() && k.location == "onsite"),
+        "{remembered:?}"
+    );
+    let backups = Api::<Backup>::namespaced(c.clone(), &env.ns);
+    backups
+        .delete(&b.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let rebuilt = common::eventually(WAIT, "the Backup back from the catalogue", || {
+        let backups = backups.clone();
+        let old = b.uid();
+        let name = b.name_any();
+        async move {
+            let r = backups.get_opt(&name).await.ok()??;
+            (r.uid() != old && r.status.as_ref()?.phase.is_some()).then_some(r)
+        }
+    })
+    .await;
+    let s = rebuilt.status.clone().unwrap();
+    assert_eq!(s.phase, Some(BackupPhase::Corrupt), "{s:?}");
+    assert_eq!(
+        common::location_state(&rebuilt, "onsite").as_deref(),
+        Some("Corrupt"),
+        "{s:?}"
+    );
+    assert_eq!(
+        common::location_state(&rebuilt, "offsite").as_deref(),
+        Some("Written"),
+        "{s:?}"
+    );
     common::delete_namespace(c, &env.ns).await;
 }
 

@@ -58,7 +58,13 @@ fn storage_place(a: &str) -> String {
     printcolumn(
         name = "Measured RTO",
         type_ = "string",
-        json_path = ".status.lastRestoreTest.duration",
+        json_path = ".status.lastPassedRestoreTest.duration",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Last Test",
+        type_ = "string",
+        json_path = ".status.lastRestoreTest.result",
         priority = 1
     ),
     printcolumn(
@@ -336,9 +342,18 @@ pub struct BackupPolicyStatus {
     /// The newest verification of stored copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verification: Option<VerificationSummary>,
-    /// The newest restore test; its duration is the measured RTO.
+    /// The newest restore test, passed or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore_test: Option<RestoreTestSummary>,
+    /// The newest restore test that passed: its duration is the measured RTO (a failed test
+    /// measures nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_passed_restore_test: Option<RestoreTestSummary>,
+    /// Copies verification found corrupt, newest first (at most 50): a catalogue rebuilt from
+    /// the stores marks them corrupt again, rather than trusting them as written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub corrupt_copies: Vec<CorruptCopy>,
     /// The last `opsec.x1642.dev/verify-now` token handled: a verification runs when the
     /// annotation holds another value (re-applying the same manifest asks for nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,6 +396,23 @@ pub struct VerificationSummary {
     /// Copies that failed.
     #[schemars(range(min = 0))]
     pub failed: i32,
+}
+
+/// A stored copy verification found corrupt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorruptCopy {
+    /// The backup's id in the store.
+    #[schemars(length(min = 1, max = 253))]
+    pub backup_id: String,
+    /// The storage location holding the copy.
+    #[schemars(length(min = 1, max = 63))]
+    pub location: String,
+    /// When verification found it.
+    pub time: Time,
+    /// What verification found.
+    #[schemars(length(max = 1024))]
+    pub reason: String,
 }
 
 /// A restore test.

@@ -262,16 +262,20 @@ pub fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
 pub const MAX_CONDITION_MESSAGE: usize = 32768;
 
 /// `message` cut to [`MAX_CONDITION_MESSAGE`] bytes at a character boundary.
-fn condition_message(mut message: String) -> String {
-    if message.len() > MAX_CONDITION_MESSAGE {
-        let mut end = MAX_CONDITION_MESSAGE - 3;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str("...");
+fn condition_message(message: String) -> String {
+    cap_message(&message, MAX_CONDITION_MESSAGE)
+}
+
+/// `message` cut to at most `max` bytes at a character boundary, ending in `...` when cut.
+pub fn cap_message(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_string();
     }
-    message
+    let mut end = max.saturating_sub(3);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
 }
 
 /// The status of a condition: the three values the API conventions allow.

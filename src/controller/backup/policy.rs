@@ -23,7 +23,7 @@ use super::{
 use super::{restore_test, schedule};
 use crate::api::backup::{
     BackupLocationStatus, BackupPhase, BackupPolicyStatus, BackupSpec, BackupStatus, BackupSummary,
-    BackupTrigger, BackupVerification, RestoreTestSummary, VerificationSummary,
+    BackupTrigger, BackupVerification, CorruptCopy, RestoreTestSummary, VerificationSummary,
 };
 use crate::api::common::{ConditionStatus, LocalObjectRef, set_condition};
 use crate::api::{Backup, BackupPolicy};
@@ -122,6 +122,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
         &access,
         &stores,
         &backups,
+        &status.corrupt_copies,
         &mut unreachable,
         &mut more_to_read,
     )
@@ -205,7 +206,15 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                     }
                     let _permit = st.reads.acquire().await;
                     let options = keys.as_ref().ok().map(|k| k.verify_options());
-                    let summary = verify_all(st, p, &stores, &mut backups, options).await;
+                    let summary = verify_all(
+                        st,
+                        p,
+                        &stores,
+                        &mut backups,
+                        options,
+                        &mut status.corrupt_copies,
+                    )
+                    .await;
                     let (cs, reason, msg) = if summary.failed == 0 {
                         (
                             ConditionStatus::True,
@@ -323,6 +332,9 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                             None,
                         )
                         .await;
+                        if passed {
+                            status.last_passed_restore_test = Some(summary.clone());
+                        }
                         status.last_restore_test = Some(summary);
                     }
                     let last = status
@@ -616,6 +628,7 @@ async fn rebuild_catalogue(
     access: &Access,
     stores: &Stores,
     backups: &[Backup],
+    corrupt_copies: &[CorruptCopy],
     unreachable: &mut Vec<(String, String)>,
     more_to_read: &mut bool,
 ) -> Vec<String> {
@@ -695,10 +708,12 @@ async fn rebuild_catalogue(
         }
     }
     let mut out = Vec::new();
-    for (id, (m, completed_at, locations)) in found {
+    for (id, (m, completed_at, mut locations)) in found {
         if known.contains(&id) {
             continue;
         }
+        // What verification learned of these copies before the catalogue was lost.
+        let corrupt = mark_known_corrupt(&id, &mut locations, corrupt_copies);
         let created = match create_backup(st, &ns, &name, &id, BackupTrigger::Catalogue).await {
             Ok(Some(b)) => b,
             Ok(None) => continue,
@@ -708,7 +723,11 @@ async fn rebuild_catalogue(
             }
         };
         let status = BackupStatus {
-            phase: Some(BackupPhase::Completed),
+            phase: Some(if corrupt {
+                BackupPhase::Corrupt
+            } else {
+                BackupPhase::Completed
+            }),
             backup_id: Some(id.clone()),
             start_time: Some(time(completed_at)),
             completion_time: Some(time(completed_at)),
@@ -727,6 +746,71 @@ async fn rebuild_catalogue(
     out
 }
 
+/// Most copies found corrupt a policy's status remembers.
+const MAX_CORRUPT_COPIES: usize = 50;
+
+/// Records what a verification found of one copy: a corrupt one (with `reason`) is remembered,
+/// newest first and at most [`MAX_CORRUPT_COPIES`]; a good one is forgotten.
+fn remember_verification(
+    list: &mut Vec<CorruptCopy>,
+    backup_id: &str,
+    location: &str,
+    reason: Option<&str>,
+    now: Timestamp,
+) {
+    let same = |c: &CorruptCopy| c.backup_id == backup_id && c.location == location;
+    let Some(reason) = reason else {
+        list.retain(|c| !same(c));
+        return;
+    };
+    if let Some(known) = list.iter_mut().find(|c| same(c)) {
+        // Found again: the first finding's time stands.
+        known.reason = truncate(reason);
+        return;
+    }
+    list.insert(
+        0,
+        CorruptCopy {
+            backup_id: backup_id.into(),
+            location: location.into(),
+            time: time(now),
+            reason: truncate(reason),
+        },
+    );
+    list.truncate(MAX_CORRUPT_COPIES);
+}
+
+fn truncate(reason: &str) -> String {
+    crate::api::common::cap_message(reason, MAX_REASON)
+}
+
+/// Longest reason kept for a corrupt copy (the schema's limit).
+const MAX_REASON: usize = 1024;
+
+/// Marks the copies of `backup_id` the policy remembers as corrupt in a rebuilt catalogue
+/// entry; whether any is.
+fn mark_known_corrupt(
+    backup_id: &str,
+    locations: &mut [BackupLocationStatus],
+    corrupt_copies: &[CorruptCopy],
+) -> bool {
+    let mut any = false;
+    for l in locations.iter_mut() {
+        if let Some(c) = corrupt_copies
+            .iter()
+            .find(|c| c.backup_id == backup_id && c.location == l.name)
+        {
+            l.state = "Corrupt".into();
+            l.error = Some(format!(
+                "found corrupt by verification at {}: {}",
+                c.time.0, c.reason
+            ));
+            any = true;
+        }
+    }
+    any
+}
+
 /// Verifies every stored copy of every finished backup; updates the Backups' status.
 async fn verify_all(
     st: &State,
@@ -734,6 +818,7 @@ async fn verify_all(
     stores: &Stores,
     backups: &mut [Backup],
     options: Option<crate::backup::RestoreOptions>,
+    corrupt_copies: &mut Vec<CorruptCopy>,
 ) -> VerificationSummary {
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
@@ -773,6 +858,7 @@ async fn verify_all(
                     verified += 1;
                     l.state = "Verified".into();
                     l.error = None;
+                    remember_verification(corrupt_copies, &id, &l.name, None, Timestamp::now());
                 }
                 Err(e) => {
                     failed += 1;
@@ -788,6 +874,13 @@ async fn verify_all(
                             | "EncryptionMismatch"
                     ) {
                         l.state = "Corrupt".into();
+                        remember_verification(
+                            corrupt_copies,
+                            &id,
+                            &l.name,
+                            Some(&msg),
+                            Timestamp::now(),
+                        );
                     }
                     l.error = Some(msg);
                 }
@@ -1268,6 +1361,52 @@ async fn retry_copies(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verification_findings_are_remembered_for_a_rebuilt_catalogue() {
+        let t0: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-12-02T00:00:00Z".parse().unwrap();
+        let mut list = Vec::new();
+        remember_verification(&mut list, "b1", "onsite", Some("digest mismatch"), t0);
+        remember_verification(&mut list, "b1", "onsite", Some("digest mismatch again"), t1);
+        assert_eq!(list.len(), 1, "one entry per copy");
+        assert_eq!(list[0].time.0, t0, "the first finding's time stands");
+        remember_verification(&mut list, "b2", "offsite", Some(&"x".repeat(5000)), t1);
+        assert_eq!(list[0].backup_id, "b2", "newest first");
+        assert!(list[0].reason.len() <= MAX_REASON);
+
+        let mut locations = vec![
+            BackupLocationStatus {
+                name: "onsite".into(),
+                state: "Written".into(),
+                ..Default::default()
+            },
+            BackupLocationStatus {
+                name: "offsite".into(),
+                state: "Written".into(),
+                ..Default::default()
+            },
+        ];
+        assert!(mark_known_corrupt("b1", &mut locations, &list));
+        assert_eq!(locations[0].state, "Corrupt");
+        assert!(
+            locations[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("digest mismatch")
+        );
+        assert_eq!(locations[1].state, "Written", "another copy of it is not");
+        assert!(!mark_known_corrupt("b3", &mut locations[1..], &list));
+
+        // A copy that verifies again is forgotten; the list never grows past its bound.
+        remember_verification(&mut list, "b1", "onsite", None, t1);
+        assert!(list.iter().all(|c| c.backup_id != "b1"));
+        for i in 0..(MAX_CORRUPT_COPIES + 5) {
+            remember_verification(&mut list, &format!("x{i}"), "onsite", Some("bad"), t1);
+        }
+        assert_eq!(list.len(), MAX_CORRUPT_COPIES);
+    }
 
     fn backup(phase: BackupPhase, locations: &[(&str, &str)]) -> Backup {
         let mut b = backup_object("ns", "p", "p-1", BackupTrigger::Scheduled);
