@@ -255,6 +255,38 @@ async fn a_deleted_object_comes_back_and_a_kubectl_edit_is_reverted_naming_the_e
         "{events:?}"
     );
     assert!(events.iter().any(|(_, n)| n.contains("NetworkPolicy/opsec-isolation") && n.contains("kubectl-edit")), "{events:?}");
+    let status = status_until(&client, &name, "compliant again", |s| {
+        s.namespaces.compliant == 1
+    })
+    .await;
+    assert!(status.conflicts.is_empty(), "one edit is drift: {status:?}");
+
+    // The editor takes the field back after the revert: now it fights the baseline, a conflict
+    // naming it (the baseline still reverts).
+    nps.patch(
+        "opsec-isolation",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&edit),
+    )
+    .await
+    .unwrap();
+    let status = status_until(&client, &name, "a conflict with kubectl-edit", |s| {
+        !s.conflicts.is_empty()
+    })
+    .await;
+    let c = &status.conflicts[0];
+    assert_eq!(c.object, "NetworkPolicy/opsec-isolation");
+    assert_eq!(c.with, "fieldManager/kubectl-edit");
+    assert!(c.fields.iter().any(|f| f == "/spec/policyTypes"), "{c:?}");
+    assert_eq!(status.namespaces.conflicted, 1, "{status:?}");
+    common::eventually(WAIT, "the take-back reverted", || async {
+        let np = nps.get("opsec-isolation").await.ok()?;
+        (np.spec?.policy_types? == ["Ingress", "Egress"]).then_some(())
+    })
+    .await;
 
     delete_baseline(&client, &name).await;
     common::delete_namespace(&client, &ns).await;
@@ -281,20 +313,24 @@ async fn audit_mode_reports_drift_and_the_other_field_manager_without_reverting(
     )
     .await
     .unwrap();
+    // The same edit Enforce reverts as drift is drift here too, its editor named; a conflict
+    // is between baselines, or a fight over a revert.
     let status = status_until(&client, &name, "drift reported", |s| {
-        !s.conflicts.is_empty()
+        s.namespaces.drifted == 1
     })
     .await;
     assert_eq!(status.namespaces.compliant, 0);
-    let c = &status.conflicts[0];
-    assert_eq!(c.object, "NetworkPolicy/opsec-isolation");
-    assert_eq!(c.with, "fieldManager/kubectl-edit");
-    assert!(c.fields.iter().any(|f| f == "/spec/policyTypes"), "{c:?}");
+    assert_eq!(status.namespaces.conflicted, 0, "{status:?}");
+    assert!(status.conflicts.is_empty(), "{status:?}");
+    let drifted = status
+        .non_compliant
+        .iter()
+        .find(|n| n.namespace == ns && n.object == "NetworkPolicy/opsec-isolation")
+        .unwrap_or_else(|| panic!("{status:?}"));
+    assert_eq!(drifted.reason, "Drifted");
     assert!(
-        status
-            .non_compliant
-            .iter()
-            .any(|n| n.namespace == ns && n.message.contains("kubectl-edit"))
+        drifted.message.contains("/spec/policyTypes") && drifted.message.contains("kubectl-edit"),
+        "{drifted:?}"
     );
     // Audit never reverts.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -482,6 +518,47 @@ async fn equal_priorities_apply_neither_and_name_each_other_while_a_higher_prior
 
     delete_baseline(&client, &a).await;
     delete_baseline(&client, &b).await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_baseline_that_starts_a_conflict_is_seen_by_both_sides_at_once() {
+    let client = setup().await;
+    let class = common::unique("conf-now");
+    let ns = tenant_ns(&client, &class, "acme").await;
+    // A long check interval: only the new baseline's announcement can make the first one look.
+    let shared = |v: &str| {
+        format!(
+            "checkInterval: 30m\ntemplates:\n- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: shared}}, data: {{from: {v}}}}}\n"
+        )
+    };
+    let (a, b) = (common::unique("sbl-a"), common::unique("sbl-b"));
+    create_baseline(&client, &a, &spec(&class, &shared("a"))).await;
+    status_until(&client, &a, "a compliant", |s| s.namespaces.compliant == 1).await;
+    let started = std::time::Instant::now();
+    create_baseline(&client, &b, &spec(&class, &shared("b"))).await;
+    let mut seen = Vec::new();
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let s = status_until(&client, me, "the conflict seen", |s| {
+            condition(s, "Conflicted") == Some("True")
+        })
+        .await;
+        seen.push(started.elapsed());
+        assert_eq!(s.conflicts[0].with, format!("SecurityBaseline/{other}"));
+        assert_eq!(s.conflicts[0].object, "ConfigMap/shared");
+    }
+    eprintln!(
+        "conflict seen by the first baseline after {:?}, by the new one after {:?}",
+        seen[0], seen[1]
+    );
+
+    // Deleting one lets the other apply at once, too.
+    delete_baseline(&client, &b).await;
+    status_until(&client, &a, "a alone again", |s| {
+        condition(s, "Conflicted") == Some("False") && s.namespaces.compliant == 1
+    })
+    .await;
+    delete_baseline(&client, &a).await;
     common::delete_namespace(&client, &ns).await;
 }
 

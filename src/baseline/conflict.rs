@@ -1,8 +1,10 @@
-//! Conflicts between baselines (X.1642 8.5.4): when several SecurityBaselines render the same
-//! object, the highest priority wins; a tie at the top applies nobody and reports every tied
-//! baseline.
+//! Conflicts (X.1642 8.5.4): when several SecurityBaselines render the same object, the highest
+//! priority wins, and a tie at the top applies nobody and reports every tied baseline. A field
+//! manager that keeps taking back fields a baseline reverted ([`TakeBacks`]) is a conflict too;
+//! one edit is drift.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 /// Identity of an object a baseline renders. Cluster-scoped objects (the Namespace whose Pod
 /// Security labels are claimed) have an empty `namespace`.
@@ -179,6 +181,73 @@ pub fn resolve(claims: Vec<Claim>) -> Resolution {
     out
 }
 
+/// How long a revert is remembered: another one from the same manager within it is a take-back.
+pub const TAKE_BACK_WINDOW: Duration = Duration::from_secs(600);
+/// Reverts of one object from the same managers, each within [`TAKE_BACK_WINDOW`] of the one
+/// before, that make a conflict: the edit, then the manager taking the field back.
+pub const TAKE_BACKS_TO_CONFLICT: u32 = 2;
+
+/// The reverts one baseline made of objects other field managers had changed, by
+/// (namespace, `Kind/name`): a manager that changes a field the baseline sets has drifted it;
+/// one that changes it again after the revert is fighting the baseline.
+#[derive(Debug, Default)]
+pub struct TakeBacks {
+    by_object: HashMap<(String, String), TakeBack>,
+}
+
+/// The reverts of one object from the same managers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeBack {
+    pub managers: Vec<String>,
+    pub fields: Vec<String>,
+    pub count: u32,
+    pub last: Instant,
+}
+
+impl TakeBacks {
+    /// Records a revert of `fields` of `object` in `namespace`, changed by `managers`.
+    pub fn reverted(
+        &mut self,
+        namespace: &str,
+        object: &str,
+        managers: &[String],
+        fields: &[String],
+        now: Instant,
+    ) {
+        let key = (namespace.to_string(), object.to_string());
+        let entry = self.by_object.entry(key).or_insert_with(|| TakeBack {
+            managers: managers.to_vec(),
+            fields: Vec::new(),
+            count: 0,
+            last: now,
+        });
+        let again = entry.managers == managers
+            && entry.count > 0
+            && now.saturating_duration_since(entry.last) < TAKE_BACK_WINDOW;
+        entry.count = if again { entry.count + 1 } else { 1 };
+        entry.managers = managers.to_vec();
+        entry.fields = fields.to_vec();
+        entry.last = now;
+    }
+
+    /// The fight over `object` in `namespace`, when its managers have taken it back at least
+    /// [`TAKE_BACKS_TO_CONFLICT`] times and the last within [`TAKE_BACK_WINDOW`].
+    pub fn fight(&self, namespace: &str, object: &str, now: Instant) -> Option<&TakeBack> {
+        self.by_object
+            .get(&(namespace.to_string(), object.to_string()))
+            .filter(|t| {
+                t.count >= TAKE_BACKS_TO_CONFLICT
+                    && now.saturating_duration_since(t.last) < TAKE_BACK_WINDOW
+            })
+    }
+
+    /// Forgets reverts older than the window.
+    pub fn expire(&mut self, now: Instant) {
+        self.by_object
+            .retain(|_, t| now.saturating_duration_since(t.last) < TAKE_BACK_WINDOW);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +386,37 @@ mod tests {
         assert_eq!(k.to_string(), "v1 ConfigMap/x in ns");
         assert_eq!(k.display_name(), "ConfigMap/x");
         assert_eq!(key("", "Namespace", "ns").to_string(), "v1 Namespace/ns");
+    }
+
+    #[test]
+    fn one_edit_is_drift_and_taking_it_back_after_the_revert_is_a_conflict() {
+        let t0 = Instant::now();
+        let kubectl = vec!["kubectl-edit".to_string()];
+        let fields = vec!["/spec/policyTypes".to_string()];
+        let mut t = TakeBacks::default();
+        t.reverted("ns", "NetworkPolicy/iso", &kubectl, &fields, t0);
+        assert!(
+            t.fight("ns", "NetworkPolicy/iso", t0).is_none(),
+            "one edit is drift"
+        );
+        let t1 = t0 + Duration::from_secs(5);
+        t.reverted("ns", "NetworkPolicy/iso", &kubectl, &fields, t1);
+        let fight = t.fight("ns", "NetworkPolicy/iso", t1).unwrap();
+        assert_eq!((fight.count, &fight.managers), (2, &kubectl));
+        assert!(t.fight("ns", "NetworkPolicy/other", t1).is_none());
+        assert!(t.fight("other", "NetworkPolicy/iso", t1).is_none());
+        // Quiet for the window: over.
+        let later = t1 + TAKE_BACK_WINDOW;
+        assert!(t.fight("ns", "NetworkPolicy/iso", later).is_none());
+        t.expire(later);
+        t.reverted("ns", "NetworkPolicy/iso", &kubectl, &fields, later);
+        assert!(
+            t.fight("ns", "NetworkPolicy/iso", later).is_none(),
+            "counted anew"
+        );
+        // Another manager's edit after the revert is its own first edit.
+        let helm = vec!["helm".to_string()];
+        t.reverted("ns", "NetworkPolicy/iso", &helm, &fields, later);
+        assert!(t.fight("ns", "NetworkPolicy/iso", later).is_none());
     }
 }

@@ -74,8 +74,9 @@ pub enum ObjectState {
     /// The object does not exist.
     Missing,
     /// Some fields differ. `managers` are the field managers other than the operator that own
-    /// any of them (from `metadata.managedFields`): a non-empty list is a conflict with another
-    /// writer (`status.conflicts[].with = fieldManager/<manager>`).
+    /// any of them (from `metadata.managedFields`): who drifted the object, named in status and
+    /// Events (a manager that keeps taking fields back after reverts is a conflict:
+    /// [`crate::baseline::TakeBacks`]).
     Drifted {
         diffs: Vec<FieldDiff>,
         managers: Vec<String>,

@@ -26,7 +26,9 @@ pub mod render;
 pub mod revision;
 pub mod select;
 
-pub use conflict::{Claim, Conflict, ConflictError, ObjectKey, Overridden, Resolution, resolve};
+pub use conflict::{
+    Claim, Conflict, ConflictError, ObjectKey, Overridden, Resolution, TakeBacks, resolve,
+};
 pub use drift::{
     DriftError, FieldDiff, ObjectState, ParsedQuantity, applicable_ignores, classify,
     classify_cached, diff, field_managers, quantities_equal,

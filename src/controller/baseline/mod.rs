@@ -37,7 +37,7 @@ use crate::api::common::{ConditionStatus, set_condition};
 use crate::api::policy_report::{POLICY_REPORT_API_VERSION, POLICY_REPORT_KIND, PolicyReport};
 use crate::baseline::{
     APPROVE_REVISION_ANNOTATION, BASELINE_LABEL, DEFAULT_SERVICE_ACCOUNT, ObjectKey, ObjectState,
-    RenderedObject, applicable_ignores, classify_cached, revision,
+    RenderedObject, TakeBacks, applicable_ignores, classify_cached, revision,
 };
 
 /// Finalizer that lets the controller remove what a deleted baseline stamped.
@@ -97,6 +97,9 @@ struct State {
     /// What the checks of each baseline found per namespace (by name): a change in one namespace
     /// re-checks that namespace only, and the status is rebuilt from this for the others.
     memory: std::sync::Mutex<HashMap<String, scope::Memory>>,
+    /// Reverts of objects other field managers changed, per baseline (by name): a manager that
+    /// takes a field back after the revert is in conflict with the baseline.
+    take_backs: std::sync::Mutex<HashMap<String, TakeBacks>>,
     /// When the PolicyReport CRD was last found missing (reports are skipped until
     /// [`REPORT_CRD_RETRY`] later).
     reports_missing: std::sync::Mutex<Option<Instant>>,
@@ -129,6 +132,7 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             cache,
             written: Default::default(),
             memory: Default::default(),
+            take_backs: Default::default(),
             reports_missing: Default::default(),
         });
         // The PolicyReport cache is started now rather than on the first check's first report:
@@ -298,7 +302,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         ),
     };
     let started = Instant::now();
-    let (scope, others_changed) = {
+    let (scope, claims_changed) = {
         let memory = st.memory.lock().unwrap_or_else(|p| p.into_inner());
         let m = memory.get(&name);
         let scope = if new_revision {
@@ -306,10 +310,12 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         } else {
             scope::decide(m, &basis, dirty, started, interval)
         };
-        (scope, m.is_some_and(|m| m.basis.others != basis.others))
+        (scope, scope::claims_changed(m.map(|m| &m.basis), &basis))
     };
-    if others_changed {
-        // Another baseline changed: the claims between us may have too; let them all look again.
+    if claims_changed {
+        // This baseline is new or changed: the claims between it and the others may have
+        // changed too. Every other baseline looks again now, not at its next periodic check,
+        // so a conflict is seen by both sides at once.
         for other in refs.iter() {
             st.cache.trigger().baseline(other.name);
         }
@@ -400,6 +406,15 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     }
 
     let enforce = spec.mode == BaselineMode::Enforce;
+    let now_i = Instant::now();
+    // What this process saw of field managers taking back reverted fields (in memory: a
+    // restart forgets a fight, which the next take-back shows again).
+    let mut take_backs = {
+        let mut all = st.take_backs.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = all.entry(name.clone()).or_default();
+        mine.expire(now_i);
+        std::mem::take(mine)
+    };
     let mut findings: Vec<Finding> = Vec::new();
     let mut writes: Vec<Write> = Vec::new();
     for (ns, reason, message) in &plan.failed {
@@ -449,13 +464,14 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
                 serde_json::from_str(&bodies[i][j]).unwrap_or_default();
             match classify_cached(&desired, live.as_ref(), &ignores) {
                 ObjectState::Compliant => {
-                    findings.push(finding(obj, FindingState::Compliant, String::new()))
+                    findings.push(compliant_or_fought(&take_backs, obj, now_i))
                 }
                 ObjectState::Missing if enforce => writes.push(Write::Object {
                     at: (i, j),
                     resource: kind.resource.clone(),
                     was: "Missing".into(),
                     managers: vec![],
+                    fields: vec![],
                 }),
                 ObjectState::Missing => findings.push(finding(
                     obj,
@@ -476,14 +492,12 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
                             resource: kind.resource.clone(),
                             was,
                             managers,
+                            fields: fields.iter().map(|f| f.to_string()).collect(),
                         });
                     } else {
-                        let state = if managers.is_empty() {
-                            FindingState::Drifted
-                        } else {
-                            FindingState::Conflicted
-                        };
-                        findings.push(finding(obj, state, was));
+                        // Audit reports the edit as Enforce would revert it: drift, its editor
+                        // named. Conflicts are between baselines, or a fight over a revert.
+                        findings.push(finding(obj, FindingState::Drifted, was));
                     }
                 }
             }
@@ -548,12 +562,25 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         match (w, r) {
             (
                 Write::Object {
-                    at, was, managers, ..
+                    at,
+                    was,
+                    managers,
+                    fields,
+                    ..
                 },
                 Ok(()),
             ) => {
                 let obj = &plan.namespaces[at.0].objects[at.1];
-                findings.push(finding(obj, FindingState::Compliant, String::new()));
+                if !managers.is_empty() {
+                    take_backs.reverted(
+                        &obj.namespace,
+                        &obj.display_name(),
+                        &managers,
+                        &fields,
+                        now_i,
+                    );
+                }
+                findings.push(compliant_or_fought(&take_backs, obj, now_i));
                 if was == "Missing" {
                     created_keys.insert((obj.namespace.clone(), obj.display_name()));
                 }
@@ -673,28 +700,26 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
             findings
                 .iter()
                 .filter(|f| f.state == FindingState::Conflicted)
-                .map(|f| ConflictRecord {
-                    namespace: f.namespace.clone(),
-                    object: f.object.clone(),
-                    with: f
-                        .message
-                        .rsplit_once(" by ")
-                        .map(|(_, m)| format!("fieldManager/{m}"))
-                        .unwrap_or_default(),
-                    fields: f
-                        .message
-                        .split_once(" changed")
-                        .map(|(fields, _)| {
-                            fields
-                                .trim_start_matches("fields ")
-                                .split(", ")
-                                .map(String::from)
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                .filter_map(|f| {
+                    let t = take_backs.fight(&f.namespace, &f.object, now_i)?;
+                    Some(ConflictRecord {
+                        namespace: f.namespace.clone(),
+                        object: f.object.clone(),
+                        with: t
+                            .managers
+                            .iter()
+                            .map(|m| format!("fieldManager/{m}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        fields: t.fields.clone(),
+                    })
                 }),
         )
         .collect();
+    st.take_backs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.clone(), take_backs);
 
     // Events: only for what was done or newly found, so a quiet check publishes nothing.
     if created > 0 {
@@ -871,6 +896,8 @@ enum Write {
         resource: kube::api::ApiResource,
         was: String,
         managers: Vec<String>,
+        /// The fields that differed (empty for a missing object).
+        fields: Vec<String>,
     },
     Namespace {
         namespace: String,
@@ -886,6 +913,24 @@ fn reference(obj: &RenderedObject) -> k8s_openapi::api::core::v1::ObjectReferenc
         name: Some(obj.name.clone()),
         namespace: Some(obj.namespace.clone()),
         ..Default::default()
+    }
+}
+
+/// An object as rendered: compliant, unless a field manager keeps taking back what the baseline
+/// reverted (then Conflicted, the manager and how often named; the baseline still reverts it).
+fn compliant_or_fought(take_backs: &TakeBacks, obj: &RenderedObject, now: Instant) -> Finding {
+    match take_backs.fight(&obj.namespace, &obj.display_name(), now) {
+        Some(t) => finding(
+            obj,
+            FindingState::Conflicted,
+            format!(
+                "fields {} taken back by {} {} times after the baseline reverted them",
+                t.fields.join(", "),
+                t.managers.join(", "),
+                t.count
+            ),
+        ),
+        None => finding(obj, FindingState::Compliant, String::new()),
     }
 }
 
@@ -1059,9 +1104,13 @@ async fn migrated_events(
     }
 }
 
-/// Deletes everything a baseline stamped (the finalizer's job), then lets it go.
+/// Deletes everything a baseline stamped (the finalizer's job), then lets it go. The other
+/// baselines look again at once: what this one won may be theirs now.
 async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     let name = sb.name_any();
+    for other in st.cache.baselines().iter().filter(|b| b.name_any() != name) {
+        st.cache.trigger().baseline(&other.name_any());
+    }
     st.written
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -34,7 +34,10 @@ pub enum FindingState {
     Missing,
     /// Differs and not reverted (Audit).
     Drifted,
-    /// Another writer owns fields the baseline sets and Audit mode leaves them.
+    /// A field manager keeps taking back fields the baseline reverted (a second revert of its
+    /// change within [`crate::baseline::conflict::TAKE_BACK_WINDOW`]); one edit is `Drifted`.
+    /// Objects two baselines render are conflicts too (`status.conflicts`), counted per
+    /// namespace.
     Conflicted,
     /// Could not be rendered, applied or checked.
     Failed,

@@ -113,6 +113,15 @@ pub fn decide(
     }
 }
 
+/// Whether this baseline's own claims may have changed since the check on `before` (none: the
+/// first check since it appeared or the process started): it is another object (uid), or its
+/// revision or generation changed. Other baselines' changes are theirs to announce.
+pub fn claims_changed(before: Option<&Basis>, basis: &Basis) -> bool {
+    before.is_none_or(|b| {
+        b.uid != basis.uid || b.revision != basis.revision || b.generation != basis.generation
+    })
+}
+
 /// When the next full check is due after a check of `scope`.
 pub fn next_full(memory: &Memory, now: Instant, interval: Duration) -> Duration {
     interval
@@ -202,6 +211,37 @@ mod tests {
 
     fn set(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_new_or_changed_baseline_announces_itself_to_the_others() {
+        let b = basis("r1");
+        assert!(claims_changed(None, &b), "first check");
+        assert!(!claims_changed(Some(&b), &b), "nothing changed");
+        let others = Basis {
+            others: 8,
+            ..b.clone()
+        };
+        assert!(
+            !claims_changed(Some(&b), &others),
+            "another's change is its own to announce"
+        );
+        for changed in [
+            Basis {
+                generation: Some(2),
+                ..b.clone()
+            },
+            Basis {
+                revision: "r2".into(),
+                ..b.clone()
+            },
+            Basis {
+                uid: Some("u2".into()),
+                ..b.clone()
+            },
+        ] {
+            assert!(claims_changed(Some(&b), &changed), "{changed:?}");
+        }
     }
 
     fn full_memory(now: Instant) -> Memory {
