@@ -115,8 +115,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     let mut unreachable = stores.failed.clone();
 
     // D: the catalogue comes back from the stores.
-    let mut more_to_read = false;
-    let rebuilt = rebuild_catalogue(
+    let (rebuilt, more_to_read) = rebuild_catalogue(
         st,
         p,
         &access,
@@ -124,7 +123,6 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
         &backups,
         &status.corrupt_copies,
         &mut unreachable,
-        &mut more_to_read,
     )
     .await;
     if !rebuilt.is_empty() {
@@ -621,7 +619,8 @@ async fn create_backup(
 }
 
 /// Creates a Backup (trigger Catalogue) for every complete stored backup without one; returns
-/// their names. A store that cannot be listed is added to `unreachable`.
+/// their names, and whether the stores hold more to read than one reconcile reads. A store that
+/// cannot be listed is added to `unreachable`.
 async fn rebuild_catalogue(
     st: &State,
     p: &BackupPolicy,
@@ -630,8 +629,8 @@ async fn rebuild_catalogue(
     backups: &[Backup],
     corrupt_copies: &[CorruptCopy],
     unreachable: &mut Vec<(String, String)>,
-    more_to_read: &mut bool,
-) -> Vec<String> {
+) -> (Vec<String>, bool) {
+    let mut more_to_read = false;
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
     // Backups the catalogue already has, by the id their copies are stored under.
@@ -675,7 +674,7 @@ async fn rebuild_catalogue(
             .await
         {
             Ok((entries, more)) => {
-                *more_to_read |= more;
+                more_to_read |= more;
                 for e in entries {
                     let m = match e.manifest {
                         Ok(m) => m,
@@ -743,7 +742,7 @@ async fn rebuild_catalogue(
         }
         out.push(id);
     }
-    out
+    (out, more_to_read)
 }
 
 /// Most copies found corrupt a policy's status remembers.
