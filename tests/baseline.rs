@@ -726,6 +726,78 @@ async fn deleting_a_baseline_removes_what_it_stamped_and_nothing_else() {
     common::delete_namespace(&client, &ns).await;
 }
 
+/// The Pod Security labels of a namespace, and whether the operator's record is on it.
+async fn pod_security(client: &Client, ns: &str) -> (BTreeMap<String, String>, bool) {
+    let n = Api::<Namespace>::all(client.clone()).get(ns).await.unwrap();
+    let labels = n
+        .labels()
+        .iter()
+        .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let recorded = n
+        .annotations()
+        .keys()
+        .any(|k| k.starts_with("opsec.x1642.dev/pod-security"));
+    (labels, recorded)
+}
+
+#[tokio::test]
+async fn a_baseline_takes_its_pod_security_labels_off_and_puts_back_what_it_found() {
+    let client = setup().await;
+    let class = common::unique("psa");
+    let found: BTreeMap<String, String> = [
+        ("pod-security.kubernetes.io/enforce", "privileged"),
+        ("pod-security.kubernetes.io/warn", "baseline"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    // One namespace with Pod Security labels of the tenant's own, one with none.
+    let mut labels = vec![
+        ("opsec.x1642.dev/tenant", "acme"),
+        ("test-class", class.as_str()),
+    ];
+    labels.extend(found.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let labelled = common::namespace(&client, "psa-own", &labels).await;
+    let bare = tenant_ns(&client, &class, "acme").await;
+    let name = common::unique("sbl");
+    create_baseline(&client, &name, &spec(&class, CONTROLS)).await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 2).await;
+    for ns in [&labelled, &bare] {
+        let (psa, recorded) = pod_security(&client, ns).await;
+        assert_eq!(
+            psa["pod-security.kubernetes.io/enforce"], "restricted",
+            "{ns}: {psa:?}"
+        );
+        assert!(recorded, "{ns}");
+    }
+
+    // The namespace leaves the baseline's selection: its own labels come back, nothing else.
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &labelled,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"test-class": "elsewhere"}}})),
+        )
+        .await
+        .unwrap();
+    let (psa, recorded) = common::eventually(WAIT, "the labels found put back", || async {
+        let (psa, recorded) = pod_security(&client, &labelled).await;
+        (psa == found && !recorded).then_some((psa, recorded))
+    })
+    .await;
+    assert_eq!((psa, recorded), (found.clone(), false));
+
+    // The baseline is deleted: a namespace that had none is left with none.
+    delete_baseline(&client, &name).await;
+    let (psa, recorded) = pod_security(&client, &bare).await;
+    assert!(psa.is_empty() && !recorded, "{psa:?} {recorded}");
+    assert_eq!(pod_security(&client, &labelled).await.0, found);
+    common::delete_namespace(&client, &labelled).await;
+    common::delete_namespace(&client, &bare).await;
+}
+
 #[tokio::test]
 async fn system_namespaces_are_left_alone_unless_listed_on_purpose() {
     let client = setup().await;

@@ -58,6 +58,11 @@ pub const APPROVE_REVISION_ANNOTATION: &str = "opsec.x1642.dev/approve-revision"
 
 /// Pod Security Admission label prefix (`pod-security.kubernetes.io/enforce`, ...).
 pub const PSA_LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
+/// Annotation on a Namespace whose Pod Security labels a baseline sets: that baseline's name.
+pub const POD_SECURITY_BY_ANNOTATION: &str = "opsec.x1642.dev/pod-security-by";
+/// Annotation on a Namespace whose Pod Security labels a baseline sets: the Pod Security labels
+/// it held before any baseline set them (JSON), put back when the baseline stops applying there.
+pub const POD_SECURITY_BEFORE_ANNOTATION: &str = "opsec.x1642.dev/pod-security-before";
 
 /// Name of the NetworkPolicy of the `networkIsolation` control.
 pub const NETWORK_POLICY_NAME: &str = "opsec-isolation";

@@ -293,6 +293,7 @@ impl ClusterCache {
             .map(|n| NamespaceInfo {
                 name: n.name_any(),
                 labels: n.labels().clone(),
+                annotations: n.annotations().clone(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -515,10 +516,16 @@ fn slim_stamped(o: &mut DynamicObject) {
     }
 }
 
-/// What the plan reads of a namespace: its name, labels and deletion.
+/// What the plan reads of a namespace: its name, labels, deletion, and the operator's own
+/// annotations (the record of its Pod Security labels).
 fn slim_namespace(n: &mut Namespace) {
     n.metadata.managed_fields = None;
-    n.metadata.annotations = None;
+    if let Some(a) = n.metadata.annotations.as_mut() {
+        a.retain(|k, _| {
+            k == crate::baseline::POD_SECURITY_BY_ANNOTATION
+                || k == crate::baseline::POD_SECURITY_BEFORE_ANNOTATION
+        });
+    }
 }
 
 /// What the plan reads of a workload: its metadata and its pod template's labels.

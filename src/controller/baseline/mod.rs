@@ -11,7 +11,7 @@ pub mod policy_report;
 pub mod report;
 pub mod scope;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -676,6 +676,44 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
                 }),
             }
         }
+        // Pod Security labels it set where it no longer sets them (the namespace left its
+        // selection, the control was removed, another baseline won them): taken off, and the
+        // labels found there put back.
+        let labelled: BTreeSet<&str> = plan
+            .namespaces
+            .iter()
+            .filter(|n| n.namespace_labels.is_some())
+            .map(|n| n.namespace.as_str())
+            .collect();
+        for ns in namespaces
+            .iter()
+            .filter(|n| !labelled.contains(n.name.as_str()))
+        {
+            let Some(before) = plan::put_back(ns, &name) else {
+                continue;
+            };
+            match apply::release_namespace(client, &ns.name, &before).await {
+                Ok(()) => pruned.push((
+                    format!(
+                        "took its Pod Security labels off namespace {}: no longer rendered; put back {}",
+                        ns.name,
+                        describe_labels(&before)
+                    ),
+                    k8s_openapi::api::core::v1::ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Namespace".into()),
+                        name: Some(ns.name.clone()),
+                        ..Default::default()
+                    },
+                )),
+                Err(e) => findings.push(Finding {
+                    namespace: ns.name.clone(),
+                    object: format!("Namespace/{}", ns.name),
+                    state: FindingState::Failed,
+                    message: format!("PruneFailed: {}", e.message()),
+                }),
+            }
+        }
     }
 
     let conflicts: Vec<ConflictRecord> = plan
@@ -916,6 +954,18 @@ fn reference(obj: &RenderedObject) -> k8s_openapi::api::core::v1::ObjectReferenc
     }
 }
 
+/// Labels as `k=v, ...`, or `none`.
+fn describe_labels(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "none".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// An object as rendered: compliant, unless a field manager keeps taking back what the baseline
 /// reverted (then Conflicted, the manager and how often named; the baseline still reverts it).
 fn compliant_or_fought(take_backs: &TakeBacks, obj: &RenderedObject, now: Instant) -> Finding {
@@ -947,13 +997,15 @@ fn namespace_labels_match(st: &State, namespace: &str, body: &serde_json::Value)
     let Some(ns) = st.cache.namespaces.get(&ObjectRef::new(namespace)) else {
         return false;
     };
-    let live = ns.labels();
-    body.pointer("/metadata/labels")
-        .and_then(|l| l.as_object())
-        .is_some_and(|want| {
-            want.iter()
-                .all(|(k, v)| live.get(k).map(String::as_str) == v.as_str())
-        })
+    let all_in = |pointer: &str, live: &BTreeMap<String, String>| {
+        body.pointer(pointer)
+            .and_then(|l| l.as_object())
+            .is_none_or(|want| {
+                want.iter()
+                    .all(|(k, v)| live.get(k).map(String::as_str) == v.as_str())
+            })
+    };
+    all_in("/metadata/labels", ns.labels()) && all_in("/metadata/annotations", ns.annotations())
 }
 
 /// Dry-runs every rendered object of the plan; returns the refusals.
@@ -1134,6 +1186,14 @@ async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         match r {
             Ok(()) => count += 1,
             Err(e) => failures.push(e.to_string()),
+        }
+    }
+    for ns in st.cache.namespace_infos() {
+        if let Some(before) = plan::put_back(&ns, &name) {
+            match apply::release_namespace(&st.ctx.client, &ns.name, &before).await {
+                Ok(()) => count += 1,
+                Err(e) => failures.push(e.to_string()),
+            }
         }
     }
     if !failures.is_empty() {

@@ -8,15 +8,68 @@ use jiff::Timestamp;
 
 use crate::api::baseline::SecurityBaselineSpec;
 use crate::baseline::{
-    Claim, ObjectKey, RenderedObject, Resolution, Selection, render_namespace, render_workload,
-    resolve, select_namespace, workload_matches,
+    Claim, ObjectKey, POD_SECURITY_BEFORE_ANNOTATION, POD_SECURITY_BY_ANNOTATION, PSA_LABEL_PREFIX,
+    RenderedObject, Resolution, Selection, render_namespace, render_workload, resolve,
+    select_namespace, workload_matches,
 };
 
 /// A namespace as the plan sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NamespaceInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// The operator's own annotations on it ([`POD_SECURITY_BY_ANNOTATION`],
+    /// [`POD_SECURITY_BEFORE_ANNOTATION`]); no other annotation is kept.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The Pod Security labels of `labels`.
+fn pod_security_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(PSA_LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The Namespace apply body of baseline `me`'s Pod Security labels on `ns`, with what the
+/// namespace held before: the record a baseline already keeps there (a baseline took over from
+/// another, which kept it), else the Pod Security labels it holds now (no baseline set them).
+pub fn with_record(mut body: serde_json::Value, ns: &NamespaceInfo, me: &str) -> serde_json::Value {
+    let before = match ns.annotations.get(POD_SECURITY_BY_ANNOTATION) {
+        Some(_) => ns
+            .annotations
+            .get(POD_SECURITY_BEFORE_ANNOTATION)
+            .cloned()
+            .unwrap_or_else(|| "{}".into()),
+        None => serde_json::to_string(&pod_security_labels(&ns.labels)).unwrap_or_default(),
+    };
+    body["metadata"]["annotations"] = serde_json::json!({
+        POD_SECURITY_BY_ANNOTATION: me,
+        POD_SECURITY_BEFORE_ANNOTATION: before,
+    });
+    body
+}
+
+/// What to put back on `ns` when baseline `me` stops setting its Pod Security labels: `None`
+/// when `me` did not set them (another baseline, or none); else the labels recorded before it,
+/// Pod Security labels only (the record is the operator's, but a Namespace's annotations are
+/// not trusted to name any other label).
+pub fn put_back(ns: &NamespaceInfo, me: &str) -> Option<BTreeMap<String, String>> {
+    if ns
+        .annotations
+        .get(POD_SECURITY_BY_ANNOTATION)
+        .map(String::as_str)
+        != Some(me)
+    {
+        return None;
+    }
+    let recorded: BTreeMap<String, String> = ns
+        .annotations
+        .get(POD_SECURITY_BEFORE_ANNOTATION)
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    Some(pod_security_labels(&recorded))
 }
 
 /// A Deployment, StatefulSet or DaemonSet as the plan sees it.
@@ -229,6 +282,7 @@ pub fn plan(
                 .unwrap_or(false)
         });
         let namespace_labels_withheld = rendered_labels && namespace_labels.is_none();
+        let namespace_labels = namespace_labels.map(|body| with_record(body, ns, me.name));
         out.namespaces.push(NamespacePlan {
             namespace: ns.name.clone(),
             tenant,
@@ -280,7 +334,70 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            annotations: Default::default(),
         }
+    }
+
+    #[test]
+    fn pod_security_labels_found_are_recorded_and_put_back_and_nothing_else() {
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "t1", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+        // The tenant's own Pod Security labels are recorded; other labels are not.
+        let mut t1 = ns(
+            "t1",
+            &[
+                ("pod-security.kubernetes.io/enforce", "privileged"),
+                ("team", "a"),
+            ],
+        );
+        let applied = with_record(body.clone(), &t1, "gold");
+        let ann = &applied["metadata"]["annotations"];
+        assert_eq!(ann[POD_SECURITY_BY_ANNOTATION], "gold");
+        assert_eq!(
+            ann[POD_SECURITY_BEFORE_ANNOTATION],
+            r#"{"pod-security.kubernetes.io/enforce":"privileged"}"#
+        );
+        assert_eq!(applied["metadata"]["labels"], body["metadata"]["labels"]);
+        // Once applied, the record is kept as it is, by this baseline or one taking over.
+        t1.labels.insert(
+            "pod-security.kubernetes.io/enforce".into(),
+            "restricted".into(),
+        );
+        for (k, v) in ann.as_object().unwrap() {
+            t1.annotations.insert(k.clone(), v.as_str().unwrap().into());
+        }
+        for me in ["gold", "platinum"] {
+            let again = with_record(body.clone(), &t1, me);
+            assert_eq!(
+                again["metadata"]["annotations"][POD_SECURITY_BEFORE_ANNOTATION],
+                ann[POD_SECURITY_BEFORE_ANNOTATION]
+            );
+        }
+        // Put back only by the baseline that set them, and only Pod Security labels.
+        let back = put_back(&t1, "gold").unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back["pod-security.kubernetes.io/enforce"], "privileged");
+        assert!(put_back(&t1, "platinum").is_none());
+        assert!(put_back(&ns("t2", &[]), "gold").is_none());
+        t1.annotations.insert(
+            POD_SECURITY_BEFORE_ANNOTATION.into(),
+            r#"{"opsec.x1642.dev/tenant":"victim","pod-security.kubernetes.io/warn":"baseline"}"#
+                .into(),
+        );
+        let back = put_back(&t1, "gold").unwrap();
+        assert_eq!(
+            back.keys().collect::<Vec<_>>(),
+            ["pod-security.kubernetes.io/warn"]
+        );
+        // A namespace that had none gets none back; an unreadable record puts nothing back.
+        let fresh = with_record(body.clone(), &ns("t3", &[]), "gold");
+        assert_eq!(
+            fresh["metadata"]["annotations"][POD_SECURITY_BEFORE_ANNOTATION],
+            "{}"
+        );
+        t1.annotations
+            .insert(POD_SECURITY_BEFORE_ANNOTATION.into(), "not json".into());
+        assert!(put_back(&t1, "gold").unwrap().is_empty());
     }
 
     const QUOTA: &str = r#"
