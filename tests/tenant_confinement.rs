@@ -287,15 +287,23 @@ async fn a_forged_backup_restored_by_a_tenant_changes_nothing_the_tenant_could_n
     let rs = r.status.unwrap();
     let errors = rs.errors.join("\n");
 
-    // The tenant may write a ConfigMap: that much was restored.
+    // A restore is all or nothing: the dry run refused what the tenant may not write, so not
+    // even the ConfigMap it may write was restored.
     assert!(
         Api::<ConfigMap>::namespaced(client.clone(), &ns)
             .get_opt("harmless")
             .await
             .unwrap()
-            .is_some(),
+            .is_none(),
         "{rs:?}"
     );
+    let reason = rs
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.as_str());
+    assert_eq!(reason, Some("DryRunFailed"), "{rs:?}");
+    assert_eq!((rs.restored, rs.rolled_back), (0, 0), "{rs:?}");
     // Nothing the tenant may not write changed.
     let quota = Api::<ResourceQuota>::namespaced(client.clone(), &ns)
         .get("provider-quota")
