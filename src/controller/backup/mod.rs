@@ -147,6 +147,10 @@ pub struct State {
     /// Failed rounds in a row of copies to a storage location, and when the next may start,
     /// by `<policy uid>/<location>/<hash of its spec>` (a changed location starts afresh).
     copy_retries: Mutex<HashMap<String, (u32, jiff::Timestamp)>>,
+    /// The last status this process wrote per BackupPolicy (by uid). The controller's cache can
+    /// lag behind that write, and a reconcile that started from the older copy would write it
+    /// back, losing what the last one recorded (a restore test, a verification).
+    policy_statuses: Mutex<HashMap<String, crate::api::backup::BackupPolicyStatus>>,
 }
 
 /// Removes a Backup from [`State::running`] when its run ends, however it ends.
@@ -201,6 +205,38 @@ impl State {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(uid)
+    }
+
+    /// The newest status of `p`: the one this process last wrote, else the cached one.
+    pub fn policy_status(
+        &self,
+        p: &BackupPolicy,
+    ) -> Option<crate::api::backup::BackupPolicyStatus> {
+        let uid = p.meta().uid.clone().unwrap_or_default();
+        self.policy_statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uid)
+            .cloned()
+            .or_else(|| p.status.clone())
+    }
+
+    /// Records the status this process wrote for `p` ([`policy_status`](Self::policy_status));
+    /// `None` forgets it (the policy is gone).
+    pub fn wrote_policy_status(
+        &self,
+        p: &BackupPolicy,
+        status: Option<crate::api::backup::BackupPolicyStatus>,
+    ) {
+        let uid = p.meta().uid.clone().unwrap_or_default();
+        let mut all = self
+            .policy_statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match status {
+            Some(s) => all.insert(uid, s),
+            None => all.remove(&uid),
+        };
     }
 
     /// The copies found untrusted under `key` so far.
@@ -359,6 +395,7 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             unwritten: Mutex::default(),
             untrusted: Mutex::default(),
             copy_retries: Mutex::default(),
+            policy_statuses: Mutex::default(),
         });
         let stopper = |mut stop: watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -486,7 +486,12 @@ pub async fn apply_objects(
     let mut out = Applied::default();
     let mut resolver = Resolver::default();
     for obj in objects {
-        let result = write_one(client, &mut resolver, namespace, obj, existing, Mode::Write).await;
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let result = match resolver.resource(client, api_version, kind).await {
+            Ok(ar) => write_one(client, &ar, namespace, obj, existing, Mode::Write).await,
+            Err(e) => Err(e),
+        };
         out.count(obj, result.map(|w| !matches!(w, Written::Skipped)));
     }
     out

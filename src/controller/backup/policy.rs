@@ -68,13 +68,14 @@ fn completed(b: &Backup) -> Option<Timestamp> {
 /// Reconciles one BackupPolicy.
 pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     if p.metadata.deletion_timestamp.is_some() {
+        st.wrote_policy_status(p, None);
         return Ok(Action::await_change());
     }
     let client = &st.ctx.client;
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
     let generation = p.metadata.generation;
-    let previous = p.status.clone();
+    let previous = st.policy_status(p);
     let mut status = previous.clone().unwrap_or_default();
     status.observed_generation = generation;
     let tz = p.spec.time_zone.as_ref().map(|t| t.0.as_str());
@@ -100,7 +101,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
             let msg = error_chain(&e);
             e.set_waiting(&mut status.conditions, generation);
             let was_ready = condition_status(&previous, "Ready");
-            write_status(st, p, previous.as_ref(), &status).await?;
+            write_policy_status(st, p, previous.as_ref(), &status).await?;
             if was_ready.as_deref() != Some("False") {
                 st.publish(p, EventType::Warning, e.category(), "Access", msg, None)
                     .await;
@@ -200,7 +201,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                     // the middle does not make it run again and again.
                     if let Some(token) = asked {
                         status.last_handled_verify_now = Some(token);
-                        write_status(st, p, previous.as_ref(), &status).await?;
+                        write_policy_status(st, p, previous.as_ref(), &status).await?;
                     }
                     let _permit = st.reads.acquire().await;
                     let options = keys.as_ref().ok().map(|k| k.verify_options());
@@ -270,7 +271,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                     if asked.is_some() || now >= due_at {
                         if let Some(token) = asked {
                             status.last_handled_restore_test_now = Some(token);
-                            write_status(st, p, previous.as_ref(), &status).await?;
+                            write_policy_status(st, p, previous.as_ref(), &status).await?;
                         }
                         let _permit = st.reads.acquire().await;
                         let timeout = rt.timeout.to_std().unwrap_or(Duration::from_secs(1800));
@@ -534,7 +535,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
             now,
         ),
     }
-    write_status(st, p, previous.as_ref(), &status).await?;
+    write_policy_status(st, p, previous.as_ref(), &status).await?;
 
     let now = Timestamp::now();
     let delay = wake
@@ -616,6 +617,18 @@ async fn create_backup(
             source,
         }),
     }
+}
+
+/// Writes a policy's status and remembers it as the newest ([`State::policy_status`]).
+async fn write_policy_status(
+    st: &State,
+    p: &BackupPolicy,
+    previous: Option<&BackupPolicyStatus>,
+    status: &BackupPolicyStatus,
+) -> Result<(), Error> {
+    write_status(st, p, previous, status).await?;
+    st.wrote_policy_status(p, Some(status.clone()));
+    Ok(())
 }
 
 /// Creates a Backup (trigger Catalogue) for every complete stored backup without one; returns

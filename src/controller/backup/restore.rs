@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 
 use super::objects::{self, Applied, Resolver};
 use super::resolve::{Access, Keys, error_chain};
-use super::writes::{self, Journal, Mode, Planned, Written, write_one};
+use super::writes::{self, Batches, Journal, Mode, Planned, Written, write_batch};
 use super::{Error, State, time, write_status};
 use crate::api::backup::{ExistingObjects, RestorePhase, RestoreStatus};
 use crate::api::common::{ConditionStatus, format_duration, set_condition};
@@ -495,57 +495,68 @@ async fn dry_run(
     client: &kube::Client,
     target: &str,
     stream: &mut ObjectStream,
-    wanted: impl Fn(&serde_json::Value) -> bool,
+    wanted: impl Fn(&serde_json::Value) -> bool + Send + Sync,
     existing: ExistingObjects,
 ) -> Applied {
     let mut out = Applied::default();
     let mut resolver = Resolver::default();
     let mut planned = Planned::default();
-    while let Some(obj) = stream.next().await {
-        if !wanted(&obj) {
-            continue;
-        }
-        let result = write_one(client, &mut resolver, target, &obj, existing, Mode::DryRun).await;
-        let result = match result {
-            Ok(w) => {
-                if !matches!(w, Written::Skipped) {
-                    planned.add(&obj);
+    let mut batches = Batches::new(stream, wanted);
+    while let Some(batch) = batches.next().await {
+        let done = write_batch(client, &mut resolver, target, batch, existing, Mode::DryRun).await;
+        let mut accepted = Vec::new();
+        for (obj, result) in done {
+            let result = match result {
+                Ok(w) => {
+                    if !matches!(w, Written::Skipped) {
+                        accepted.push(obj.clone());
+                    }
+                    Ok(true)
                 }
-                Ok(true)
-            }
-            Err(e) if writes::waits_on_restored(&e, &planned) => Ok(true),
-            Err(e) => Err(e),
-        };
-        out.count(&obj, result);
+                Err(e) if writes::waits_on_restored(&e, &planned) => Ok(true),
+                Err(e) => Err(e),
+            };
+            out.count(&obj, result);
+        }
+        for obj in &accepted {
+            planned.add(obj);
+        }
     }
     out
 }
 
-/// The writes of every wanted object of `stream`, journaled; the first refusal stops them and
-/// is returned (the caller undoes the journal).
+/// The writes of every wanted object of `stream`, journaled; the first batch with a refusal
+/// ends them, and its first refusal is returned (the caller undoes the journal).
 async fn write_all(
     client: &kube::Client,
     target: &str,
     stream: &mut ObjectStream,
-    wanted: impl Fn(&serde_json::Value) -> bool,
+    wanted: impl Fn(&serde_json::Value) -> bool + Send + Sync,
     existing: ExistingObjects,
 ) -> (Applied, Journal, Option<String>) {
     let mut out = Applied::default();
     let mut journal = Journal::default();
     let mut resolver = Resolver::default();
-    while let Some(obj) = stream.next().await {
-        if !wanted(&obj) {
-            continue;
-        }
-        match write_one(client, &mut resolver, target, &obj, existing, Mode::Write).await {
-            Ok(w) => {
-                out.count(&obj, Ok(!matches!(w, Written::Skipped)));
-                journal.record(w);
+    let mut refused = None;
+    let mut batches = Batches::new(stream, wanted);
+    while let Some(batch) = batches.next().await {
+        let done = write_batch(client, &mut resolver, target, batch, existing, Mode::Write).await;
+        for (obj, result) in done {
+            match result {
+                Ok(w) => {
+                    out.count(&obj, Ok(!matches!(w, Written::Skipped)));
+                    journal.record(w);
+                }
+                Err(e) => {
+                    refused.get_or_insert_with(|| writes::refusal(&obj, &e));
+                }
             }
-            Err(e) => return (out, journal, Some(writes::refusal(&obj, &e))),
+        }
+        if refused.is_some() {
+            break;
         }
     }
-    (out, journal, None)
+    (out, journal, refused)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use super::objects::{RESTORE_FIELD_MANAGER, Resolver, describe, stamped_by_baseline};
 use crate::api::backup::ExistingObjects;
+use crate::backup::restore::ObjectStream;
 
 /// What one write did, or would do.
 #[derive(Debug)]
@@ -53,19 +54,17 @@ pub enum Mode {
 /// skipped, whether the backup or the namespace holds them.
 pub async fn write_one(
     client: &Client,
-    resolver: &mut Resolver,
+    ar: &ApiResource,
     namespace: &str,
     obj: &Value,
     existing: ExistingObjects,
     mode: Mode,
 ) -> Result<Written, String> {
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    let kind = obj["kind"].as_str().unwrap_or_default();
     let name = obj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let ar = resolver.resource(client, api_version, kind).await?;
+    let ar = ar.clone();
     if stamped_by_baseline(obj) {
         return Ok(Written::Skipped);
     }
@@ -117,6 +116,88 @@ pub async fn write_one(
             }
         }
     }
+}
+
+/// Writes of one kind run at once (a kind's objects do not refer to each other; kinds are
+/// written one after the other, in restore order).
+pub const WRITES_IN_FLIGHT: usize = 8;
+/// Objects of one kind taken from the backup at a time.
+pub const BATCH: usize = 64;
+
+/// Objects of a backup in batches of one kind ([`BATCH`] at most), in restore order.
+pub struct Batches<'s> {
+    stream: &'s mut ObjectStream,
+    wanted: Box<dyn Fn(&Value) -> bool + Send + Sync + 's>,
+    pending: Option<Value>,
+}
+
+impl<'s> Batches<'s> {
+    pub fn new(
+        stream: &'s mut ObjectStream,
+        wanted: impl Fn(&Value) -> bool + Send + Sync + 's,
+    ) -> Self {
+        Self {
+            stream,
+            wanted: Box::new(wanted),
+            pending: None,
+        }
+    }
+
+    /// The next batch: wanted objects of one apiVersion and kind; `None` after the last.
+    pub async fn next(&mut self) -> Option<Vec<Value>> {
+        let mut batch: Vec<Value> = self.pending.take().into_iter().collect();
+        while batch.len() < BATCH {
+            let Some(obj) = self.stream.next().await else {
+                break;
+            };
+            if !(self.wanted)(&obj) {
+                continue;
+            }
+            let same = batch.first().is_none_or(|first| {
+                first["kind"] == obj["kind"] && first["apiVersion"] == obj["apiVersion"]
+            });
+            if !same {
+                self.pending = Some(obj);
+                break;
+            }
+            batch.push(obj);
+        }
+        (!batch.is_empty()).then_some(batch)
+    }
+}
+
+/// Writes (or dry-runs) one batch of one kind, [`WRITES_IN_FLIGHT`] at once: each object with
+/// its outcome, in the batch's order. A kind that cannot be resolved (not served, or
+/// cluster-scoped) fails every object of the batch.
+pub async fn write_batch(
+    client: &Client,
+    resolver: &mut Resolver,
+    namespace: &str,
+    batch: Vec<Value>,
+    existing: ExistingObjects,
+    mode: Mode,
+) -> Vec<(Value, Result<Written, String>)> {
+    use futures::StreamExt as _;
+    let Some(first) = batch.first() else {
+        return Vec::new();
+    };
+    let api_version = first["apiVersion"].as_str().unwrap_or_default();
+    let kind = first["kind"].as_str().unwrap_or_default();
+    let ar = match resolver.resource(client, api_version, kind).await {
+        Ok(ar) => ar,
+        Err(e) => return batch.into_iter().map(|o| (o, Err(e.clone()))).collect(),
+    };
+    futures::stream::iter(batch)
+        .map(|obj| {
+            let ar = &ar;
+            async move {
+                let r = write_one(client, ar, namespace, &obj, existing, mode).await;
+                (obj, r)
+            }
+        })
+        .buffered(WRITES_IN_FLIGHT)
+        .collect()
+        .await
 }
 
 /// The objects a restore writes, by kind and name: what a later object's dry run may find
