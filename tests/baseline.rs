@@ -790,12 +790,49 @@ async fn a_baseline_takes_its_pod_security_labels_off_and_puts_back_what_it_foun
     assert_eq!((psa, recorded), (found.clone(), false));
 
     // The baseline is deleted: a namespace that had none is left with none.
+    let third = tenant_ns(&client, &class, "acme").await;
+    status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 2).await;
+    // Someone else rewrites the record of a third namespace to name weaker labels: a record
+    // the operator's apply no longer owns is no record, and is never put back.
+    let forged = serde_json::json!({"metadata": {"annotations": {
+        "opsec.x1642.dev/pod-security-before": "{\"pod-security.kubernetes.io/enforce\":\"privileged\"}"}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &third,
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&forged),
+        )
+        .await
+        .unwrap();
+    common::eventually(WAIT, "the record taken back by the operator", || async {
+        let n = Api::<Namespace>::all(client.clone())
+            .get(&third)
+            .await
+            .ok()?;
+        let before = n
+            .annotations()
+            .get("opsec.x1642.dev/pod-security-before")?
+            .clone();
+        (!before.contains("privileged")).then_some(())
+    })
+    .await;
     delete_baseline(&client, &name).await;
     let (psa, recorded) = pod_security(&client, &bare).await;
     assert!(psa.is_empty() && !recorded, "{psa:?} {recorded}");
     assert_eq!(pod_security(&client, &labelled).await.0, found);
-    common::delete_namespace(&client, &labelled).await;
-    common::delete_namespace(&client, &bare).await;
+    let (psa, _) = pod_security(&client, &third).await;
+    assert_ne!(
+        psa.get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("privileged"),
+        "a forged record was put back: {psa:?}"
+    );
+    for ns in [&labelled, &bare, &third] {
+        common::delete_namespace(&client, ns).await;
+    }
 }
 
 #[tokio::test]

@@ -626,9 +626,17 @@ async fn write_policy_status(
     previous: Option<&BackupPolicyStatus>,
     status: &BackupPolicyStatus,
 ) -> Result<(), Error> {
-    write_status(st, p, previous, status).await?;
-    st.wrote_policy_status(p, Some(status.clone()));
-    Ok(())
+    match write_status(st, p, previous, status).await {
+        Ok(()) => {
+            st.wrote_policy_status(p, Some(status.clone()));
+            Ok(())
+        }
+        Err(e) => {
+            // It may have landed or not: the next reconcile starts from what the API says.
+            st.wrote_policy_status(p, None);
+            Err(e)
+        }
+    }
 }
 
 /// Creates a Backup (trigger Catalogue) for every complete stored backup without one; returns

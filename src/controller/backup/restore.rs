@@ -210,6 +210,9 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     running.conditions.retain(|c| c.type_ != "Ready");
     running.phase = Some(RestorePhase::Running);
     running.attempts = status.attempts + 1;
+    running.rolled_back = 0;
+    running.failed = 0;
+    running.errors.clear();
     running.start_time = Some(time(start_time));
     running.observed_generation = r.metadata.generation;
     write_status(st, r, previous.as_ref(), &running).await?;
@@ -407,18 +410,28 @@ async fn run(
         let (applied, journal, refused) =
             write_all(client, &target, &mut stream, wanted, existing).await;
         let read = stream.finish().await;
-        if refused.is_none() && read.is_ok() {
+        if refused.is_empty() && read.is_ok() {
             done = Some((store.name().to_string(), applied));
             break;
         }
         let written = journal.len();
         let undone = journal.undo(client, &target).await;
         status.rolled_back = undone.undone;
-        match (refused, read) {
+        // What is still written: the writes not undone (an earlier, interrupted run's writes
+        // are not in this run's journal at all).
+        status.restored = undone.left.len() as i64;
+        let earlier = if status.attempts > 1 {
+            " (what the interrupted earlier run wrote is not undone)"
+        } else {
+            ""
+        };
+        match (refused.first().cloned(), read) {
             (Some(refusal), _) => {
                 status.storage = Some(store.name().into());
-                status.failed = 1;
-                status.errors = std::iter::once(refusal.clone())
+                status.failed = refused.len() as i64;
+                status.errors = refused
+                    .iter()
+                    .cloned()
                     .chain(undone.left.iter().map(|l| format!("not undone: {l}")))
                     .take(objects::MAX_ERRORS)
                     .collect();
@@ -426,14 +439,14 @@ async fn run(
                     (
                         "RolledBack",
                         format!(
-                            "nothing was restored: a write failed after {written} others, which were undone: {refusal}"
+                            "nothing was restored{earlier}: a write failed after {written} others, which were undone: {refusal}"
                         ),
                     )
                 } else {
                     (
                         "RollbackIncomplete",
                         format!(
-                            "a write failed ({refusal}); {} of the {written} writes before it could not be undone: {}",
+                            "a write failed ({refusal}); {} of the {written} writes before it could not be undone{earlier}: {}",
                             undone.left.len(),
                             undone.left.join("; ")
                         ),
@@ -526,18 +539,18 @@ async fn dry_run(
 }
 
 /// The writes of every wanted object of `stream`, journaled; the first batch with a refusal
-/// ends them, and its first refusal is returned (the caller undoes the journal).
+/// ends them, and its refusals are returned (the caller undoes the journal).
 async fn write_all(
     client: &kube::Client,
     target: &str,
     stream: &mut ObjectStream,
     wanted: impl Fn(&serde_json::Value) -> bool + Send + Sync,
     existing: ExistingObjects,
-) -> (Applied, Journal, Option<String>) {
+) -> (Applied, Journal, Vec<String>) {
     let mut out = Applied::default();
     let mut journal = Journal::default();
     let mut resolver = Resolver::default();
-    let mut refused = None;
+    let mut refused = Vec::new();
     let mut batches = Batches::new(stream, wanted);
     while let Some(batch) = batches.next().await {
         let done = write_batch(client, &mut resolver, target, batch, existing, Mode::Write).await;
@@ -547,12 +560,10 @@ async fn write_all(
                     out.count(&obj, Ok(!matches!(w, Written::Skipped)));
                     journal.record(w);
                 }
-                Err(e) => {
-                    refused.get_or_insert_with(|| writes::refusal(&obj, &e));
-                }
+                Err(e) => refused.push(writes::refusal(&obj, &e)),
             }
         }
-        if refused.is_some() {
+        if !refused.is_empty() {
             break;
         }
     }

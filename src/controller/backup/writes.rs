@@ -10,13 +10,14 @@
 //! creates earlier is therefore left to the write to decide ([`waits_on_restored`]); the
 //! journal undoes the rest if the write fails after all.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use jiff::Timestamp;
 use kube::Client;
 use kube::ResourceExt;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions,
-    PropagationPolicy,
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    Preconditions, PropagationPolicy,
 };
 use serde_json::Value;
 
@@ -27,16 +28,22 @@ use crate::backup::restore::ObjectStream;
 /// What one write did, or would do.
 #[derive(Debug)]
 pub enum Written {
-    /// It created the object (`uid` is empty in a dry run).
+    /// It created the object: its `uid` and the `resource_version` the create returned (both
+    /// empty in a dry run), the undo's preconditions.
     Created {
         ar: ApiResource,
         name: String,
         uid: String,
+        resource_version: String,
+        /// Its creation time, by the API server's clock.
+        created_at: Option<Timestamp>,
     },
-    /// It overwrote an object that existed, which was `before`.
+    /// It overwrote an object that existed, which was `before`; `resource_version` is what the
+    /// overwrite returned (the undo puts `before` back only over that version).
     Replaced {
         ar: ApiResource,
         before: Box<DynamicObject>,
+        resource_version: String,
     },
     /// It left the object alone: it existed (Skip), or a baseline stamps it.
     Skipped,
@@ -50,8 +57,10 @@ pub enum Mode {
 }
 
 /// Writes (or dry-runs) one restored object into `namespace` with `client` (the tenant's):
-/// server-side apply for Overwrite, create-if-absent for Skip. Objects a baseline stamps are
-/// skipped, whether the backup or the namespace holds them.
+/// create-if-absent for Skip; for Overwrite a create when it is absent, else a server-side
+/// apply conditional on the version read (so what the journal holds as `before` is what was
+/// overwritten). Objects a baseline stamps are skipped, whether the backup or the namespace
+/// holds them.
 pub async fn write_one(
     client: &Client,
     ar: &ApiResource,
@@ -64,58 +73,82 @@ pub async fn write_one(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let ar = ar.clone();
     if stamped_by_baseline(obj) {
         return Ok(Written::Skipped);
     }
     let mut body = obj.clone();
     body["metadata"]["namespace"] = Value::String(namespace.into());
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let dry_run = mode == Mode::DryRun;
-    match existing {
-        ExistingObjects::Overwrite => {
-            let current = api.get_opt(&name).await.map_err(|e| e.to_string())?;
-            if current
-                .as_ref()
-                .is_some_and(|c| c.labels().contains_key(crate::baseline::BASELINE_LABEL))
-            {
-                return Ok(Written::Skipped);
-            }
-            let mut params = PatchParams::apply(RESTORE_FIELD_MANAGER).force();
-            params.dry_run = dry_run;
-            let after = api
-                .patch(&name, &params, &Patch::Apply(body))
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(match current {
-                Some(before) => Written::Replaced {
-                    ar,
-                    before: Box::new(before),
-                },
-                None => Written::Created {
-                    ar,
-                    name,
-                    uid: after.uid().filter(|_| !dry_run).unwrap_or_default(),
-                },
-            })
+    let versions = |o: &DynamicObject| {
+        if dry_run {
+            (String::new(), String::new())
+        } else {
+            (
+                o.uid().unwrap_or_default(),
+                o.resource_version().unwrap_or_default(),
+            )
         }
-        ExistingObjects::Skip => {
-            let dynobj: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
-            let params = PostParams {
-                dry_run,
-                ..PostParams::default()
-            };
-            match api.create(&params, &dynobj).await {
-                Ok(after) => Ok(Written::Created {
-                    ar,
-                    name,
-                    uid: after.uid().filter(|_| !dry_run).unwrap_or_default(),
-                }),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Written::Skipped),
-                Err(e) => Err(e.to_string()),
+    };
+    // Absent (as far as a read can tell): created, never applied over, so an object someone
+    // else creates meanwhile is not taken over (and then deleted by an undo).
+    let create = |body: Value| async {
+        let dynobj: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
+        let params = PostParams {
+            dry_run,
+            ..PostParams::default()
+        };
+        match api.create(&params, &dynobj).await {
+            Ok(after) => {
+                let (uid, resource_version) = versions(&after);
+                Ok(Some(Written::Created {
+                    ar: ar.clone(),
+                    name: name.clone(),
+                    uid,
+                    resource_version,
+                    created_at: after.metadata.creation_timestamp.map(|t| t.0),
+                }))
             }
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    if existing == ExistingObjects::Skip {
+        return Ok(create(body).await?.unwrap_or(Written::Skipped));
+    }
+    for _ in 0..2 {
+        let Some(current) = api.get_opt(&name).await.map_err(|e| e.to_string())? else {
+            match create(body.clone()).await? {
+                Some(w) => return Ok(w),
+                // Created meanwhile: read it and overwrite that.
+                None => continue,
+            }
+        };
+        if current
+            .labels()
+            .contains_key(crate::baseline::BASELINE_LABEL)
+        {
+            return Ok(Written::Skipped);
+        }
+        let mut conditional = body.clone();
+        conditional["metadata"]["resourceVersion"] =
+            Value::String(current.resource_version().unwrap_or_default());
+        let mut params = PatchParams::apply(RESTORE_FIELD_MANAGER).force();
+        params.dry_run = dry_run;
+        match api.patch(&name, &params, &Patch::Apply(conditional)).await {
+            Ok(after) => {
+                return Ok(Written::Replaced {
+                    ar: ar.clone(),
+                    before: Box::new(current),
+                    resource_version: versions(&after).1,
+                });
+            }
+            // Changed between the read and the write: read it again.
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e.to_string()),
         }
     }
+    Err("it kept changing while the restore wrote it".into())
 }
 
 /// Writes of one kind run at once (a kind's objects do not refer to each other; kinds are
@@ -258,6 +291,28 @@ pub struct Undone {
     pub left: Vec<String>,
 }
 
+/// Kinds whose controllers make or adopt objects of their own (Pods, ReplicaSets,
+/// ControllerRevisions, Jobs, PersistentVolumeClaims): an undo deletes one of them alone
+/// (orphaning), then only what it made after the restore began ([`dependents`]).
+const OWNING_KINDS: &[(&str, &str)] = &[
+    ("apps", "Deployment"),
+    ("apps", "ReplicaSet"),
+    ("apps", "StatefulSet"),
+    ("apps", "DaemonSet"),
+    ("batch", "Job"),
+    ("batch", "CronJob"),
+    ("", "ReplicationController"),
+];
+
+/// Kinds an [`OWNING_KINDS`] object's controller makes in its namespace.
+const DEPENDENT_KINDS: &[(&str, &str, &str, &str)] = &[
+    ("", "v1", "Pod", "pods"),
+    ("apps", "v1", "ReplicaSet", "replicasets"),
+    ("apps", "v1", "ControllerRevision", "controllerrevisions"),
+    ("batch", "v1", "Job", "jobs"),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+];
+
 impl Journal {
     pub fn record(&mut self, w: Written) {
         if !matches!(w, Written::Skipped) {
@@ -274,31 +329,72 @@ impl Journal {
         self.done.is_empty()
     }
 
-    /// Undoes every recorded write, last first: a created object is deleted (only the one the
-    /// restore created: its UID is a precondition), a replaced one is put back as it was (its
-    /// spec, data, labels, annotations and field owners).
+    /// Undoes every recorded write, last first, each only if nobody changed the object since
+    /// the restore wrote it (a change made meanwhile is kept, and named as not undone):
+    /// - a created object is deleted (its UID and version are preconditions). An object whose
+    ///   controller makes others is deleted alone, then what that controller made after the
+    ///   object was created: what it adopted (a Pod, a claim that was there before) stays;
+    /// - an overwritten one is put back as it was (its spec, data, labels, annotations and
+    ///   field owners); one deleted since is not created again.
     pub async fn undo(self, client: &Client, namespace: &str) -> Undone {
         let mut out = Undone::default();
+        let owners: HashMap<String, Option<Timestamp>> = self
+            .done
+            .iter()
+            .filter_map(|w| match w {
+                Written::Created {
+                    ar,
+                    uid,
+                    created_at,
+                    ..
+                } if owns_others(ar) => Some((uid.clone(), *created_at)),
+                _ => None,
+            })
+            .collect();
+        let mut made = if owners.is_empty() {
+            Default::default()
+        } else {
+            dependents(client, namespace, &owners).await
+        };
         for w in self.done.into_iter().rev() {
             let result = match &w {
-                Written::Created { ar, name, uid } => {
-                    let api: Api<DynamicObject> =
-                        Api::namespaced_with(client.clone(), namespace, ar);
-                    let params = DeleteParams {
-                        preconditions: Some(Preconditions {
-                            uid: Some(uid.clone()),
-                            resource_version: None,
-                        }),
-                        propagation_policy: Some(PropagationPolicy::Background),
-                        ..DeleteParams::default()
-                    };
-                    match api.delete(name, &params).await {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-                        Err(e) => Err(format!("{}/{} {name}: {e}", ar.api_version, ar.kind)),
+                Written::Created {
+                    ar,
+                    name,
+                    uid,
+                    resource_version,
+                    ..
+                } => {
+                    let orphan = owns_others(ar);
+                    let deleted =
+                        delete_exactly(client, namespace, ar, name, uid, resource_version, orphan)
+                            .await;
+                    match (deleted, made.remove(uid)) {
+                        (Ok(()), Some(children)) => {
+                            let mut left = Vec::new();
+                            for (car, cname, cuid) in children {
+                                if let Err(e) = delete_exactly(
+                                    client, namespace, &car, &cname, &cuid, "", false,
+                                )
+                                .await
+                                {
+                                    left.push(e);
+                                }
+                            }
+                            if left.is_empty() {
+                                Ok(())
+                            } else {
+                                Err(left.join("; "))
+                            }
+                        }
+                        (r, _) => r,
                     }
                 }
-                Written::Replaced { ar, before } => put_back(client, namespace, ar, before).await,
+                Written::Replaced {
+                    ar,
+                    before,
+                    resource_version,
+                } => put_back(client, namespace, ar, before, resource_version).await,
                 Written::Skipped => Ok(()),
             };
             match result {
@@ -310,39 +406,117 @@ impl Journal {
     }
 }
 
+/// Whether an object created at `created` was made once its owner, created at `owner`, existed
+/// (times of the API server, to the second: an object of the same second counts as made after).
+fn made_after(created: Option<Timestamp>, owner: Option<Timestamp>) -> bool {
+    matches!((created, owner), (Some(c), Some(o)) if c >= o)
+}
+
+fn owns_others(ar: &ApiResource) -> bool {
+    OWNING_KINDS
+        .iter()
+        .any(|(g, k)| *g == ar.group && *k == ar.kind)
+}
+
+/// The objects of [`DEPENDENT_KINDS`] in `namespace` that the controller of one of `owners`
+/// (UID and creation time) made once that owner existed, by owner UID: not what it adopted. A
+/// kind the tenant may not list is passed over (its objects stay, orphaned: nothing is deleted
+/// that the restore cannot tell it made).
+async fn dependents(
+    client: &Client,
+    namespace: &str,
+    owners: &HashMap<String, Option<Timestamp>>,
+) -> HashMap<String, Vec<(ApiResource, String, String)>> {
+    let mut out: HashMap<String, Vec<(ApiResource, String, String)>> = HashMap::new();
+    for (group, version, kind, plural) in DEPENDENT_KINDS {
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            continue;
+        };
+        for o in list.items {
+            let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let owner = o.metadata.owner_references.iter().flatten().find(|r| {
+                owners
+                    .get(&r.uid)
+                    .is_some_and(|owner_at| made_after(created, *owner_at))
+            });
+            if let Some(owner) = owner {
+                out.entry(owner.uid.clone()).or_default().push((
+                    ar.clone(),
+                    o.name_any(),
+                    o.uid().unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Deletes the object of `uid` (and of `resource_version`, when given) only: one gone already
+/// is fine; one changed since is left, and said so.
+async fn delete_exactly(
+    client: &Client,
+    namespace: &str,
+    ar: &ApiResource,
+    name: &str,
+    uid: &str,
+    resource_version: &str,
+    orphan: bool,
+) -> Result<(), String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: (!resource_version.is_empty()).then(|| resource_version.to_string()),
+        }),
+        propagation_policy: Some(if orphan {
+            PropagationPolicy::Orphan
+        } else {
+            PropagationPolicy::Background
+        }),
+        ..DeleteParams::default()
+    };
+    let what = || format!("{}/{} {name}", ar.api_version, ar.kind);
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(format!(
+            "{}: changed since the restore wrote it; kept",
+            what()
+        )),
+        Err(e) => Err(format!("{}: {e}", what())),
+    }
+}
+
 /// Puts an overwritten object back as it was before the restore: a replace of its last state,
-/// made conditional on the current one (so a change made since is not lost silently).
+/// conditional on the version the restore's write left (so a change made since is kept, and
+/// said so). One deleted since is not created again.
 async fn put_back(
     client: &Client,
     namespace: &str,
     ar: &ApiResource,
     before: &DynamicObject,
+    resource_version: &str,
 ) -> Result<(), String> {
     let name = before.name_any();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let what = || format!("{}/{} {name}", ar.api_version, ar.kind);
-    let current = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| format!("{}: {e}", what()))?;
     let mut prior = before.clone();
-    match current {
-        Some(c) => prior.metadata.resource_version = c.resource_version(),
-        None => {
-            prior.metadata.resource_version = None;
-            prior.metadata.uid = None;
-            prior.metadata.creation_timestamp = None;
-            return api
-                .create(&PostParams::default(), &prior)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("{}: {e}", what()));
-        }
+    prior.metadata.resource_version = Some(resource_version.to_string());
+    match api.replace(&name, &PostParams::default(), &prior).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(format!(
+            "{}: changed since the restore wrote it; kept as it is now",
+            what()
+        )),
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(format!(
+            "{}: deleted since the restore wrote it; not created again",
+            what()
+        )),
+        Err(e) => Err(format!("{}: {e}", what())),
     }
-    api.replace(&name, &PostParams::default(), &prior)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{}: {e}", what()))
 }
 
 /// The first refusals of a dry run, each naming its object.

@@ -220,42 +220,30 @@ pub async fn apply_namespace(
 /// operator's own, so no later apply of the operator removes them.
 pub const PUT_BACK_FIELD_MANAGER: &str = "opsec-operator-put-back";
 
-/// Takes a baseline's Pod Security labels and its record off a namespace, and puts back the
-/// labels it found there (`before`): an apply of a bare Namespace releases every field the
-/// operator's apply set, then a merge patch sets the labels found.
+/// Releases a namespace from a baseline's Pod Security labels with `patch`
+/// ([`super::plan::release_patch`]: one merge patch, conditional on the version read).
+/// `Ok(false)` when the namespace changed since (or is gone): the next check reads it again.
 pub async fn release_namespace(
     client: &Client,
     name: &str,
-    before: &std::collections::BTreeMap<String, String>,
-) -> Result<(), ApplyError> {
+    patch: &serde_json::Value,
+) -> Result<bool, ApplyError> {
     let api: Api<Namespace> = Api::all(client.clone());
-    let bare =
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-    let refused = |e| ApplyError::new("release labels of", "Namespace", name, name, e);
-    match api
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&bare),
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
-        Err(e) => return Err(refused(e)),
-    }
-    if before.is_empty() {
-        return Ok(());
-    }
     let params = PatchParams {
         field_manager: Some(PUT_BACK_FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    let labels = serde_json::json!({"metadata": {"labels": before}});
-    api.patch(name, &params, &Patch::Merge(&labels))
-        .await
-        .map(|_| ())
-        .map_err(refused)
+    match api.patch(name, &params, &Patch::Merge(patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
+        Err(e) => Err(ApplyError::new(
+            "release labels of",
+            "Namespace",
+            name,
+            name,
+            e,
+        )),
+    }
 }
 
 /// Deletes a stamped object; one already gone is fine.

@@ -294,6 +294,7 @@ impl ClusterCache {
                 name: n.name_any(),
                 labels: n.labels().clone(),
                 annotations: n.annotations().clone(),
+                resource_version: n.resource_version(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -517,15 +518,39 @@ fn slim_stamped(o: &mut DynamicObject) {
 }
 
 /// What the plan reads of a namespace: its name, labels, deletion, and the operator's own
-/// annotations (the record of its Pod Security labels).
+/// annotations (the record of its Pod Security labels), only while the operator's apply owns
+/// both: a record anyone else wrote or changed (a tenant allowed to edit its Namespace) is no
+/// record, and is never put back.
 fn slim_namespace(n: &mut Namespace) {
+    let ours = record_owned_by_operator(n.metadata.managed_fields.as_deref().unwrap_or_default());
     n.metadata.managed_fields = None;
     if let Some(a) = n.metadata.annotations.as_mut() {
         a.retain(|k, _| {
-            k == crate::baseline::POD_SECURITY_BY_ANNOTATION
-                || k == crate::baseline::POD_SECURITY_BEFORE_ANNOTATION
+            ours && (k == crate::baseline::POD_SECURITY_BY_ANNOTATION
+                || k == crate::baseline::POD_SECURITY_BEFORE_ANNOTATION)
         });
     }
+}
+
+/// Whether the operator's apply (field manager [`crate::FIELD_MANAGER`], operation `Apply`)
+/// owns both annotations of the Pod Security record: another writer that set or changed either
+/// owns it instead.
+fn record_owned_by_operator(
+    managed: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry],
+) -> bool {
+    managed.iter().any(|m| {
+        m.manager.as_deref() == Some(crate::FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1.as_ref().is_some_and(|f| {
+                let annotations = &f.0["f:metadata"]["f:annotations"];
+                [
+                    crate::baseline::POD_SECURITY_BY_ANNOTATION,
+                    crate::baseline::POD_SECURITY_BEFORE_ANNOTATION,
+                ]
+                .iter()
+                .all(|k| annotations.get(format!("f:{k}")).is_some())
+            })
+    })
 }
 
 /// What the plan reads of a workload: its metadata and its pod template's labels.
@@ -627,6 +652,50 @@ mod tests {
         let cm: k8s_openapi::api::core::v1::ConfigMap = cached.parse().unwrap();
         assert_eq!(cm.data.unwrap()["tenant"], "acme");
         assert_eq!(cached.name_any(), "c");
+    }
+
+    #[test]
+    fn a_pod_security_record_counts_only_while_the_operators_apply_owns_it() {
+        let by = crate::baseline::POD_SECURITY_BY_ANNOTATION;
+        let before = crate::baseline::POD_SECURITY_BEFORE_ANNOTATION;
+        let entry = |manager: &str, operation: &str, keys: &[&str]| {
+            let annotations: serde_json::Map<String, serde_json::Value> =
+                keys.iter().map(|k| (format!("f:{k}"), json!({}))).collect();
+            ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                operation: Some(operation.into()),
+                fields_v1: Some(FieldsV1(
+                    json!({"f:metadata": {"f:annotations": annotations}}),
+                )),
+                ..Default::default()
+            }
+        };
+        let namespace = |managed: Vec<ManagedFieldsEntry>| {
+            let mut n: Namespace = serde_json::from_value(json!({"metadata": {"name": "t1",
+                "annotations": {by: "gold", before: "{}", "other": "x"}}}))
+            .unwrap();
+            n.metadata.managed_fields = Some(managed);
+            slim_namespace(&mut n);
+            n.metadata.annotations.unwrap_or_default()
+        };
+        let kept = namespace(vec![entry(crate::FIELD_MANAGER, "Apply", &[by, before])]);
+        assert_eq!(
+            kept.len(),
+            2,
+            "the record, and no other annotation: {kept:?}"
+        );
+        // Written by someone else, changed by someone else, or by the operator's other writes.
+        for managed in [
+            vec![entry("kubectl-edit", "Update", &[by, before])],
+            vec![
+                entry(crate::FIELD_MANAGER, "Apply", &[by]),
+                entry("kubectl-edit", "Update", &[before]),
+            ],
+            vec![entry(crate::FIELD_MANAGER, "Update", &[by, before])],
+            vec![],
+        ] {
+            assert!(namespace(managed.clone()).is_empty(), "{managed:?}");
+        }
     }
 
     #[test]

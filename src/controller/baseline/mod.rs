@@ -679,21 +679,26 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         // Pod Security labels it set where it no longer sets them (the namespace left its
         // selection, the control was removed, another baseline won them): taken off, and the
         // labels found there put back.
-        let labelled: BTreeSet<&str> = plan
+        // A namespace the baseline could not plan (its selector or a template failed) keeps
+        // them until it can: a broken spec must not weaken Pod Security.
+        let keep: BTreeSet<&str> = plan
             .namespaces
             .iter()
             .filter(|n| n.namespace_labels.is_some())
             .map(|n| n.namespace.as_str())
+            .chain(plan.failed.iter().map(|(ns, _, _)| ns.as_str()))
             .collect();
         for ns in namespaces
             .iter()
-            .filter(|n| !labelled.contains(n.name.as_str()))
+            .filter(|n| !keep.contains(n.name.as_str()))
         {
-            let Some(before) = plan::put_back(ns, &name) else {
+            let (Some(patch), Some(before)) =
+                (plan::release_patch(ns, &name), plan::put_back(ns, &name))
+            else {
                 continue;
             };
-            match apply::release_namespace(client, &ns.name, &before).await {
-                Ok(()) => pruned.push((
+            match apply::release_namespace(client, &ns.name, &patch).await {
+                Ok(true) => pruned.push((
                     format!(
                         "took its Pod Security labels off namespace {}: no longer rendered; put back {}",
                         ns.name,
@@ -706,6 +711,8 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
                         ..Default::default()
                     },
                 )),
+                // Changed since it was read: the change triggers another check.
+                Ok(false) => {}
                 Err(e) => findings.push(Finding {
                     namespace: ns.name.clone(),
                     object: format!("Namespace/{}", ns.name),
@@ -1189,9 +1196,14 @@ async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         }
     }
     for ns in st.cache.namespace_infos() {
-        if let Some(before) = plan::put_back(&ns, &name) {
-            match apply::release_namespace(&st.ctx.client, &ns.name, &before).await {
-                Ok(()) => count += 1,
+        if let Some(patch) = plan::release_patch(&ns, &name) {
+            match apply::release_namespace(&st.ctx.client, &ns.name, &patch).await {
+                Ok(true) => count += 1,
+                // Changed since the cache read it: try again once the cache has the change.
+                Ok(false) => failures.push(format!(
+                    "namespace {} changed while its Pod Security labels were released",
+                    ns.name
+                )),
                 Err(e) => failures.push(e.to_string()),
             }
         }

@@ -19,8 +19,11 @@ pub struct NamespaceInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     /// The operator's own annotations on it ([`POD_SECURITY_BY_ANNOTATION`],
-    /// [`POD_SECURITY_BEFORE_ANNOTATION`]); no other annotation is kept.
+    /// [`POD_SECURITY_BEFORE_ANNOTATION`]), only while the operator's apply owns them (a value
+    /// anyone else wrote is no record); no other annotation is kept.
     pub annotations: BTreeMap<String, String>,
+    /// The version these were read at: a release is conditional on it.
+    pub resource_version: Option<String>,
 }
 
 /// The Pod Security labels of `labels`.
@@ -53,8 +56,7 @@ pub fn with_record(mut body: serde_json::Value, ns: &NamespaceInfo, me: &str) ->
 
 /// What to put back on `ns` when baseline `me` stops setting its Pod Security labels: `None`
 /// when `me` did not set them (another baseline, or none); else the labels recorded before it,
-/// Pod Security labels only (the record is the operator's, but a Namespace's annotations are
-/// not trusted to name any other label).
+/// Pod Security labels only (a record is never trusted to name any other label).
 pub fn put_back(ns: &NamespaceInfo, me: &str) -> Option<BTreeMap<String, String>> {
     if ns
         .annotations
@@ -70,6 +72,26 @@ pub fn put_back(ns: &NamespaceInfo, me: &str) -> Option<BTreeMap<String, String>
         .and_then(|r| serde_json::from_str(r).ok())
         .unwrap_or_default();
     Some(pod_security_labels(&recorded))
+}
+
+/// The merge patch that releases `ns` from baseline `me` in one conditional write: its Pod
+/// Security labels become those recorded before it ([`put_back`]; the others removed), the
+/// record goes, and `metadata.resourceVersion` makes it fail if the namespace changed since it
+/// was read (another baseline took the labels over meanwhile). `None` when `me` did not set them.
+pub fn release_patch(ns: &NamespaceInfo, me: &str) -> Option<serde_json::Value> {
+    let before = put_back(ns, me)?;
+    let mut labels = serde_json::Map::new();
+    for k in pod_security_labels(&ns.labels).keys() {
+        labels.insert(k.clone(), serde_json::Value::Null);
+    }
+    for (k, v) in &before {
+        labels.insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    Some(serde_json::json!({"metadata": {
+        "resourceVersion": ns.resource_version,
+        "labels": labels,
+        "annotations": {POD_SECURITY_BY_ANNOTATION: null, POD_SECURITY_BEFORE_ANNOTATION: null},
+    }}))
 }
 
 /// A Deployment, StatefulSet or DaemonSet as the plan sees it.
@@ -335,6 +357,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             annotations: Default::default(),
+            resource_version: None,
         }
     }
 
