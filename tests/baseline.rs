@@ -223,17 +223,17 @@ async fn a_deleted_object_comes_back_and_a_kubectl_edit_is_reverted_naming_the_e
     .await;
 
     let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
-    let edit = serde_json::json!({"spec": {"policyTypes": ["Ingress"]}});
-    nps.patch(
-        "opsec-isolation",
-        &PatchParams {
+    let edit = || async {
+        let edit = serde_json::json!({"spec": {"policyTypes": ["Ingress"]}});
+        let as_kubectl = PatchParams {
             field_manager: Some("kubectl-edit".into()),
             ..Default::default()
-        },
-        &Patch::Merge(&edit),
-    )
-    .await
-    .unwrap();
+        };
+        nps.patch("opsec-isolation", &as_kubectl, &Patch::Merge(&edit))
+            .await
+            .unwrap();
+    };
+    edit().await;
     common::eventually(WAIT, "the edit reverted", || async {
         let np = nps.get("opsec-isolation").await.ok()?;
         (np.spec?.policy_types? == ["Ingress", "Egress"]).then_some(())
@@ -263,16 +263,7 @@ async fn a_deleted_object_comes_back_and_a_kubectl_edit_is_reverted_naming_the_e
 
     // The editor takes the field back after the revert: now it fights the baseline, a conflict
     // naming it (the baseline still reverts).
-    nps.patch(
-        "opsec-isolation",
-        &PatchParams {
-            field_manager: Some("kubectl-edit".into()),
-            ..Default::default()
-        },
-        &Patch::Merge(&edit),
-    )
-    .await
-    .unwrap();
+    edit().await;
     let status = status_until(&client, &name, "a conflict with kubectl-edit", |s| {
         !s.conflicts.is_empty()
     })
