@@ -145,6 +145,34 @@ kubectl -n tenant-b-prod wait backuppolicy/demo --for=condition=RTOMet --timeout
 kubectl -n tenant-b-prod get backuppolicy demo -o jsonpath='result={.status.lastRestoreTest.result} measured RTO={.status.lastRestoreTest.duration} compared={.status.lastRestoreTest.objectsCompared} mismatches={.status.lastRestoreTest.mismatches}{"\n"}'
 kubectl get backuppolicies -A -o wide
 
+step "A restore is all or nothing: refused whole by a server-side dry run (a quota), then done once the quota allows it"
+backup=$(kubectl -n tenant-b-prod get backups -l opsec.x1642.dev/backup-policy=demo -o jsonpath='{.items[0].metadata.name}')
+kubectl -n tenant-b-prod delete configmap shop-settings
+kubectl -n tenant-b-prod create quota no-more-configmaps --hard=count/configmaps=1
+for _ in $(seq 1 150); do
+  [ -n "$(kubectl -n tenant-b-prod get quota no-more-configmaps -o jsonpath='{.status.used}' 2>/dev/null)" ] && break
+  sleep 0.2
+done
+restore() {
+  cat <<YAML | kubectl apply -n tenant-b-prod -f -
+apiVersion: opsec.x1642.dev/v1alpha1
+kind: Restore
+metadata: {name: $1}
+spec: {backupRef: {name: $backup}, kinds: [ConfigMap]}
+YAML
+  for _ in $(seq 1 150); do
+    case "$(kubectl -n tenant-b-prod get restore "$1" -o jsonpath='{.status.phase}')" in Completed | Failed) break ;; esac
+    sleep 0.2
+  done
+  kubectl -n tenant-b-prod get restore "$1" -o jsonpath='{.status.phase} ({.status.conditions[?(@.type=="Ready")].reason}): {.status.conditions[?(@.type=="Ready")].message}{"\n"}'
+}
+restore refused-by-quota
+kubectl -n tenant-b-prod get configmap shop-settings 2>&1 || true
+kubectl -n tenant-b-prod delete quota no-more-configmaps
+sleep 1 # the API server's quota admission sees the deletion
+restore after-quota
+kubectl -n tenant-b-prod get configmap shop-settings -o jsonpath='shop-settings: currency={.data.currency}{"\n"}'
+
 step "A tenant names an S3 endpoint the provider did not allow (the cloud metadata address): refused, no request made"
 cat <<YAML | kubectl apply -n tenant-b-prod -f -
 apiVersion: opsec.x1642.dev/v1alpha1

@@ -110,14 +110,14 @@ pub async fn write_one(
                 }))
             }
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(api_words(&e)),
         }
     };
     if existing == ExistingObjects::Skip {
         return Ok(create(body).await?.unwrap_or(Written::Skipped));
     }
     for _ in 0..2 {
-        let Some(current) = api.get_opt(&name).await.map_err(|e| e.to_string())? else {
+        let Some(current) = api.get_opt(&name).await.map_err(|e| api_words(&e))? else {
             match create(body.clone()).await? {
                 Some(w) => return Ok(w),
                 // Created meanwhile: read it and overwrite that.
@@ -145,10 +145,19 @@ pub async fn write_one(
             }
             // Changed between the read and the write: read it again.
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(api_words(&e)),
         }
     }
     Err("it kept changing while the restore wrote it".into())
+}
+
+/// What the API server said of a refused request (its message, which names the object and the
+/// reason), or the client's error when the request got no answer.
+fn api_words(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Writes of one kind run at once (a kind's objects do not refer to each other; kinds are
