@@ -14,6 +14,7 @@ pub mod controller;
 pub mod error;
 pub mod metrics;
 pub mod runtime;
+pub mod schedule;
 pub mod telemetry;
 
 pub use error::Error;

@@ -423,9 +423,7 @@ pub struct RestoreTestSummary {
     /// Measured restore time: the real RTO.
     #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub duration: String,
-    /// Passed, Failed or TimedOut.
-    #[schemars(extend("enum" = ["Passed", "Failed", "TimedOut"]))]
-    pub result: String,
+    pub result: RestoreTestResult,
     #[schemars(range(min = 0))]
     pub objects_compared: i64,
     #[schemars(range(min = 0))]
@@ -566,9 +564,7 @@ pub struct BackupStatus {
 #[serde(rename_all = "camelCase")]
 pub struct BackupLocationStatus {
     pub name: String,
-    /// Written, Failed, Verified, Corrupt, Deleted.
-    #[schemars(extend("enum" = ["Written", "Failed", "Verified", "Corrupt", "Deleted"]))]
-    pub state: String,
+    pub state: CopyState,
     /// Object key or path of the copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -583,11 +579,52 @@ pub struct BackupLocationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct BackupVerification {
     pub time: Time,
-    /// Verified or Corrupt.
-    #[schemars(extend("enum" = ["Verified", "Corrupt"]))]
-    pub result: String,
+    pub result: VerificationResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+status_words! {
+    /// The state of a backup's copy in one storage location.
+    CopyState {
+        /// Written and committed (its manifest last), not verified since.
+        #[default]
+        Written,
+        /// Its write failed; a stored good copy is copied there again on a backoff.
+        Failed,
+        /// Read back: signature, stored digest and every object's digest checked out.
+        Verified,
+        /// Read back and found not to match its signed manifest.
+        Corrupt,
+        /// Deleted by retention.
+        Deleted,
+    }
+}
+
+status_words! {
+    /// What a verification of a backup's copies found.
+    VerificationResult {
+        /// Every copy checked out.
+        #[default]
+        Verified,
+        /// A copy does not match its signed manifest.
+        Corrupt,
+        /// A copy could not be read (its store unreachable, the keys unreadable).
+        Failed,
+    }
+}
+
+status_words! {
+    /// How a restore test ended.
+    RestoreTestResult {
+        /// Every object restored and equal to its backup.
+        #[default]
+        Passed,
+        /// An object could not be restored or differs, or there was no backup to restore.
+        Failed,
+        /// It took longer than `verification.restoreTest.timeout`.
+        TimedOut,
+    }
 }
 
 /// A restore of a backup into this or another namespace.

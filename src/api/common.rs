@@ -22,6 +22,58 @@ use super::rules::{
     API_VERSION_PATTERN, CRON_PATTERN, KIND_PATTERN, PATH_SEGMENT_PATTERN, SECRET_KEY_PATTERN,
     cron_rules, path_segment_rule, secret_key_rule, time_zone_rule,
 };
+
+/// A status word: an enum of the values one status field takes, serialized as its variant name,
+/// listed in the CRD's schema (so `kubectl explain` and the API server know every value) and
+/// compared with its text (`state == "Verified"`) where a test or a message reads it.
+macro_rules! status_words {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident,)+ }) => {
+        $(#[$doc])*
+        #[derive(
+            serde::Serialize, serde::Deserialize, schemars::JsonSchema, Clone, Copy, Debug,
+            Default, PartialEq, Eq, Hash,
+        )]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// The value as the API writes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => stringify!($variant),)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $(stringify!($variant) => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        "{other:?} is not a {}",
+                        stringify!($name)
+                    )),
+                }
+            }
+        }
+    };
+}
+
 pub use super::rules::{DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN};
 
 /// An IANA time-zone name such as `UTC`, `Europe/Berlin` or `America/Argentina/Buenos_Aires`;

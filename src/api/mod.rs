@@ -4,9 +4,11 @@
 // kube's `printcolumn(name = .., type_ = ..)` repeats the same keys once per column by design.
 #![allow(clippy::duplicated_attributes)]
 
+// `common` first: its `status_words!` macro is used by the kinds' files.
+#[macro_use]
+pub mod common;
 pub mod backup;
 pub mod baseline;
-pub mod common;
 pub mod emergency;
 pub mod patch;
 pub mod policy_report;

@@ -195,7 +195,11 @@ pub async fn run(cmd: BackupCommand) -> Result<(), CliError> {
                     ),
                     Err(e) => {
                         failed += 1;
-                        println!("{id}: FAILED ({}): {}", e.category(), chain(&e));
+                        println!(
+                            "{id}: FAILED ({}): {}",
+                            e.category(),
+                            super::error_chain(&e)
+                        );
                     }
                 }
             }
@@ -275,16 +279,6 @@ pub fn file_name(index: usize, obj: &serde_json::Value) -> String {
         clean(obj["kind"].as_str().unwrap_or("object")),
         clean(obj["metadata"]["name"].as_str().unwrap_or("unnamed"))
     )
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

@@ -92,6 +92,21 @@ impl RestoreError {
         }
     }
 
+    /// Whether the stored copy itself is bad (corrupt, forged, incomplete, unsafe, or encrypted
+    /// otherwise than its policy says), as opposed to a reader's problem (a wrong key, a store
+    /// that did not answer, a worker that failed): verification marks such a copy `Corrupt`.
+    pub fn copy_is_bad(&self) -> bool {
+        matches!(
+            self,
+            Self::Corrupt { .. }
+                | Self::BadSignature { .. }
+                | Self::BadManifest { .. }
+                | Self::MissingManifest { .. }
+                | Self::Unsafe { .. }
+                | Self::NotEncrypted { .. }
+        )
+    }
+
     fn corrupt(
         backup_id: &str,
         reason: impl Into<String>,

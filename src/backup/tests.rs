@@ -209,6 +209,7 @@ async fn flipped_byte_in_data_is_corrupt() {
     };
     let err = verify(&store, &loc("b1"), &digest_only).await.unwrap_err();
     assert_eq!(err.category(), "Corrupt");
+    assert!(err.copy_is_bad(), "verification marks the copy corrupt");
 }
 
 #[tokio::test]
@@ -241,6 +242,10 @@ async fn wrong_encryption_key_is_told_apart() {
     let err = restore(&store, &loc("b1"), &none).await.unwrap_err();
     assert!(matches!(err, RestoreError::KeyRequired { .. }), "{err}");
     assert_eq!(err.category(), "WrongKey");
+    assert!(
+        !err.copy_is_bad(),
+        "a wrong key is the reader's problem, not the copy's"
+    );
 }
 
 #[tokio::test]

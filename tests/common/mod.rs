@@ -509,5 +509,5 @@ pub fn location_state(b: &opsec_operator::api::Backup, name: &str) -> Option<Str
         .locations
         .iter()
         .find(|l| l.name == name)
-        .map(|l| l.state.clone())
+        .map(|l| l.state.to_string())
 }

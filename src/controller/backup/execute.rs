@@ -15,7 +15,9 @@ use kube::runtime::events::EventType;
 use super::objects;
 use super::resolve::{Access, error_chain};
 use super::{Error, State, time, write_status};
-use crate::api::backup::{BackupLocationStatus, BackupPhase, BackupStatus, BackupTrigger};
+use crate::api::backup::{
+    BackupLocationStatus, BackupPhase, BackupStatus, BackupTrigger, CopyState,
+};
 use crate::api::common::{ConditionStatus, set_condition};
 use crate::api::{Backup, BackupPolicy};
 use crate::backup::{BackupMeta, BackupWriter, RetentionSettings, retention};
@@ -139,7 +141,7 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
             for loc in final_status
                 .locations
                 .iter()
-                .filter(|l| l.state == "Failed")
+                .filter(|l| l.state == CopyState::Failed)
             {
                 st.publish(
                     b,
@@ -238,7 +240,7 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
                  its complete copy was found in {}",
                 s.locations
                     .iter()
-                    .filter(|l| l.state == "Written")
+                    .filter(|l| l.state == CopyState::Written)
                     .map(|l| l.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -292,7 +294,7 @@ async fn recover_from_stores(
                 manifest.get_or_insert(m);
                 locations.push(BackupLocationStatus {
                     name: store.name().into(),
-                    state: "Written".into(),
+                    state: CopyState::Written,
                     path,
                     time: Some(time(now)),
                     error: None,
@@ -300,7 +302,7 @@ async fn recover_from_stores(
             }
             Err(e) => locations.push(BackupLocationStatus {
                 name: store.name().into(),
-                state: "Failed".into(),
+                state: CopyState::Failed,
                 path,
                 time: Some(time(now)),
                 error: Some(format!(
@@ -426,14 +428,14 @@ async fn run(
         locations.push(match &s.result {
             Ok(()) => BackupLocationStatus {
                 name: s.store.clone(),
-                state: "Written".into(),
+                state: CopyState::Written,
                 path,
                 time: Some(time(now)),
                 error: None,
             },
             Err(e) => BackupLocationStatus {
                 name: s.store.clone(),
-                state: "Failed".into(),
+                state: CopyState::Failed,
                 path,
                 time: Some(time(now)),
                 error: Some(error_chain(e)),
@@ -452,7 +454,7 @@ async fn run(
     .and_then(|s| retention::expires_at(started, &s));
     let failed: Vec<String> = locations
         .iter()
-        .filter(|l| l.state == "Failed")
+        .filter(|l| l.state == CopyState::Failed)
         .map(|l| format!("{}: {}", l.name, l.error.as_deref().unwrap_or_default()))
         .collect();
     status.phase = Some(BackupPhase::Completed);
@@ -512,7 +514,7 @@ fn unusable_locations(
         .iter()
         .map(move |(name, reason)| BackupLocationStatus {
             name: name.clone(),
-            state: "Failed".into(),
+            state: CopyState::Failed,
             path: None,
             time: Some(time(now)),
             error: Some(reason.clone()),

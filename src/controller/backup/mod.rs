@@ -14,7 +14,6 @@ pub mod policy;
 pub mod resolve;
 pub mod restore;
 pub mod restore_test;
-pub mod schedule;
 pub mod signing;
 pub mod writes;
 
@@ -288,7 +287,7 @@ impl State {
         let mut map = self.copy_retries.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.entry(key.to_string()).or_insert((0, now));
         entry.0 = entry.0.saturating_add(1);
-        let delay = schedule::copy_retry_delay(entry.0);
+        let delay = crate::schedule::copy_retry_delay(entry.0);
         entry.1 = jiff::SignedDuration::try_from(delay)
             .ok()
             .and_then(|d| now.checked_add(d).ok())

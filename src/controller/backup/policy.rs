@@ -16,20 +16,22 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::resolve::{Access, Stores, error_chain};
+use super::restore_test;
 use super::{
     Error, POLICY_LABEL, RESTORE_TEST_NOW_ANNOTATION, State, VERIFY_NOW_ANNOTATION, time,
     write_status,
 };
-use super::{restore_test, schedule};
 use crate::api::backup::{
     BackupLocationStatus, BackupPhase, BackupPolicyStatus, BackupSpec, BackupStatus, BackupSummary,
-    BackupTrigger, BackupVerification, CorruptCopy, RestoreTestSummary, VerificationSummary,
+    BackupTrigger, BackupVerification, CopyState, CorruptCopy, RestoreTestResult,
+    RestoreTestSummary, VerificationResult, VerificationSummary,
 };
 use crate::api::common::{ConditionStatus, LocalObjectRef, set_condition};
 use crate::api::{Backup, BackupPolicy};
 use crate::backup::retention::DeleteReason;
 use crate::backup::store::CopyOutcome;
 use crate::backup::{BackupLocation, BackupRecord, RetentionSettings, retention};
+use crate::schedule;
 
 fn is_terminal(b: &Backup) -> bool {
     matches!(
@@ -48,7 +50,7 @@ pub fn is_good(b: &Backup) -> bool {
     let Some(s) = &b.status else { return false };
     match s.phase {
         Some(BackupPhase::Completed | BackupPhase::Verified) => true,
-        Some(BackupPhase::Corrupt) => s.locations.iter().any(|l| l.state == "Verified"),
+        Some(BackupPhase::Corrupt) => s.locations.iter().any(|l| l.state == CopyState::Verified),
         _ => false,
     }
 }
@@ -287,7 +289,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                             (_, Err(e)) => RestoreTestSummary {
                                 time: time(Timestamp::now()),
                                 duration: "0ms".into(),
-                                result: "Failed".into(),
+                                result: RestoreTestResult::Failed,
                                 objects_compared: 0,
                                 mismatches: 0,
                                 message: Some(e.clone()),
@@ -295,14 +297,14 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
                             (None, _) => RestoreTestSummary {
                                 time: time(Timestamp::now()),
                                 duration: "0ms".into(),
-                                result: "Failed".into(),
+                                result: RestoreTestResult::Failed,
                                 objects_compared: 0,
                                 mismatches: 0,
                                 message: Some("no good backup to restore".into()),
                             },
                         };
                         rto_condition(p, &mut status, &summary);
-                        let passed = summary.result == "Passed";
+                        let passed = summary.result == RestoreTestResult::Passed;
                         st.publish(
                             p,
                             if passed {
@@ -443,7 +445,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
         .find(|b| is_terminal(b) && b.spec.trigger != BackupTrigger::Catalogue)
     {
         for l in newest.status.iter().flat_map(|s| s.locations.iter()) {
-            if l.state == "Failed" && !unreachable.iter().any(|(n, _)| *n == l.name) {
+            if l.state == CopyState::Failed && !unreachable.iter().any(|(n, _)| *n == l.name) {
                 unreachable.push((l.name.clone(), l.error.clone().unwrap_or_default()));
             }
         }
@@ -717,7 +719,7 @@ async fn rebuild_catalogue(
                             .or_insert((m, signed_at, Vec::new()));
                     entry.2.push(BackupLocationStatus {
                         name: store.name().into(),
-                        state: "Written".into(),
+                        state: CopyState::Written,
                         path,
                         time: Some(time(signed_at)),
                         error: None,
@@ -820,7 +822,7 @@ fn mark_known_corrupt(
             .iter()
             .find(|c| c.backup_id == backup_id && c.location == l.name)
         {
-            l.state = "Corrupt".into();
+            l.state = CopyState::Corrupt;
             l.error = Some(format!(
                 "found corrupt by verification at {}: {}",
                 c.time.0, c.reason
@@ -860,7 +862,10 @@ async fn verify_all(
         let mut s = previous.clone();
         let mut problems = Vec::new();
         for l in s.locations.iter_mut() {
-            if !matches!(l.state.as_str(), "Written" | "Verified" | "Corrupt") {
+            if !matches!(
+                l.state,
+                CopyState::Written | CopyState::Verified | CopyState::Corrupt
+            ) {
                 continue;
             }
             let Some(store) = stores.ready.iter().find(|x| x.name() == l.name) else {
@@ -876,7 +881,7 @@ async fn verify_all(
             match crate::backup::verify(store, &loc, options).await {
                 Ok(_) => {
                     verified += 1;
-                    l.state = "Verified".into();
+                    l.state = CopyState::Verified;
                     l.error = None;
                     remember_verification(corrupt_copies, &id, &l.name, None, Timestamp::now());
                 }
@@ -884,16 +889,8 @@ async fn verify_all(
                     failed += 1;
                     let msg = error_chain(&e);
                     problems.push(format!("{}: {msg}", l.name));
-                    if matches!(
-                        e.category(),
-                        "Corrupt"
-                            | "BadSignature"
-                            | "BadManifest"
-                            | "MissingManifest"
-                            | "UnsafeArchive"
-                            | "EncryptionMismatch"
-                    ) {
-                        l.state = "Corrupt".into();
+                    if e.copy_is_bad() {
+                        l.state = CopyState::Corrupt;
                         remember_verification(
                             corrupt_copies,
                             &id,
@@ -906,12 +903,12 @@ async fn verify_all(
                 }
             }
         }
-        let corrupt = s.locations.iter().any(|l| l.state == "Corrupt");
+        let corrupt = s.locations.iter().any(|l| l.state == CopyState::Corrupt);
         let all_verified = !s.locations.is_empty()
             && s.locations
                 .iter()
-                .filter(|l| l.state != "Failed")
-                .all(|l| l.state == "Verified");
+                .filter(|l| l.state != CopyState::Failed)
+                .all(|l| l.state == CopyState::Verified);
         s.phase = Some(if corrupt {
             BackupPhase::Corrupt
         } else if all_verified {
@@ -922,11 +919,11 @@ async fn verify_all(
         s.verification = Some(BackupVerification {
             time: time(Timestamp::now()),
             result: if corrupt {
-                "Corrupt".into()
+                VerificationResult::Corrupt
             } else if problems.is_empty() {
-                "Verified".into()
+                VerificationResult::Verified
             } else {
-                "Failed".into()
+                VerificationResult::Failed
             },
             message: (!problems.is_empty()).then(|| problems.join("; ")),
         });
@@ -936,11 +933,7 @@ async fn verify_all(
         if let Some(pv) = &previous.verification
             && previous.phase == s_phase
             && previous.locations == s.locations
-            && pv.result
-                == s.verification
-                    .as_ref()
-                    .map(|v| v.result.clone())
-                    .unwrap_or_default()
+            && Some(pv.result) == s.verification.as_ref().map(|v| v.result)
         {
             stored.verification = Some(pv.clone());
         }
@@ -980,7 +973,7 @@ async fn verify_all(
 fn rto_condition(p: &BackupPolicy, status: &mut BackupPolicyStatus, summary: &RestoreTestSummary) {
     let now = Timestamp::now();
     let generation = p.metadata.generation;
-    if summary.result != "Passed" {
+    if summary.result != RestoreTestResult::Passed {
         set_condition(
             &mut status.conditions,
             "RTOMet",
@@ -1250,7 +1243,9 @@ async fn retry_copies(
         let failed: Vec<String> = previous
             .locations
             .iter()
-            .filter(|l| l.state == "Failed" && p.spec.storage.iter().any(|s| s.name == l.name))
+            .filter(|l| {
+                l.state == CopyState::Failed && p.spec.storage.iter().any(|s| s.name == l.name)
+            })
             .map(|l| l.name.clone())
             .collect();
         if failed.is_empty() {
@@ -1263,7 +1258,7 @@ async fn retry_copies(
         let source = previous
             .locations
             .iter()
-            .filter(|l| matches!(l.state.as_str(), "Written" | "Verified"))
+            .filter(|l| matches!(l.state, CopyState::Written | CopyState::Verified))
             .find_map(|l| stores.ready.iter().find(|s| s.name() == l.name));
         let Some(source) = source else {
             continue;
@@ -1302,7 +1297,7 @@ async fn retry_copies(
                 Ok(o) => {
                     st.copy_succeeded(&key);
                     tracing::info!(backup = %id, from = source.name(), to = %target_name, outcome = ?o, "copy retried");
-                    l.state = "Written".into();
+                    l.state = CopyState::Written;
                     l.error = None;
                     l.time = Some(time(Timestamp::now()));
                     l.path = stores
@@ -1330,7 +1325,7 @@ async fn retry_copies(
                 }
             }
         }
-        if !copied.is_empty() && s.locations.iter().all(|l| l.state != "Failed") {
+        if !copied.is_empty() && s.locations.iter().all(|l| l.state != CopyState::Failed) {
             let written: Vec<&str> = s.locations.iter().map(|l| l.name.as_str()).collect();
             set_condition(
                 &mut s.conditions,
@@ -1398,12 +1393,12 @@ mod tests {
         let mut locations = vec![
             BackupLocationStatus {
                 name: "onsite".into(),
-                state: "Written".into(),
+                state: CopyState::Written,
                 ..Default::default()
             },
             BackupLocationStatus {
                 name: "offsite".into(),
-                state: "Written".into(),
+                state: CopyState::Written,
                 ..Default::default()
             },
         ];
@@ -1436,7 +1431,7 @@ mod tests {
                 .iter()
                 .map(|(n, s)| BackupLocationStatus {
                     name: (*n).into(),
-                    state: (*s).into(),
+                    state: s.parse().unwrap(),
                     ..Default::default()
                 })
                 .collect(),

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use super::resolve::{Access, Keys};
 use super::restore::read_backup;
 use super::{POLICY_LABEL, RESTORE_TEST_LABEL, State, objects, time};
-use crate::api::backup::{ExistingObjects, RestoreTestSummary};
+use crate::api::backup::{ExistingObjects, RestoreTestResult, RestoreTestSummary};
 use crate::api::common::format_duration;
 use crate::api::{Backup, BackupPolicy};
 use crate::baseline::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PSA_LABEL_PREFIX};
@@ -305,7 +305,7 @@ pub async fn run(
     delete_scratch(&st.ctx.client, &scratch).await;
     let (result, compared, mismatches, message) = match outcome {
         Err(_) => (
-            "TimedOut",
+            RestoreTestResult::TimedOut,
             0,
             0,
             Some(format!(
@@ -313,19 +313,19 @@ pub async fn run(
                 format_duration(timeout)
             )),
         ),
-        Ok(Err(e)) => ("Failed", 0, 0, Some(e)),
+        Ok(Err(e)) => (RestoreTestResult::Failed, 0, 0, Some(e)),
         Ok(Ok((c, m, msgs))) if m == 0 => (
-            "Passed",
+            RestoreTestResult::Passed,
             c,
             m,
             msgs.first().cloned().map(|_| msgs.join("; ")),
         ),
-        Ok(Ok((c, m, msgs))) => ("Failed", c, m, Some(msgs.join("; "))),
+        Ok(Ok((c, m, msgs))) => (RestoreTestResult::Failed, c, m, Some(msgs.join("; "))),
     };
     RestoreTestSummary {
         time: time(at),
         duration: format_duration(duration),
-        result: result.into(),
+        result,
         objects_compared: compared,
         mismatches,
         message: message.map(|m| m.chars().take(1024).collect()),

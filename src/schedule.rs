@@ -1,6 +1,6 @@
-//! When things are due (pure): the backup schedule (cron in a time zone, or every RPO/2
-//! staggered per policy), the verification and restore-test schedules, the moment the RPO
-//! is breached, and the backoff of retried copies.
+//! When things are due (pure functions of time, shared by every controller): the backup
+//! schedule (cron in a time zone, or every RPO/2 staggered per policy), the verification and
+//! restore-test schedules, the moment the RPO is breached, and the backoff of retried copies.
 
 use std::str::FromStr;
 
