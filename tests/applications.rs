@@ -421,6 +421,38 @@ async fn a_restore_that_fails_part_way_undoes_every_write() {
     let diff = differences(&before, &snapshot(&fresh));
     assert!(diff.is_empty(), "the target kept:\n{}", diff.join("\n"));
 
+    // Into a namespace whose admission refuses PodDisruptionBudgets for real but lets dry runs
+    // pass (a webhook judging only real writes): the last kind fails after every workload was
+    // written and its controllers had written their status and made ReplicaSets and Pods. All
+    // of it goes.
+    let late = accepting(c, "app-undo-l", &ns).await;
+    let refusing = refuse_real_pdbs(&late).await;
+    let before = snapshot(&late);
+    let r = restore(
+        c,
+        &ns,
+        json!({"backupRef": {"name": b.name_any()}, "targetNamespace": late}),
+    )
+    .await;
+    let rs = r.status.clone().unwrap();
+    assert_eq!(condition_reason(&r), "RolledBack", "{rs:?}");
+    assert!(
+        rs.errors[0].contains("PodDisruptionBudget db") && rs.errors[0].contains("dry runs pass"),
+        "{rs:?}"
+    );
+    let diff = differences(&before, &snapshot(&late));
+    assert!(diff.is_empty(), "the target kept:\n{}", diff.join("\n"));
+    common::eventually(
+        Duration::from_secs(60),
+        "no ReplicaSet or Pod left",
+        || async {
+            let (ok, out, _) =
+                common::kubectl(&["get", "-n", &late, "replicasets,pods", "-o", "name"]);
+            (ok && out.trim().is_empty()).then_some(())
+        },
+    )
+    .await;
+
     // Over the source with Overwrite: a ConfigMap edited since the backup is overwritten, and
     // of two deleted Deployments the quota takes one back only; everything is put back as it
     // was, the edit included.
@@ -473,6 +505,54 @@ async fn a_restore_that_fails_part_way_undoes_every_write() {
     for d in ["ads", "email"] {
         assert!(deployments.get_opt(d).await.unwrap().is_none(), "{d}");
     }
-    common::delete_namespace(c, &fresh).await;
-    common::delete_namespace(c, &ns).await;
+    for n in [&fresh, &late, &ns] {
+        common::delete_namespace(c, n).await;
+    }
+    common::kubectl(&[
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        &refusing,
+    ]);
+}
+
+/// An admission policy that refuses PodDisruptionBudgets created in `ns` for real and lets dry
+/// runs pass, in force once a real create is refused; returns its name (of the policy and its
+/// binding).
+async fn refuse_real_pdbs(ns: &str) -> String {
+    let name = common::unique("refuse-pdb");
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["policy"], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["poddisruptionbudgets"]}]},
+            "validations": [{"expression": "has(request.dryRun) && request.dryRun",
+                "message": "PodDisruptionBudgets are refused here (dry runs pass)"}]}});
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}});
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [policy, binding]});
+    std::fs::write(file.path(), serde_json::to_vec(&list).unwrap()).unwrap();
+    let (ok, out, err) = common::kubectl(&["apply", "-f", file.path().to_str().unwrap()]);
+    assert!(ok, "{out} {err}");
+    common::eventually(Duration::from_secs(30), "the policy in force", || async {
+        let (created, _, err) = common::kubectl(&[
+            "create",
+            "poddisruptionbudget",
+            "probe",
+            "-n",
+            ns,
+            "--selector=app=probe",
+            "--min-available=1",
+        ]);
+        if created {
+            common::kubectl(&["delete", "poddisruptionbudget", "probe", "-n", ns]);
+        }
+        err.contains("dry runs pass").then_some(())
+    })
+    .await;
+    name
 }

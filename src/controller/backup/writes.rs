@@ -28,25 +28,40 @@ use crate::backup::restore::ObjectStream;
 /// What one write did, or would do.
 #[derive(Debug)]
 pub enum Written {
-    /// It created the object: its `uid` and the `resource_version` the create returned (both
-    /// empty in a dry run), the undo's preconditions.
+    /// It created the object: its `uid` (empty in a dry run), the undo's precondition.
     Created {
         ar: ApiResource,
         name: String,
         uid: String,
-        resource_version: String,
         /// Its creation time, by the API server's clock.
         created_at: Option<Timestamp>,
     },
-    /// It overwrote an object that existed, which was `before`; `resource_version` is what the
-    /// overwrite returned (the undo puts `before` back only over that version).
+    /// It overwrote an object that existed, which was `before`; `after` is what the overwrite
+    /// left (the undo puts `before` back only if nobody changed the object since).
     Replaced {
         ar: ApiResource,
         before: Box<DynamicObject>,
-        resource_version: String,
+        after: Version,
     },
     /// It left the object alone: it existed (Skip), or a baseline stamps it.
     Skipped,
+}
+
+/// What an object was after a write: its `metadata.generation` (changes to what it asks for,
+/// not to its status) where the kind keeps one, else its `resourceVersion`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Version {
+    Generation(i64),
+    Resource(String),
+}
+
+impl Version {
+    pub fn of(o: &DynamicObject) -> Self {
+        match o.metadata.generation {
+            Some(g) => Self::Generation(g),
+            None => Self::Resource(o.resource_version().unwrap_or_default()),
+        }
+    }
 }
 
 /// Whether a write is real or a server-side dry run.
@@ -80,14 +95,11 @@ pub async fn write_one(
     body["metadata"]["namespace"] = Value::String(namespace.into());
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let dry_run = mode == Mode::DryRun;
-    let versions = |o: &DynamicObject| {
+    let uid_of = |o: &DynamicObject| {
         if dry_run {
-            (String::new(), String::new())
+            String::new()
         } else {
-            (
-                o.uid().unwrap_or_default(),
-                o.resource_version().unwrap_or_default(),
-            )
+            o.uid().unwrap_or_default()
         }
     };
     // Absent (as far as a read can tell): created, never applied over, so an object someone
@@ -96,19 +108,15 @@ pub async fn write_one(
         let dynobj: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
         let params = PostParams {
             dry_run,
-            ..PostParams::default()
+            field_manager: Some(RESTORE_FIELD_MANAGER.into()),
         };
         match api.create(&params, &dynobj).await {
-            Ok(after) => {
-                let (uid, resource_version) = versions(&after);
-                Ok(Some(Written::Created {
-                    ar: ar.clone(),
-                    name: name.clone(),
-                    uid,
-                    resource_version,
-                    created_at: after.metadata.creation_timestamp.map(|t| t.0),
-                }))
-            }
+            Ok(after) => Ok(Some(Written::Created {
+                ar: ar.clone(),
+                name: name.clone(),
+                uid: uid_of(&after),
+                created_at: after.metadata.creation_timestamp.map(|t| t.0),
+            })),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(api_words(&e)),
         }
@@ -140,7 +148,7 @@ pub async fn write_one(
                 return Ok(Written::Replaced {
                     ar: ar.clone(),
                     before: Box::new(current),
-                    resource_version: versions(&after).1,
+                    after: Version::of(&after),
                 });
             }
             // Changed between the read and the write: read it again.
@@ -301,8 +309,8 @@ pub struct Undone {
 }
 
 /// Kinds whose controllers make or adopt objects of their own (Pods, ReplicaSets,
-/// ControllerRevisions, Jobs, PersistentVolumeClaims): an undo deletes one of them alone
-/// (orphaning), then only what it made after the restore began ([`dependents`]).
+/// ControllerRevisions, Jobs, PersistentVolumeClaims): before an undo deletes one, what it
+/// adopted is released ([`adopted`]), so the garbage collector deletes only what it made.
 const OWNING_KINDS: &[(&str, &str)] = &[
     ("apps", "Deployment"),
     ("apps", "ReplicaSet"),
@@ -313,7 +321,7 @@ const OWNING_KINDS: &[(&str, &str)] = &[
     ("", "ReplicationController"),
 ];
 
-/// Kinds an [`OWNING_KINDS`] object's controller makes in its namespace.
+/// Kinds an [`OWNING_KINDS`] object's controller makes or adopts in its namespace.
 const DEPENDENT_KINDS: &[(&str, &str, &str, &str)] = &[
     ("", "v1", "Pod", "pods"),
     ("apps", "v1", "ReplicaSet", "replicasets"),
@@ -338,13 +346,14 @@ impl Journal {
         self.done.is_empty()
     }
 
-    /// Undoes every recorded write, last first, each only if nobody changed the object since
-    /// the restore wrote it (a change made meanwhile is kept, and named as not undone):
-    /// - a created object is deleted (its UID and version are preconditions). An object whose
-    ///   controller makes others is deleted alone, then what that controller made after the
-    ///   object was created: what it adopted (a Pod, a claim that was there before) stays;
-    /// - an overwritten one is put back as it was (its spec, data, labels, annotations and
-    ///   field owners); one deleted since is not created again.
+    /// Undoes every recorded write, last first:
+    /// - a created object is deleted (its UID a precondition), with what its controller made
+    ///   since. What that controller adopted (a claim or a Pod that was there before it) is
+    ///   released first, so it stays;
+    /// - an overwritten one is put back as it was (its spec, data, labels, annotations and field
+    ///   owners), unless someone changed what it asks for since the restore wrote it (its
+    ///   generation, or for kinds without one its version): that change is kept, and named. One
+    ///   deleted since is not created again.
     pub async fn undo(self, client: &Client, namespace: &str) -> Undone {
         let mut out = Undone::default();
         let owners: HashMap<String, Option<Timestamp>> = self
@@ -360,50 +369,29 @@ impl Journal {
                 _ => None,
             })
             .collect();
-        let mut made = if owners.is_empty() {
+        let mut adopted = if owners.is_empty() {
             Default::default()
         } else {
-            dependents(client, namespace, &owners).await
+            adopted(client, namespace, &owners).await
         };
         for w in self.done.into_iter().rev() {
             let result = match &w {
-                Written::Created {
-                    ar,
-                    name,
-                    uid,
-                    resource_version,
-                    ..
-                } => {
-                    let orphan = owns_others(ar);
-                    let deleted =
-                        delete_exactly(client, namespace, ar, name, uid, resource_version, orphan)
-                            .await;
-                    match (deleted, made.remove(uid)) {
-                        (Ok(()), Some(children)) => {
-                            let mut left = Vec::new();
-                            for (car, cname, cuid) in children {
-                                if let Err(e) = delete_exactly(
-                                    client, namespace, &car, &cname, &cuid, "", false,
-                                )
-                                .await
-                                {
-                                    left.push(e);
-                                }
-                            }
-                            if left.is_empty() {
-                                Ok(())
-                            } else {
-                                Err(left.join("; "))
-                            }
+                Written::Created { ar, name, uid, .. } => {
+                    let mut left = Vec::new();
+                    for a in adopted.remove(uid).unwrap_or_default() {
+                        if let Err(e) = a.release(client, namespace, uid).await {
+                            left.push(e);
                         }
-                        (r, _) => r,
+                    }
+                    match delete_created(client, namespace, ar, name, uid).await {
+                        Ok(()) if left.is_empty() => Ok(()),
+                        Ok(()) => Err(left.join("; ")),
+                        Err(e) => Err(e),
                     }
                 }
-                Written::Replaced {
-                    ar,
-                    before,
-                    resource_version,
-                } => put_back(client, namespace, ar, before, resource_version).await,
+                Written::Replaced { ar, before, after } => {
+                    put_back(client, namespace, ar, before, after).await
+                }
                 Written::Skipped => Ok(()),
             };
             match result {
@@ -415,28 +403,55 @@ impl Journal {
     }
 }
 
-/// Whether an object created at `created` was made once its owner, created at `owner`, existed
-/// (times of the API server, to the second: an object of the same second counts as made after).
-fn made_after(created: Option<Timestamp>, owner: Option<Timestamp>) -> bool {
-    matches!((created, owner), (Some(c), Some(o)) if c >= o)
-}
-
 fn owns_others(ar: &ApiResource) -> bool {
     OWNING_KINDS
         .iter()
         .any(|(g, k)| *g == ar.group && *k == ar.kind)
 }
 
-/// The objects of [`DEPENDENT_KINDS`] in `namespace` that the controller of one of `owners`
-/// (UID and creation time) made once that owner existed, by owner UID: not what it adopted. A
-/// kind the tenant may not list is passed over (its objects stay, orphaned: nothing is deleted
-/// that the restore cannot tell it made).
-async fn dependents(
+/// An object that was there before a restored owner adopted it.
+struct Adopted {
+    ar: ApiResource,
+    name: String,
+    resource_version: String,
+    /// Its owner references without the restored owner's.
+    others: Vec<serde_json::Value>,
+}
+
+impl Adopted {
+    /// Takes the restored owner's reference off it, so deleting the owner leaves it be.
+    async fn release(&self, client: &Client, namespace: &str, owner: &str) -> Result<(), String> {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &self.ar);
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": self.resource_version,
+            "ownerReferences": self.others,
+        }});
+        match api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(format!(
+                "{}/{} {} (adopted by {owner}): {}",
+                self.ar.api_version,
+                self.ar.kind,
+                self.name,
+                api_words(&e)
+            )),
+        }
+    }
+}
+
+/// The objects of [`DEPENDENT_KINDS`] in `namespace` that one of `owners` (UID and creation
+/// time) adopted: they name it as owner but were there before it, by owner UID. A kind the
+/// tenant may not list is passed over.
+async fn adopted(
     client: &Client,
     namespace: &str,
     owners: &HashMap<String, Option<Timestamp>>,
-) -> HashMap<String, Vec<(ApiResource, String, String)>> {
-    let mut out: HashMap<String, Vec<(ApiResource, String, String)>> = HashMap::new();
+) -> HashMap<String, Vec<Adopted>> {
+    let mut out: HashMap<String, Vec<Adopted>> = HashMap::new();
     for (group, version, kind, plural) in DEPENDENT_KINDS {
         let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
         let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
@@ -446,85 +461,103 @@ async fn dependents(
         };
         for o in list.items {
             let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            let owner = o.metadata.owner_references.iter().flatten().find(|r| {
-                owners
-                    .get(&r.uid)
-                    .is_some_and(|owner_at| made_after(created, *owner_at))
-            });
-            if let Some(owner) = owner {
-                out.entry(owner.uid.clone()).or_default().push((
-                    ar.clone(),
-                    o.name_any(),
-                    o.uid().unwrap_or_default(),
-                ));
+            let refs = o.metadata.owner_references.clone().unwrap_or_default();
+            for r in &refs {
+                let Some(owner_at) = owners.get(&r.uid) else {
+                    continue;
+                };
+                if made_before(created, *owner_at) {
+                    out.entry(r.uid.clone()).or_default().push(Adopted {
+                        ar: ar.clone(),
+                        name: o.name_any(),
+                        resource_version: o.resource_version().unwrap_or_default(),
+                        others: refs
+                            .iter()
+                            .filter(|x| x.uid != r.uid)
+                            .filter_map(|x| serde_json::to_value(x).ok())
+                            .collect(),
+                    });
+                }
             }
         }
     }
     out
 }
 
-/// Deletes the object of `uid` (and of `resource_version`, when given) only: one gone already
-/// is fine; one changed since is left, and said so.
-async fn delete_exactly(
+/// Whether an object created at `created` was there before its owner, created at `owner`
+/// (times of the API server, to the second: the same second counts as made by the owner).
+fn made_before(created: Option<Timestamp>, owner: Option<Timestamp>) -> bool {
+    matches!((created, owner), (Some(c), Some(o)) if c < o)
+}
+
+/// Deletes the object the restore created (of `uid` only), with what its controller made (the
+/// garbage collector's background deletion); one gone already is fine.
+async fn delete_created(
     client: &Client,
     namespace: &str,
     ar: &ApiResource,
     name: &str,
     uid: &str,
-    resource_version: &str,
-    orphan: bool,
 ) -> Result<(), String> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some(uid.to_string()),
-            resource_version: (!resource_version.is_empty()).then(|| resource_version.to_string()),
+            resource_version: None,
         }),
-        propagation_policy: Some(if orphan {
-            PropagationPolicy::Orphan
-        } else {
-            PropagationPolicy::Background
-        }),
+        propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    let what = || format!("{}/{} {name}", ar.api_version, ar.kind);
     match api.delete(name, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Err(format!(
-            "{}: changed since the restore wrote it; kept",
-            what()
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(format!(
+            "{}/{} {name}: {}",
+            ar.api_version,
+            ar.kind,
+            api_words(&e)
         )),
-        Err(e) => Err(format!("{}: {e}", what())),
     }
 }
 
-/// Puts an overwritten object back as it was before the restore: a replace of its last state,
-/// conditional on the version the restore's write left (so a change made since is kept, and
-/// said so). One deleted since is not created again.
+/// Puts an overwritten object back as it was before the restore, unless what it asks for
+/// changed since the restore's write left it at `after` (a controller's status writes are not
+/// such a change). One deleted since is not created again.
 async fn put_back(
     client: &Client,
     namespace: &str,
     ar: &ApiResource,
     before: &DynamicObject,
-    resource_version: &str,
+    after: &Version,
 ) -> Result<(), String> {
     let name = before.name_any();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let what = || format!("{}/{} {name}", ar.api_version, ar.kind);
+    let current = match api.get_opt(&name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(format!(
+                "{}: deleted since the restore wrote it; not created again",
+                what()
+            ));
+        }
+        Err(e) => return Err(format!("{}: {}", what(), api_words(&e))),
+    };
+    if Version::of(&current) != *after {
+        return Err(format!(
+            "{}: changed since the restore wrote it; kept as it is now",
+            what()
+        ));
+    }
     let mut prior = before.clone();
-    prior.metadata.resource_version = Some(resource_version.to_string());
+    prior.metadata.resource_version = current.resource_version();
     match api.replace(&name, &PostParams::default(), &prior).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Err(format!(
-            "{}: changed since the restore wrote it; kept as it is now",
+            "{}: changed while it was put back; kept as it is now",
             what()
         )),
-        Err(kube::Error::Api(e)) if e.code == 404 => Err(format!(
-            "{}: deleted since the restore wrote it; not created again",
-            what()
-        )),
-        Err(e) => Err(format!("{}: {e}", what())),
+        Err(e) => Err(format!("{}: {}", what(), api_words(&e))),
     }
 }
 
