@@ -783,18 +783,20 @@ async fn a_baseline_takes_its_pod_security_labels_off_and_puts_back_what_it_foun
     // The baseline is deleted: a namespace that had none is left with none.
     let third = tenant_ns(&client, &class, "acme").await;
     status_until(&client, &name, "compliant", |s| s.namespaces.compliant == 2).await;
-    // Someone else rewrites the record of a third namespace to name weaker labels: a record
-    // the operator's apply no longer owns is no record, and is never put back.
-    let forged = serde_json::json!({"metadata": {"annotations": {
-        "opsec.x1642.dev/pod-security-before": "{\"pod-security.kubernetes.io/enforce\":\"privileged\"}"}}});
-    Api::<Namespace>::all(client.clone())
+    // Someone else rewrites the record of a third namespace to name weaker labels, even under
+    // the operator's own field-manager name (anyone may choose it): a record the operator did
+    // not sign is no record, and is never put back.
+    let nsapi = Api::<Namespace>::all(client.clone());
+    let (labels_now, _) = pod_security(&client, &third).await;
+    let forged = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": third, "labels": labels_now, "annotations": {
+            "opsec.x1642.dev/pod-security-by": name,
+            "opsec.x1642.dev/pod-security-before": "{\"pod-security.kubernetes.io/enforce\":\"privileged\"}"}}});
+    nsapi
         .patch(
             &third,
-            &PatchParams {
-                field_manager: Some("kubectl-edit".into()),
-                ..Default::default()
-            },
-            &Patch::Merge(&forged),
+            &PatchParams::apply("opsec-operator").force(),
+            &Patch::Apply(&forged),
         )
         .await
         .unwrap();

@@ -63,6 +63,9 @@ pub const POD_SECURITY_BY_ANNOTATION: &str = "opsec.x1642.dev/pod-security-by";
 /// Annotation on a Namespace whose Pod Security labels a baseline sets: the Pod Security labels
 /// it held before any baseline set them (JSON), put back when the baseline stops applying there.
 pub const POD_SECURITY_BEFORE_ANNOTATION: &str = "opsec.x1642.dev/pod-security-before";
+/// Annotation on a Namespace whose Pod Security labels a baseline sets: the operator's signature
+/// over the record (namespace, baseline, labels before), so no one else can write one it trusts.
+pub const POD_SECURITY_SIGNATURE_ANNOTATION: &str = "opsec.x1642.dev/pod-security-signature";
 
 /// Name of the NetworkPolicy of the `networkIsolation` control.
 pub const NETWORK_POLICY_NAME: &str = "opsec-isolation";

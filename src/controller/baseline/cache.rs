@@ -527,7 +527,8 @@ fn slim_namespace(n: &mut Namespace) {
     if let Some(a) = n.metadata.annotations.as_mut() {
         a.retain(|k, _| {
             ours && (k == crate::baseline::POD_SECURITY_BY_ANNOTATION
-                || k == crate::baseline::POD_SECURITY_BEFORE_ANNOTATION)
+                || k == crate::baseline::POD_SECURITY_BEFORE_ANNOTATION
+                || k == crate::baseline::POD_SECURITY_SIGNATURE_ANNOTATION)
         });
     }
 }

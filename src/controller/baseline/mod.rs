@@ -100,6 +100,9 @@ struct State {
     /// Reverts of objects other field managers changed, per baseline (by name): a manager that
     /// takes a field back after the revert is in conflict with the baseline.
     take_backs: std::sync::Mutex<HashMap<String, TakeBacks>>,
+    /// The operator's signing keyring (it signs the Pod Security records), read at most every
+    /// [`KEYRING_REFRESH`].
+    keyring: tokio::sync::Mutex<Option<(Instant, Arc<crate::backup::SigningKeyring>)>>,
     /// When the PolicyReport CRD was last found missing (reports are skipped until
     /// [`REPORT_CRD_RETRY`] later).
     reports_missing: std::sync::Mutex<Option<Instant>>,
@@ -133,6 +136,7 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
             written: Default::default(),
             memory: Default::default(),
             take_backs: Default::default(),
+            keyring: Default::default(),
             reports_missing: Default::default(),
         });
         // The PolicyReport cache is started now rather than on the first check's first report:
@@ -323,6 +327,15 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     refs.push(me);
     let mut namespaces = st.cache.namespace_infos();
     namespaces.retain(|n| scope.covers(&n.name));
+    // Pod Security records are trusted only as the operator signed them.
+    let keyring = signing_keyring(st).await;
+    let trusted = keyring
+        .as_ref()
+        .map(|k| k.trusted().to_vec())
+        .unwrap_or_default();
+    for ns in namespaces.iter_mut().filter(|n| !n.annotations.is_empty()) {
+        plan::keep_signed_record(ns, &trusted);
+    }
     let mut workloads = st.cache.workload_infos();
     workloads.retain(|w| scope.covers(&w.namespace));
     // Planned a chunk of namespaces at a time, and from there on the rendered objects are kept
@@ -335,6 +348,9 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     for chunk in namespaces.chunks(PLAN_CHUNK) {
         let mut part = plan::plan(me, &refs, chunk, &workloads);
         for n in part.namespaces.iter_mut() {
+            if let (Some(body), Some(k)) = (n.namespace_labels.as_mut(), keyring.as_ref()) {
+                plan::sign_record(body, &n.namespace, k.active());
+            }
             let texts = n.objects.iter_mut().map(|o| {
                 report::stamp_hash(&mut o.object);
                 if new_revision {
@@ -961,6 +977,32 @@ fn reference(obj: &RenderedObject) -> k8s_openapi::api::core::v1::ObjectReferenc
     }
 }
 
+/// How long the signing keyring read is used before it is read again (a rotated key is
+/// picked up within this).
+const KEYRING_REFRESH: Duration = Duration::from_secs(60);
+
+/// The operator's signing keyring, or `None` when it cannot be read (then no record is signed
+/// or trusted: a baseline's Pod Security labels still apply, and stay when it stops).
+async fn signing_keyring(st: &State) -> Option<Arc<crate::backup::SigningKeyring>> {
+    let mut cached = st.keyring.lock().await;
+    if let Some((at, k)) = cached.as_ref()
+        && at.elapsed() < KEYRING_REFRESH
+    {
+        return Some(k.clone());
+    }
+    match crate::controller::backup::signing::keyring(&st.ctx.client, &st.ctx.tenancy).await {
+        Ok(k) => {
+            let k = Arc::new(k);
+            *cached = Some((Instant::now(), k.clone()));
+            Some(k)
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::backup::error_chain(&e), "the signing keyring is unreadable: Pod Security records are neither signed nor trusted");
+            cached.as_ref().map(|(_, k)| k.clone())
+        }
+    }
+}
+
 /// Labels as `k=v, ...`, or `none`.
 fn describe_labels(labels: &BTreeMap<String, String>) -> String {
     if labels.is_empty() {
@@ -1195,7 +1237,12 @@ async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
             Err(e) => failures.push(e.to_string()),
         }
     }
-    for ns in st.cache.namespace_infos() {
+    let trusted = signing_keyring(st)
+        .await
+        .map(|k| k.trusted().to_vec())
+        .unwrap_or_default();
+    for mut ns in st.cache.namespace_infos() {
+        plan::keep_signed_record(&mut ns, &trusted);
         if let Some(patch) = plan::release_patch(&ns, &name) {
             match apply::release_namespace(&st.ctx.client, &ns.name, &patch).await {
                 Ok(true) => count += 1,

@@ -8,9 +8,9 @@ use jiff::Timestamp;
 
 use crate::api::baseline::SecurityBaselineSpec;
 use crate::baseline::{
-    Claim, ObjectKey, POD_SECURITY_BEFORE_ANNOTATION, POD_SECURITY_BY_ANNOTATION, PSA_LABEL_PREFIX,
-    RenderedObject, Resolution, Selection, render_namespace, render_workload, resolve,
-    select_namespace, workload_matches,
+    Claim, ObjectKey, POD_SECURITY_BEFORE_ANNOTATION, POD_SECURITY_BY_ANNOTATION,
+    POD_SECURITY_SIGNATURE_ANNOTATION, PSA_LABEL_PREFIX, RenderedObject, Resolution, Selection,
+    render_namespace, render_workload, resolve, select_namespace, workload_matches,
 };
 
 /// A namespace as the plan sees it.
@@ -54,6 +54,57 @@ pub fn with_record(mut body: serde_json::Value, ns: &NamespaceInfo, me: &str) ->
     body
 }
 
+/// The bytes a Pod Security record's signature covers: the namespace (a record copied to another
+/// namespace does not verify there), the baseline and the labels before it.
+fn record_message(namespace: &str, by: &str, before: &str) -> Vec<u8> {
+    format!("opsec.x1642.dev/pod-security-record\n{namespace}\n{by}\n{before}").into_bytes()
+}
+
+/// Signs the record in the Namespace apply `body` of `namespace` (from [`with_record`]) with
+/// the operator's `key`, adding the signature annotation.
+pub fn sign_record(body: &mut serde_json::Value, namespace: &str, key: &ed25519_dalek::SigningKey) {
+    use base64::Engine as _;
+    use ed25519_dalek::Signer as _;
+    let annotations = &body["metadata"]["annotations"];
+    let (Some(by), Some(before)) = (
+        annotations[POD_SECURITY_BY_ANNOTATION].as_str(),
+        annotations[POD_SECURITY_BEFORE_ANNOTATION].as_str(),
+    ) else {
+        return;
+    };
+    let signature = key.sign(&record_message(namespace, by, before));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(signature.to_bytes());
+    body["metadata"]["annotations"][POD_SECURITY_SIGNATURE_ANNOTATION] =
+        serde_json::Value::String(encoded);
+}
+
+/// Keeps `ns`'s Pod Security record only if one of the operator's `trusted` keys signed it for
+/// this namespace; otherwise the record is dropped (as if absent: never put back).
+pub fn keep_signed_record(ns: &mut NamespaceInfo, trusted: &[ed25519_dalek::VerifyingKey]) {
+    use base64::Engine as _;
+    let get = |k: &str| ns.annotations.get(k).map(String::as_str);
+    let signed = match (
+        get(POD_SECURITY_BY_ANNOTATION),
+        get(POD_SECURITY_BEFORE_ANNOTATION),
+        get(POD_SECURITY_SIGNATURE_ANNOTATION),
+    ) {
+        (Some(by), Some(before), Some(sig)) => base64::engine::general_purpose::STANDARD
+            .decode(sig)
+            .ok()
+            .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+            .is_some_and(|sig| {
+                let message = record_message(&ns.name, by, before);
+                trusted
+                    .iter()
+                    .any(|k| k.verify_strict(&message, &sig).is_ok())
+            }),
+        _ => false,
+    };
+    if !signed {
+        ns.annotations.clear();
+    }
+}
+
 /// What to put back on `ns` when baseline `me` stops setting its Pod Security labels: `None`
 /// when `me` did not set them (another baseline, or none); else the labels recorded before it,
 /// Pod Security labels only (a record is never trusted to name any other label).
@@ -90,7 +141,8 @@ pub fn release_patch(ns: &NamespaceInfo, me: &str) -> Option<serde_json::Value> 
     Some(serde_json::json!({"metadata": {
         "resourceVersion": ns.resource_version,
         "labels": labels,
-        "annotations": {POD_SECURITY_BY_ANNOTATION: null, POD_SECURITY_BEFORE_ANNOTATION: null},
+        "annotations": {POD_SECURITY_BY_ANNOTATION: null, POD_SECURITY_BEFORE_ANNOTATION: null,
+            POD_SECURITY_SIGNATURE_ANNOTATION: null},
     }}))
 }
 
@@ -421,6 +473,51 @@ mod tests {
         t1.annotations
             .insert(POD_SECURITY_BEFORE_ANNOTATION.into(), "not json".into());
         assert!(put_back(&t1, "gold").unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_a_record_the_operator_signed_for_its_namespace_is_trusted() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let trusted = [key.verifying_key()];
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "t1", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+        let t1 = ns("t1", &[("pod-security.kubernetes.io/enforce", "baseline")]);
+        let signed_by = |k: &ed25519_dalek::SigningKey, for_ns: &str| {
+            let mut b = with_record(body.clone(), &t1, "gold");
+            sign_record(&mut b, for_ns, k);
+            let mut info = ns("t1", &[]);
+            for (k, v) in b["metadata"]["annotations"].as_object().unwrap() {
+                info.annotations
+                    .insert(k.clone(), v.as_str().unwrap().into());
+            }
+            info
+        };
+        let mut good = signed_by(&key, "t1");
+        keep_signed_record(&mut good, &trusted);
+        assert_eq!(good.annotations.len(), 3, "kept");
+        // Another key, a record signed for another namespace, a changed record, none at all.
+        let mut forged = signed_by(&other, "t1");
+        let mut copied = signed_by(&key, "t2");
+        let mut changed = signed_by(&key, "t1");
+        changed.annotations.insert(
+            POD_SECURITY_BEFORE_ANNOTATION.into(),
+            r#"{"pod-security.kubernetes.io/enforce":"privileged"}"#.into(),
+        );
+        let mut unsigned = signed_by(&key, "t1");
+        unsigned
+            .annotations
+            .remove(POD_SECURITY_SIGNATURE_ANNOTATION);
+        for (what, info) in [
+            ("another key", &mut forged),
+            ("another namespace", &mut copied),
+            ("changed", &mut changed),
+            ("unsigned", &mut unsigned),
+        ] {
+            keep_signed_record(info, &trusted);
+            assert!(info.annotations.is_empty(), "{what}");
+            assert!(put_back(info, "gold").is_none(), "{what}");
+        }
     }
 
     const QUOTA: &str = r#"
