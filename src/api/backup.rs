@@ -708,7 +708,9 @@ pub enum ExistingObjects {
     /// Leave existing objects as they are.
     #[default]
     Skip,
-    /// Replace existing objects with the backed-up version.
+    /// Server-side apply the backed-up version over existing objects: every field the backup
+    /// holds is set as backed up; fields other writers added since (an extra container, a data
+    /// key) stay.
     Overwrite,
 }
 
