@@ -708,9 +708,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
             .iter()
             .filter(|n| !keep.contains(n.name.as_str()))
         {
-            let (Some(patch), Some(before)) =
-                (plan::release_patch(ns, &name), plan::put_back(ns, &name))
-            else {
+            let Some((patch, before)) = plan::release_patch(ns, &name) else {
                 continue;
             };
             match apply::release_namespace(client, &ns.name, &patch).await {
@@ -1243,7 +1241,7 @@ async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         .unwrap_or_default();
     for mut ns in st.cache.namespace_infos() {
         plan::keep_signed_record(&mut ns, &trusted);
-        if let Some(patch) = plan::release_patch(&ns, &name) {
+        if let Some((patch, _)) = plan::release_patch(&ns, &name) {
             match apply::release_namespace(&st.ctx.client, &ns.name, &patch).await {
                 Ok(true) => count += 1,
                 // Changed since the cache read it: try again once the cache has the change.

@@ -128,8 +128,12 @@ pub fn put_back(ns: &NamespaceInfo, me: &str) -> Option<BTreeMap<String, String>
 /// The merge patch that releases `ns` from baseline `me` in one conditional write: its Pod
 /// Security labels become those recorded before it ([`put_back`]; the others removed), the
 /// record goes, and `metadata.resourceVersion` makes it fail if the namespace changed since it
-/// was read (another baseline took the labels over meanwhile). `None` when `me` did not set them.
-pub fn release_patch(ns: &NamespaceInfo, me: &str) -> Option<serde_json::Value> {
+/// was read (another baseline took the labels over meanwhile); with the labels it puts back.
+/// `None` when `me` did not set them.
+pub fn release_patch(
+    ns: &NamespaceInfo,
+    me: &str,
+) -> Option<(serde_json::Value, BTreeMap<String, String>)> {
     let before = put_back(ns, me)?;
     let mut labels = serde_json::Map::new();
     for k in pod_security_labels(&ns.labels).keys() {
@@ -138,12 +142,13 @@ pub fn release_patch(ns: &NamespaceInfo, me: &str) -> Option<serde_json::Value> 
     for (k, v) in &before {
         labels.insert(k.clone(), serde_json::Value::String(v.clone()));
     }
-    Some(serde_json::json!({"metadata": {
+    let patch = serde_json::json!({"metadata": {
         "resourceVersion": ns.resource_version,
         "labels": labels,
         "annotations": {POD_SECURITY_BY_ANNOTATION: null, POD_SECURITY_BEFORE_ANNOTATION: null,
             POD_SECURITY_SIGNATURE_ANNOTATION: null},
-    }}))
+    }});
+    Some((patch, before))
 }
 
 /// A Deployment, StatefulSet or DaemonSet as the plan sees it.
