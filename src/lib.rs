@@ -15,6 +15,7 @@ pub mod error;
 pub mod metrics;
 pub mod runtime;
 pub mod schedule;
+pub mod signals;
 pub mod telemetry;
 
 pub use error::Error;

@@ -73,6 +73,7 @@ macro_rules! status_words {
         }
     };
 }
+pub(crate) use status_words;
 
 pub use super::rules::{DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN};
 

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod baseline;
+pub mod kit;
 pub mod tenant;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,11 @@
+//! The controller kit every kind uses: one way to run a controller ([`run`]: a span per
+//! reconcile, per-object backoff with jitter, metrics, a Warning Event for a failed reconcile,
+//! readiness, shutdown, objects that cannot be parsed), one status writer ([`status`]), typed
+//! conditions ([`conditions`]), one Event publisher with a reason enum per kind ([`events`])
+//! and one server-side apply helper ([`apply`]).
+
+pub mod conditions;
+pub mod events;
+
+pub use conditions::{ConditionType, Conditions};
+pub use events::{Announce, Events, Reason};
