@@ -145,9 +145,6 @@ fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::api::common::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Names of the controllers `--controllers` accepts.
-pub const CONTROLLERS: &[&str] = &["baseline", "backup"];
-
 impl RunArgs {
     /// Whether the controller `name` is to run.
     pub fn runs(&self, name: &str) -> bool {
@@ -157,9 +154,10 @@ impl RunArgs {
     /// Refuses unknown controller names, so a typo does not silently disable a controller.
     pub fn check_controllers(&self) -> Result<(), String> {
         for c in &self.controllers {
-            if c != "all" && c != "none" && !CONTROLLERS.contains(&c.as_str()) {
+            let known = crate::controller::names();
+            if c != "all" && c != "none" && !known.contains(&c.as_str()) {
                 return Err(format!(
-                    "unknown controller {c:?}: expected all, none or one of {CONTROLLERS:?}"
+                    "unknown controller {c:?}: expected all, none or one of {known:?}"
                 ));
             }
         }

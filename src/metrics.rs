@@ -1,5 +1,8 @@
 //! Prometheus metrics of the operator, exported on the admin port's `/metrics`.
 //!
+//! Each controller registers its own metrics in a sub-registry named after it
+//! (`opsec_<controller>_...`, see `controller::Registration`).
+//!
 //! Labels carry only bounded values (controller names, stable error categories), never object
 //! names or error strings, so cardinality stays small however many tenants there are.
 
@@ -9,6 +12,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::signals::SignalLabels;
 
 /// Labels of per-controller metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,25 +31,9 @@ pub struct ErrorLabels {
     pub category: String,
 }
 
-/// Labels of per-baseline metrics (baselines are few: cardinality stays small).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BaselineLabels {
-    pub baseline: String,
-}
-
-/// Labels of the namespaces-by-state gauge.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BaselineStateLabels {
-    pub baseline: String,
-    pub state: String,
-}
-
-/// Labels of per-policy backup metrics (one series per BackupPolicy).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackupPolicyLabels {
-    pub namespace: String,
-    pub policy: String,
-}
+/// Registers one controller's own metrics in its sub-registry; what it returns is handed back
+/// by [`Metrics::of`].
+pub type RegisterKind = fn(&mut Registry) -> Arc<dyn Any + Send + Sync>;
 
 /// Every metric of the operator, registered in one registry.
 pub struct Metrics {
@@ -54,19 +46,23 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Reconcile duration in seconds, per controller.
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
-    /// Selected namespaces of each baseline by state (compliant, drifted, conflicted, failed).
-    pub baseline_namespaces: Family<BaselineStateLabels, Gauge>,
-    /// Drift found (objects changed or deleted by someone else), per baseline.
-    pub drift_detected: Family<BaselineLabels, Counter>,
-    /// Drift reverted (Enforce), per baseline.
-    pub drift_reverted: Family<BaselineLabels, Counter>,
-    /// Age in seconds of the newest good backup of each BackupPolicy (the RPO is measured
-    /// against it).
-    pub backup_age: Family<BackupPolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Detections raised, per signal ([`crate::signals`]).
+    pub detections: Family<SignalLabels, Counter>,
+    /// Each controller's own metrics, by controller name.
+    kinds: HashMap<&'static str, Arc<dyn Any + Send + Sync>>,
 }
 
 impl Default for Metrics {
+    /// The operator's metrics without any controller's own.
     fn default() -> Self {
+        Self::new(&[])
+    }
+}
+
+impl Metrics {
+    /// Every metric of the operator, with each controller's own registered by `kinds` under
+    /// its name as prefix.
+    pub fn new(kinds: &[(&'static str, RegisterKind)]) -> Self {
         let mut registry = Registry::with_prefix("opsec");
         let leader = Gauge::default();
         registry.register(
@@ -100,60 +96,37 @@ impl Default for Metrics {
             "Time a reconcile takes, per controller",
             reconcile_duration.clone(),
         );
-        let baseline_namespaces = Family::<BaselineStateLabels, Gauge>::default();
+        let detections = Family::<SignalLabels, Counter>::default();
         registry.register(
-            "baseline_namespaces",
-            "Selected namespaces of each SecurityBaseline by state",
-            baseline_namespaces.clone(),
+            "detections",
+            "Detections raised, per signal (what EmergencyPlans classify)",
+            detections.clone(),
         );
-        let drift_detected = Family::<BaselineLabels, Counter>::default();
-        registry.register(
-            "baseline_drift_detected",
-            "Drift found, per SecurityBaseline",
-            drift_detected.clone(),
-        );
-        let drift_reverted = Family::<BaselineLabels, Counter>::default();
-        registry.register(
-            "baseline_drift_reverted",
-            "Drift reverted, per SecurityBaseline",
-            drift_reverted.clone(),
-        );
-        let backup_age =
-            Family::<BackupPolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "backup_age_seconds",
-            "Age of the newest good backup of each BackupPolicy",
-            backup_age.clone(),
-        );
+        let kinds = kinds
+            .iter()
+            .map(|(name, register)| (*name, register(registry.sub_registry_with_prefix(*name))))
+            .collect();
         Self {
-            backup_age,
             registry,
             leader,
             reconciles,
             reconcile_errors,
             reconcile_duration,
-            baseline_namespaces,
-            drift_detected,
-            drift_reverted,
+            detections,
+            kinds,
         }
     }
 }
 
 impl Metrics {
-    /// Sets the age of a policy's newest good backup (removes the series when there is none).
-    pub fn backup_age_seconds(&self, namespace: &str, policy: &str, age: Option<f64>) {
-        let labels = BackupPolicyLabels {
-            namespace: namespace.into(),
-            policy: policy.into(),
-        };
-        match age {
-            Some(a) => {
-                self.backup_age.get_or_create(&labels).set(a);
-            }
-            None => {
-                self.backup_age.remove(&labels);
-            }
-        }
+    /// The metrics controller `name` registered, if it did and they are of type `T`.
+    pub fn of<T: Any + Send + Sync>(&self, name: &str) -> Option<Arc<T>> {
+        self.kinds.get(name)?.clone().downcast::<T>().ok()
+    }
+
+    /// The detections bus, counting into [`Metrics::detections`].
+    pub fn detections(&self) -> crate::signals::Detections {
+        crate::signals::Detections::new(self.detections.clone())
     }
 
     /// The Prometheus text exposition of every metric.

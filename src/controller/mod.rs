@@ -1,6 +1,6 @@
-//! The controllers, one per kind, started together while this replica leads. Each controller
-//! module exposes `run(ctx, shutdown)`; [`Controllers::start`] lists them, so wiring stays on one
-//! screen. A kind whose controller has not landed is simply not listed here (see the README's
+//! The controllers, started together while this replica leads. Each registers in one place,
+//! [`CONTROLLERS`] (its name, kinds, metrics and start function), and runs over the shared
+//! [`kit`]. A kind whose controller has not landed is simply not listed (see the README's
 //! table): no placeholder reconciler pretends to handle it.
 
 pub mod backup;
@@ -20,23 +20,6 @@ use crate::metrics::Metrics;
 
 pub use crate::FIELD_MANAGER;
 
-/// Server-side applies `status` to the status subresource of `name` under [`FIELD_MANAGER`]
-/// (forced: the operator owns its kinds' status). Fields it no longer sets are removed.
-pub async fn apply_status<K>(
-    api: &kube::Api<K>,
-    name: &str,
-    status: &impl serde::Serialize,
-) -> Result<(), kube::Error>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &kube::api::Patch::Apply(body))
-        .await
-        .map(|_| ())
-}
-
 /// What every controller shares.
 #[derive(Clone)]
 pub struct Context {
@@ -47,6 +30,43 @@ pub struct Context {
     pub synced: Arc<Synced>,
     /// Acting for tenants, and the provider's limits on it.
     pub tenancy: Arc<tenant::Tenancy>,
+    /// Where detections go (EmergencyPlan listens).
+    pub detections: crate::signals::Detections,
+}
+
+impl Context {
+    /// An Event publisher under this operator's name.
+    pub fn events(&self) -> kit::Events {
+        kit::Events::new(
+            kube::runtime::events::Recorder::new(self.client.clone(), self.reporter.clone()),
+            self.detections.clone(),
+        )
+    }
+}
+
+/// A controller, registered in [`CONTROLLERS`]: the one place a new kind is added.
+pub struct Registration {
+    /// Its name for `--controllers` and the metrics' prefix and `controller` label.
+    pub name: &'static str,
+    /// The kinds it reconciles: `/readyz` waits until each one's cache is synced.
+    pub kinds: &'static [&'static str],
+    /// Registers its own metrics in its sub-registry (`opsec_<name>_...`).
+    pub metrics: crate::metrics::RegisterKind,
+    /// Starts it; it stops when the receiver turns true.
+    pub start: fn(Context, watch::Receiver<bool>) -> JoinHandle<()>,
+}
+
+/// Every controller. A kind whose controller has not landed is not listed.
+pub const CONTROLLERS: &[Registration] = &[baseline::REGISTRATION, backup::REGISTRATION];
+
+/// The metrics registrations of every controller, for [`Metrics::new`].
+pub fn metric_registrations() -> Vec<(&'static str, crate::metrics::RegisterKind)> {
+    CONTROLLERS.iter().map(|r| (r.name, r.metrics)).collect()
+}
+
+/// The controller names `--controllers` accepts.
+pub fn names() -> Vec<&'static str> {
+    CONTROLLERS.iter().map(|r| r.name).collect()
 }
 
 /// Which started controllers still wait for their caches' first complete list.
@@ -102,57 +122,6 @@ where
     }
 }
 
-/// A controller's reconcile bookkeeping: the reconcile metrics and a per-object exponential
-/// backoff (1s, 2s, 4s ... up to 5 minutes), reset by the object's next success.
-pub struct Reconciles {
-    controller: &'static str,
-    metrics: Arc<Metrics>,
-    attempts: Mutex<std::collections::HashMap<String, u32>>,
-}
-
-impl Reconciles {
-    pub fn new(controller: &'static str, metrics: Arc<Metrics>) -> Self {
-        Self {
-            controller,
-            metrics,
-            attempts: Default::default(),
-        }
-    }
-
-    /// Records a finished reconcile of `key`; a success resets its backoff.
-    pub fn finished(&self, key: &str, started: std::time::Instant, ok: bool) {
-        let labels = crate::metrics::ControllerLabels {
-            controller: self.controller.into(),
-        };
-        self.metrics.reconciles.get_or_create(&labels).inc();
-        self.metrics
-            .reconcile_duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
-        if ok {
-            self.attempts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(key);
-        }
-    }
-
-    /// Records a failure of `key` in the stable `category`; returns when to retry.
-    pub fn failed(&self, key: &str, category: &str) -> std::time::Duration {
-        self.metrics
-            .reconcile_errors
-            .get_or_create(&crate::metrics::ErrorLabels {
-                controller: self.controller.into(),
-                category: category.into(),
-            })
-            .inc();
-        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        let attempt = attempts.entry(key.to_string()).or_insert(0);
-        *attempt = (*attempt + 1).min(9);
-        std::time::Duration::from_secs(1 << (*attempt - 1)).min(std::time::Duration::from_secs(300))
-    }
-}
-
 /// The running controllers.
 pub struct Controllers {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -171,22 +140,20 @@ impl Controllers {
         let ctx = Context {
             client,
             tenancy,
-            metrics,
+            metrics: metrics.clone(),
             synced: synced.clone(),
+            detections: metrics.detections(),
             reporter: Reporter {
                 controller: FIELD_MANAGER.into(),
                 instance: std::env::var("POD_NAME").ok(),
             },
         };
-        // Controllers join this list as their issues land.
         let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
-        if args.runs("baseline") {
-            synced.expect("baseline");
-            tasks.push(("baseline", baseline::run(ctx.clone(), shutdown.clone())));
-        }
-        if args.runs("backup") {
-            synced.expect("backup");
-            tasks.push(("backup", backup::run(ctx.clone(), shutdown.clone())));
+        for r in CONTROLLERS.iter().filter(|r| args.runs(r.name)) {
+            for kind in r.kinds {
+                synced.expect(kind);
+            }
+            tasks.push((r.name, (r.start)(ctx.clone(), shutdown.clone())));
         }
         Self { tasks }
     }

@@ -88,7 +88,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     info!(%identity, lease = %args.lease_name, namespace = %args.lease_namespace, "starting");
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&crate::controller::metric_registrations()));
     let (role_tx, role_rx) = watch::channel(Role::Starting);
     let synced = Arc::new(crate::controller::Synced::default());
     let state = Arc::new(RuntimeState {

@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 
+use super::events::BackupEvent;
 use super::objects;
 use super::resolve::{Access, error_chain};
 use super::{Error, State, time, write_status};
@@ -24,8 +24,12 @@ use crate::backup::{BackupMeta, BackupWriter, RetentionSettings, retention};
 
 /// Reconciles one Backup: runs it when it has not run yet.
 pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
-    let previous = b.status.clone();
-    let status = previous.clone().unwrap_or_default();
+    // The cache can lag behind this process's own last write: start from what it wrote.
+    let status = st
+        .backup_statuses
+        .latest(b)
+        .or_else(|| b.status.clone())
+        .unwrap_or_default();
     if matches!(
         status.phase,
         Some(
@@ -60,16 +64,15 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
             format!("BackupPolicy {ns}/{} not found", b.spec.policy_ref.name),
             b.metadata.generation,
         );
-        write_status(st, b, previous.as_ref(), &s).await?;
-        st.publish(
-            b,
-            EventType::Warning,
-            "PolicyNotFound",
-            "Backup",
-            s.error.clone().unwrap_or_default(),
-            None,
-        )
-        .await;
+        write_status(st, b, &s).await?;
+        st.events
+            .publish(
+                b,
+                BackupEvent::PolicyNotFound,
+                s.error.clone().unwrap_or_default(),
+                None,
+            )
+            .await;
         return Ok(Action::await_change());
     };
 
@@ -84,7 +87,7 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
             s.phase = Some(BackupPhase::Pending);
             s.backup_id = Some(name.clone());
             e.set_waiting(&mut s.conditions, b.metadata.generation);
-            write_status(st, b, previous.as_ref(), &s).await?;
+            write_status(st, b, &s).await?;
             return Ok(Action::requeue(super::ACCESS_RETRY));
         }
     };
@@ -93,7 +96,7 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
         s.phase = Some(BackupPhase::Pending);
         s.backup_id = Some(name.clone());
         s.conditions.retain(|c| c.type_ != "Ready");
-        write_status(st, b, previous.as_ref(), &s).await?;
+        write_status(st, b, &s).await?;
     }
     let _permit = st.backups.acquire().await;
     let uid = b.uid().unwrap_or_default();
@@ -105,7 +108,7 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
     running.backup_id = Some(name.clone());
     running.start_time = Some(time(started));
     running.observed_generation = b.metadata.generation;
-    write_status(st, b, None, &running).await?;
+    write_status(st, b, &running).await?;
 
     let result = run(&access, &policy, &name, started, running.clone()).await;
     let final_status = match result {
@@ -116,7 +119,7 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
             s
         }
     };
-    if let Err(e) = write_status(st, b, Some(&running), &final_status).await {
+    if let Err(e) = write_status(st, b, &final_status).await {
         // The run is over; only its record is missing (the API server away for a moment): it
         // is written on the next try, not taken for a run the operator abandoned.
         st.keep_unwritten(&uid, final_status);
@@ -124,50 +127,47 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
     }
     match final_status.phase {
         Some(BackupPhase::Completed) => {
-            st.publish(
-                b,
-                EventType::Normal,
-                "BackupCompleted",
-                "Backup",
-                format!(
-                    "{} objects, {} bytes, sha256 {}",
-                    final_status.objects,
-                    final_status.bytes,
-                    final_status.sha256.as_deref().unwrap_or_default()
-                ),
-                None,
-            )
-            .await;
+            st.events
+                .publish(
+                    b,
+                    BackupEvent::BackupCompleted,
+                    format!(
+                        "{} objects, {} bytes, sha256 {}",
+                        final_status.objects,
+                        final_status.bytes,
+                        final_status.sha256.as_deref().unwrap_or_default()
+                    ),
+                    None,
+                )
+                .await;
             for loc in final_status
                 .locations
                 .iter()
                 .filter(|l| l.state == CopyState::Failed)
             {
-                st.publish(
-                    b,
-                    EventType::Warning,
-                    "StorageFailed",
-                    "Backup",
-                    format!(
-                        "storage location {}: {}",
-                        loc.name,
-                        loc.error.as_deref().unwrap_or_default()
-                    ),
-                    None,
-                )
-                .await;
+                st.events
+                    .publish(
+                        b,
+                        BackupEvent::StorageFailed,
+                        format!(
+                            "storage location {}: {}",
+                            loc.name,
+                            loc.error.as_deref().unwrap_or_default()
+                        ),
+                        None,
+                    )
+                    .await;
             }
         }
         _ => {
-            st.publish(
-                b,
-                EventType::Warning,
-                "BackupFailed",
-                "Backup",
-                final_status.error.clone().unwrap_or_default(),
-                None,
-            )
-            .await;
+            st.events
+                .publish(
+                    b,
+                    BackupEvent::BackupFailed,
+                    final_status.error.clone().unwrap_or_default(),
+                    None,
+                )
+                .await;
         }
     }
     Ok(Action::await_change())
@@ -186,7 +186,7 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
     }
     // A run of this process whose outcome could not be written yet.
     if let Some(outcome) = st.take_unwritten(&uid) {
-        if let Err(e) = write_status(st, b, None, &outcome).await {
+        if let Err(e) = write_status(st, b, &outcome).await {
             st.keep_unwritten(&uid, outcome);
             return Err(e);
         }
@@ -194,21 +194,13 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
     }
     let ns = b.namespace().unwrap_or_default();
     let name = b.name_any();
-    // The cache can lag behind this process's own last write: judge by the object itself.
-    let api: Api<Backup> = Api::namespaced(st.ctx.client.clone(), &ns);
-    let fresh = api.get_opt(&name).await.map_err(|source| Error::Read {
-        what: format!("Backup {ns}/{name}"),
-        source,
-    })?;
-    let Some(fresh) = fresh else {
-        return Ok(Action::await_change());
-    };
-    let previous = fresh.status.clone().unwrap_or_default();
-    if previous.phase != Some(BackupPhase::Running)
-        || st.is_running(&fresh.uid().unwrap_or_default())
-    {
-        return Ok(Action::await_change());
-    }
+    let fresh = b;
+    // `reconcile` judged by the newest status this process knows (its own last write).
+    let previous = st
+        .backup_statuses
+        .latest(b)
+        .or_else(|| b.status.clone())
+        .unwrap_or_default();
     let started = previous
         .start_time
         .as_ref()
@@ -233,7 +225,7 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
         },
         None => None,
     };
-    let (status, type_, reason, note) = match recovered {
+    let (status, reason, note) = match recovered {
         Some(s) => {
             let note = format!(
                 "the operator stopped while this backup was running (started at {started}); \
@@ -245,7 +237,7 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            (s, EventType::Normal, "BackupRecovered", note)
+            (s, BackupEvent::BackupRecovered, note)
         }
         None => {
             let msg = format!(
@@ -260,12 +252,11 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
                 msg.clone(),
                 fresh.metadata.generation,
             );
-            (s, EventType::Warning, "BackupInterrupted", msg)
+            (s, BackupEvent::BackupInterrupted, msg)
         }
     };
-    write_status(st, &fresh, Some(&previous), &status).await?;
-    st.publish(&fresh, type_, reason, "Backup", note, None)
-        .await;
+    write_status(st, fresh, &status).await?;
+    st.events.publish(fresh, reason, note, None).await;
     Ok(Action::await_change())
 }
 

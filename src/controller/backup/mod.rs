@@ -8,7 +8,9 @@
 //!
 //! [`BackupWriter`]: crate::backup::BackupWriter
 
+pub mod events;
 pub mod execute;
+pub mod metrics;
 pub mod objects;
 pub mod policy;
 pub mod resolve;
@@ -19,21 +21,19 @@ pub mod writes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
-use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Context;
+use super::kit::{self, Events, Kit, StatusWriter};
 use crate::api::{Backup, BackupPolicy, Restore};
 
 /// Backups running at once across all policies.
@@ -55,13 +55,8 @@ const CONTROLLER: &str = "backup";
 /// Why a reconcile failed (retried with per-object backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("writing the status of {kind} {name}")]
-    Status {
-        kind: &'static str,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Status(#[from] super::kit::StatusError),
     #[error("reading {what}")]
     Read {
         what: String,
@@ -76,11 +71,11 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl super::kit::ReconcileError for Error {
     /// Short stable category: metric label and Event reason.
-    pub fn category(&self) -> &'static str {
+    fn category(&self) -> &'static str {
         match self {
-            Self::Status { .. } => "StatusWrite",
+            Self::Status(_) => "StatusWrite",
             Self::Read { .. } => "ApiRead",
             Self::Write { .. } => "ApiWrite",
         }
@@ -130,11 +125,16 @@ pub const ACCESS_RETRY: std::time::Duration = std::time::Duration::from_secs(15)
 /// What the three controllers share.
 pub struct State {
     pub ctx: Context,
-    pub recorder: Recorder,
+    pub events: Events,
+    pub metrics: Arc<metrics::BackupMetrics>,
     pub backups: Semaphore,
     /// Restores, verifications and restore tests ([`MAX_CONCURRENT_READS`]).
     pub reads: Semaphore,
-    reconciles: crate::controller::Reconciles,
+    /// The status writers of the three kinds (each guards against the cache lagging its own
+    /// writes: a reconcile starts from [`StatusWriter::latest`]).
+    pub policy_statuses: StatusWriter<BackupPolicy>,
+    pub backup_statuses: StatusWriter<Backup>,
+    pub restore_statuses: StatusWriter<Restore>,
     /// Uids of the Backups and Restores this process is running now: one found `Running` that
     /// is not here was left behind by a process that stopped (see [`execute`], [`restore`]).
     running: Mutex<HashSet<String>>,
@@ -146,10 +146,6 @@ pub struct State {
     /// Failed rounds in a row of copies to a storage location, and when the next may start,
     /// by `<policy uid>/<location>/<hash of its spec>` (a changed location starts afresh).
     copy_retries: Mutex<HashMap<String, (u32, jiff::Timestamp)>>,
-    /// The last status this process wrote per BackupPolicy (by uid). The controller's cache can
-    /// lag behind that write, and a reconcile that started from the older copy would write it
-    /// back, losing what the last one recorded (a restore test, a verification).
-    policy_statuses: Mutex<HashMap<String, crate::api::backup::BackupPolicyStatus>>,
 }
 
 /// Removes a Backup from [`State::running`] when its run ends, however it ends.
@@ -211,31 +207,12 @@ impl State {
         &self,
         p: &BackupPolicy,
     ) -> Option<crate::api::backup::BackupPolicyStatus> {
-        let uid = p.meta().uid.clone().unwrap_or_default();
-        self.policy_statuses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&uid)
-            .cloned()
-            .or_else(|| p.status.clone())
+        self.policy_statuses.latest(p).or_else(|| p.status.clone())
     }
 
-    /// Records the status this process wrote for `p` ([`policy_status`](Self::policy_status));
-    /// `None` forgets it (the policy is gone).
-    pub fn wrote_policy_status(
-        &self,
-        p: &BackupPolicy,
-        status: Option<crate::api::backup::BackupPolicyStatus>,
-    ) {
-        let uid = p.meta().uid.clone().unwrap_or_default();
-        let mut all = self
-            .policy_statuses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match status {
-            Some(s) => all.insert(uid, s),
-            None => all.remove(&uid),
-        };
+    /// Forgets the status this process wrote for `p` (the policy is going).
+    pub fn forget_policy(&self, p: &BackupPolicy) {
+        self.policy_statuses.forget(p);
     }
 
     /// The copies found untrusted under `key` so far.
@@ -303,20 +280,6 @@ impl State {
             .remove(key);
     }
 
-    fn record(&self, kind: &str, key: &str, started: Instant, ok: bool) {
-        self.reconciles
-            .finished(&format!("{kind}/{key}"), started, ok);
-    }
-
-    /// Per-object exponential backoff (see [`crate::controller::Reconciles`]).
-    fn backoff(&self, kind: &str, key: &str, err: &Error) -> Action {
-        let delay = self
-            .reconciles
-            .failed(&format!("{kind}/{key}"), err.category());
-        warn!(kind, object = key, error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
-        Action::requeue(delay)
-    }
-
     /// Publishes an Event about `obj`.
     pub async fn publish<K: Resource<DynamicType = ()>>(
         &self,
@@ -327,55 +290,57 @@ impl State {
         note: String,
         related: Option<ObjectReference>,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: related,
-        };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %err, reason, "could not publish an Event");
-        }
+        let _ = (type_, action);
+        self.events
+            .problem(&obj.object_ref(&()), reason, note, related, None)
+            .await;
     }
 }
 
-/// Writes the status of a namespaced object by server-side apply, only when it changed.
-pub async fn write_status<K, S>(
-    st: &State,
-    obj: &K,
-    previous: Option<&S>,
-    status: &S,
-) -> Result<(), Error>
+/// A kind whose status the backup controllers write, with its writer in [`State`].
+pub trait Statused: kube::core::object::HasStatus + Sized {
+    fn writer(st: &State) -> &StatusWriter<Self>;
+}
+
+impl Statused for BackupPolicy {
+    fn writer(st: &State) -> &StatusWriter<Self> {
+        &st.policy_statuses
+    }
+}
+
+impl Statused for Backup {
+    fn writer(st: &State) -> &StatusWriter<Self> {
+        &st.backup_statuses
+    }
+}
+
+impl Statused for Restore {
+    fn writer(st: &State) -> &StatusWriter<Self> {
+        &st.restore_statuses
+    }
+}
+
+/// Writes the status of `obj` through its kind's writer, only when it changed.
+pub async fn write_status<K>(st: &State, obj: &K, status: &K::Status) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    K: Statused
+        + Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
-    S: Serialize + PartialEq,
+    K::Status: Serialize + serde::de::DeserializeOwned + Clone,
 {
-    if previous == Some(status) {
-        return Ok(());
-    }
-    let name = obj.meta().name.clone().unwrap_or_default();
-    let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(st.ctx.client.clone(), &ns);
-    crate::controller::apply_status(&api, &name, status)
-        .await
-        .map_err(|source| Error::Status {
-            kind: "object",
-            name: format!("{ns}/{name}"),
-            source,
-        })
+    K::writer(st).write(obj, status).await?;
+    Ok(())
 }
 
-fn key<K: Resource>(obj: &K) -> String {
-    format!(
-        "{}/{}",
-        obj.meta().namespace.as_deref().unwrap_or_default(),
-        obj.meta().name.as_deref().unwrap_or_default()
-    )
-}
+/// The backup controllers, as [`crate::controller::CONTROLLERS`] lists them.
+pub const REGISTRATION: crate::controller::Registration = crate::controller::Registration {
+    name: CONTROLLER,
+    kinds: &["BackupPolicy", "Backup", "Restore"],
+    metrics: metrics::register,
+    start: run,
+};
 
 /// Starts the BackupPolicy, Backup and Restore controllers; they stop when `shutdown` turns
 /// true.
@@ -384,115 +349,59 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
         let client = ctx.client.clone();
         // No restore test runs yet: the scratch namespaces there are were left by a stop.
         restore_test::delete_left_behind(&client).await;
-        let st = Arc::new(State {
-            recorder: Recorder::new(client.clone(), ctx.reporter.clone()),
-            reconciles: crate::controller::Reconciles::new(CONTROLLER, ctx.metrics.clone()),
-            ctx,
-            backups: Semaphore::new(MAX_CONCURRENT_BACKUPS),
-            reads: Semaphore::new(MAX_CONCURRENT_READS),
-            running: Mutex::default(),
-            unwritten: Mutex::default(),
-            untrusted: Mutex::default(),
-            copy_retries: Mutex::default(),
-            policy_statuses: Mutex::default(),
-        });
-        let stopper = |mut stop: watch::Receiver<bool>| async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-
-        let policies_ctl = Controller::new(
-            Api::<BackupPolicy>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .watches(
+        let st = Arc::new(State::new(&ctx));
+        let policies = kit::controller::<BackupPolicy>(&client).watches(
             Api::<Backup>::all(client.clone()),
             watcher::Config::default(),
             |b: Backup| {
                 let ns = b.namespace()?;
-                Some(ObjectRef::<BackupPolicy>::new(&b.spec.policy_ref.name).within(&ns))
+                Some(ObjectRef::new(&b.spec.policy_ref.name).within(&ns))
             },
         );
-        let policy_store = policies_ctl.store();
-        let policies = policies_ctl
-            .graceful_shutdown_on(stopper(shutdown.clone()))
-            .run(
-                |p: Arc<BackupPolicy>, st: Arc<State>| async move {
-                    let started = Instant::now();
-                    let r = policy::reconcile(&p, &st).await;
-                    st.record("BackupPolicy", &key(p.as_ref()), started, r.is_ok());
-                    r
-                },
-                |p: Arc<BackupPolicy>, err: &Error, st: Arc<State>| {
-                    st.backoff("BackupPolicy", &key(p.as_ref()), err)
-                },
-                st.clone(),
-            )
-            .for_each(|r| async move {
-                if let Err(err) = r {
-                    tracing::debug!(error = %err, "backup policy reconcile error");
-                }
-            });
-
-        let backups_ctl = Controller::new(
-            Api::<Backup>::all(client.clone()),
-            watcher::Config::default(),
+        let policies = kit::run(
+            Kit::new("BackupPolicy", CONTROLLER, &ctx),
+            policies,
+            st.clone(),
+            |p, st| async move { policy::reconcile(&p, &st).await },
+            shutdown.clone(),
         );
-        let backup_store = backups_ctl.store();
-        let backups = backups_ctl
-            .graceful_shutdown_on(stopper(shutdown.clone()))
-            .run(
-                |b: Arc<Backup>, st: Arc<State>| async move {
-                    let started = Instant::now();
-                    let r = execute::reconcile(&b, &st).await;
-                    st.record("Backup", &key(b.as_ref()), started, r.is_ok());
-                    r
-                },
-                |b: Arc<Backup>, err: &Error, st: Arc<State>| {
-                    st.backoff("Backup", &key(b.as_ref()), err)
-                },
-                st.clone(),
-            )
-            .for_each(|r| async move {
-                if let Err(err) = r {
-                    tracing::debug!(error = %err, "backup reconcile error");
-                }
-            });
-
-        let restores_ctl = Controller::new(
-            Api::<Restore>::all(client.clone()),
-            watcher::Config::default(),
+        let backups = kit::run(
+            Kit::new("Backup", CONTROLLER, &ctx),
+            kit::controller::<Backup>(&client),
+            st.clone(),
+            |b, st| async move { execute::reconcile(&b, &st).await },
+            shutdown.clone(),
         );
-        let restore_store = restores_ctl.store();
-        let restores = restores_ctl
-            .graceful_shutdown_on(stopper(shutdown.clone()))
-            .run(
-                |r: Arc<Restore>, st: Arc<State>| async move {
-                    let started = Instant::now();
-                    let res = restore::reconcile(&r, &st).await;
-                    st.record("Restore", &key(r.as_ref()), started, res.is_ok());
-                    res
-                },
-                |r: Arc<Restore>, err: &Error, st: Arc<State>| {
-                    st.backoff("Restore", &key(r.as_ref()), err)
-                },
-                st.clone(),
-            )
-            .for_each(|r| async move {
-                if let Err(err) = r {
-                    tracing::debug!(error = %err, "restore reconcile error");
-                }
-            });
-
-        let synced = st.ctx.synced.clone();
-        tokio::spawn(async move {
-            crate::controller::store_synced(&policy_store).await;
-            crate::controller::store_synced(&backup_store).await;
-            crate::controller::store_synced(&restore_store).await;
-            synced.done("backup");
-        });
+        let restores = kit::run(
+            Kit::new("Restore", CONTROLLER, &ctx),
+            kit::controller::<Restore>(&client),
+            st,
+            |r, st| async move { restore::reconcile(&r, &st).await },
+            shutdown,
+        );
         futures::join!(policies, backups, restores);
         info!("backup controllers stopped");
     })
+}
+
+impl State {
+    fn new(ctx: &Context) -> Self {
+        let client = ctx.client.clone();
+        Self {
+            events: ctx.events(),
+            metrics: ctx.metrics.of(CONTROLLER).unwrap_or_default(),
+            backups: Semaphore::new(MAX_CONCURRENT_BACKUPS),
+            reads: Semaphore::new(MAX_CONCURRENT_READS),
+            policy_statuses: StatusWriter::new(client.clone()),
+            backup_statuses: StatusWriter::new(client.clone()),
+            restore_statuses: StatusWriter::new(client),
+            running: Mutex::default(),
+            unwritten: Mutex::default(),
+            untrusted: Mutex::default(),
+            copy_retries: Mutex::default(),
+            ctx: ctx.clone(),
+        }
+    }
 }
 
 /// `Time` of a timestamp.

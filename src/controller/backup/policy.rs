@@ -70,7 +70,7 @@ fn completed(b: &Backup) -> Option<Timestamp> {
 /// Reconciles one BackupPolicy.
 pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     if p.metadata.deletion_timestamp.is_some() {
-        st.wrote_policy_status(p, None);
+        st.forget_policy(p);
         return Ok(Action::await_change());
     }
     let client = &st.ctx.client;
@@ -388,7 +388,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     let was_met = condition_status(&previous, "RPOMet");
     let rpo = schedule::rpo(&p.spec).unwrap_or(Duration::from_secs(3600));
     let age = last_good.map(|t| (now.as_millisecond() - t.as_millisecond()).max(0) as f64 / 1000.0);
-    st.ctx.metrics.backup_age_seconds(&ns, &name, age);
+    st.metrics.set_age(&ns, &name, age);
     match last_good {
         Some(t) => {
             let deadline = schedule::rpo_deadline(t, rpo);
@@ -628,17 +628,8 @@ async fn write_policy_status(
     previous: Option<&BackupPolicyStatus>,
     status: &BackupPolicyStatus,
 ) -> Result<(), Error> {
-    match write_status(st, p, previous, status).await {
-        Ok(()) => {
-            st.wrote_policy_status(p, Some(status.clone()));
-            Ok(())
-        }
-        Err(e) => {
-            // It may have landed or not: the next reconcile starts from what the API says.
-            st.wrote_policy_status(p, None);
-            Err(e)
-        }
-    }
+    let _ = previous;
+    write_status(st, p, status).await
 }
 
 /// Creates a Backup (trigger Catalogue) for every complete stored backup without one; returns
@@ -760,7 +751,7 @@ async fn rebuild_catalogue(
             locations,
             ..Default::default()
         };
-        if let Err(e) = write_status(st, &created, None, &status).await {
+        if let Err(e) = write_status(st, &created, &status).await {
             tracing::warn!(backup = %id, error = %e, "could not write a catalogue Backup's status");
         }
         out.push(id);
@@ -937,7 +928,7 @@ async fn verify_all(
         {
             stored.verification = Some(pv.clone());
         }
-        if let Err(e) = write_status(st, &*b, Some(&previous), &stored).await {
+        if let Err(e) = write_status(st, &*b, &stored).await {
             tracing::warn!(backup = %b.name_any(), error = %e, "could not write a Backup's verification");
         }
         if corrupt && previous.phase != Some(BackupPhase::Corrupt) {
@@ -1337,7 +1328,7 @@ async fn retry_copies(
                 Timestamp::now(),
             );
         }
-        if let Err(e) = write_status(st, b, Some(&previous), &s).await {
+        if let Err(e) = write_status(st, b, &s).await {
             tracing::warn!(backup = %id, error = %e, "could not record a retried copy");
             continue;
         }

@@ -12,6 +12,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
+use super::events::RestoreEvent;
 use super::objects::{self, Applied, Resolver};
 use super::resolve::{Access, Keys, error_chain};
 use super::writes::{self, Batches, Journal, Mode, Planned, Written, write_batch};
@@ -114,8 +115,12 @@ pub const MAX_RESTORE_RUNS: i32 = 3;
 
 /// Reconciles one Restore: runs it once (again after an interruption, [`MAX_RESTORE_RUNS`]).
 pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
-    let previous = r.status.clone();
-    let status = previous.clone().unwrap_or_default();
+    // The cache can lag behind this process's own last write: start from what it wrote.
+    let status = st
+        .restore_statuses
+        .latest(r)
+        .or_else(|| r.status.clone())
+        .unwrap_or_default();
     if matches!(
         status.phase,
         Some(RestorePhase::Completed | RestorePhase::Failed)
@@ -124,23 +129,11 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let uid = r.uid().unwrap_or_default();
-    // Running: either this process runs it now, or its Completed write is not in the cache yet
-    // (the API server says), or the process that ran it stopped.
+    // Running: either this process runs it now, or the process that ran it stopped (a
+    // Completed write of this process would be the status it starts from).
     let mut interrupted = false;
     if status.phase == Some(RestorePhase::Running) {
         if st.is_running(&uid) {
-            return Ok(Action::await_change());
-        }
-        let api: Api<Restore> =
-            Api::namespaced(st.ctx.client.clone(), &r.namespace().unwrap_or_default());
-        let Ok(fresh) = api.get_opt(&r.name_any()).await else {
-            return Ok(Action::requeue(std::time::Duration::from_secs(5)));
-        };
-        let ended = fresh.and_then(|f| f.status).and_then(|s| s.phase);
-        if matches!(
-            ended,
-            Some(RestorePhase::Completed | RestorePhase::Failed) | None
-        ) {
             return Ok(Action::await_change());
         }
         interrupted = true;
@@ -164,23 +157,15 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
                 r.metadata.generation,
                 Timestamp::now(),
             );
-            write_status(st, r, previous.as_ref(), &failed).await?;
-            st.publish(
-                r,
-                EventType::Warning,
-                "RestoreInterrupted",
-                "Restore",
-                msg,
-                None,
-            )
-            .await;
+            write_status(st, r, &failed).await?;
+            st.events
+                .publish(r, RestoreEvent::RestoreInterrupted, msg, None)
+                .await;
             return Ok(Action::await_change());
         }
-        st.publish(
+        st.events.publish(
             r,
-            EventType::Warning,
-            "RestoreInterrupted",
-            "Restore",
+            RestoreEvent::RestoreInterrupted,
             format!(
                 "run {run} was interrupted: the operator stopped while it ran; running it again \
                  (run {} of at most {MAX_RESTORE_RUNS}; what it restored is skipped or \
@@ -199,7 +184,7 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
             let mut waiting = status.clone();
             waiting.phase = Some(RestorePhase::Pending);
             e.set_waiting(&mut waiting.conditions, r.metadata.generation);
-            write_status(st, r, previous.as_ref(), &waiting).await?;
+            write_status(st, r, &waiting).await?;
             return Ok(Action::requeue(super::ACCESS_RETRY));
         }
     };
@@ -215,7 +200,7 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     running.errors.clear();
     running.start_time = Some(time(start_time));
     running.observed_generation = r.metadata.generation;
-    write_status(st, r, previous.as_ref(), &running).await?;
+    write_status(st, r, &running).await?;
 
     let mut done = running.clone();
     let outcome = {
@@ -243,16 +228,10 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
                 r.metadata.generation,
                 now,
             );
-            write_status(st, r, Some(&running), &done).await?;
-            st.publish(
-                r,
-                EventType::Normal,
-                "RestoreCompleted",
-                "Restore",
-                msg,
-                None,
-            )
-            .await;
+            write_status(st, r, &done).await?;
+            st.events
+                .publish(r, RestoreEvent::RestoreCompleted, msg, None)
+                .await;
         }
         Err((reason, msg)) => {
             done.phase = Some(RestorePhase::Failed);
@@ -268,8 +247,15 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
                 r.metadata.generation,
                 now,
             );
-            write_status(st, r, Some(&running), &done).await?;
-            st.publish(r, EventType::Warning, reason, "Restore", msg, None)
+            write_status(st, r, &done).await?;
+            st.events
+                .problem(
+                    &kube::Resource::object_ref(r, &()),
+                    reason,
+                    msg,
+                    None,
+                    Some(crate::signals::Signal::RestoreFailed),
+                )
                 .await;
         }
     }

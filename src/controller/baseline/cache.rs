@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -197,7 +198,7 @@ pub struct ClusterCache {
     /// kind that failed to start is tried again on the next call).
     stamped: std::sync::Mutex<HashMap<(String, String), StampedCell>>,
     trigger: Trigger,
-    baselines: Store<SecurityBaseline>,
+    baselines: Store<DeserializeGuard<SecurityBaseline>>,
     tasks: std::sync::Mutex<JoinSet<()>>,
 }
 
@@ -207,7 +208,7 @@ impl ClusterCache {
     /// workload change; the scheduler folds repeated triggers into one reconcile).
     pub fn start(
         client: Client,
-        baselines: Store<SecurityBaseline>,
+        baselines: Store<DeserializeGuard<SecurityBaseline>>,
         trigger: Trigger,
     ) -> Arc<Self> {
         let mut tasks = JoinSet::new();
@@ -220,7 +221,9 @@ impl ClusterCache {
                 let (baselines, trigger) = (baselines.clone(), trigger.clone());
                 move |ns: &Namespace| {
                     for b in baselines.state() {
-                        trigger.namespace(&b.name_any(), &ns.name_any());
+                        if let Some(name) = b.meta().name.as_deref() {
+                            trigger.namespace(name, &ns.name_any());
+                        }
                     }
                 }
             },
@@ -229,12 +232,10 @@ impl ClusterCache {
             let (baselines, trigger) = (baselines.clone(), trigger.clone());
             move |namespace: Option<String>| {
                 let Some(namespace) = namespace else { return };
-                for b in baselines
-                    .state()
-                    .iter()
-                    .filter(|b| !b.spec.workload_templates.is_empty())
-                {
-                    trigger.namespace(&b.name_any(), &namespace);
+                for b in baselines.state().iter().filter_map(|b| b.0.as_ref().ok()) {
+                    if !b.spec.workload_templates.is_empty() {
+                        trigger.namespace(&b.name_any(), &namespace);
+                    }
                 }
             }
         };
@@ -446,9 +447,13 @@ impl ClusterCache {
         &self.trigger
     }
 
-    /// Every baseline, from the controller's own cache.
+    /// Every baseline that parses, from the controller's own cache.
     pub fn baselines(&self) -> Vec<Arc<SecurityBaseline>> {
-        self.baselines.state()
+        self.baselines
+            .state()
+            .iter()
+            .filter_map(|b| b.0.as_ref().ok().map(|b| Arc::new(b.clone())))
+            .collect()
     }
 }
 

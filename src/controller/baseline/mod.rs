@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod metrics;
 pub mod plan;
 pub mod policy_report;
 pub mod report;
@@ -22,7 +23,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -31,6 +31,7 @@ use self::cache::{ClusterCache, StampedKind, Trigger};
 use self::plan::{BaselineRef, Plan};
 use self::report::{Finding, FindingState};
 use super::Context;
+use super::kit;
 use crate::api::SecurityBaseline;
 use crate::api::baseline::{BaselineMode, ConflictRecord, SecurityBaselineStatus};
 use crate::api::common::{ConditionStatus, set_condition};
@@ -59,12 +60,8 @@ pub enum Error {
         #[source]
         source: Box<kube::runtime::finalizer::Error<Error>>,
     },
-    #[error("writing the status of baseline {name}")]
-    Status {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Status(#[from] super::kit::StatusError),
     #[error("removing what baseline {name} stamped: {failed} deletes failed, first: {first}")]
     Cleanup {
         name: String,
@@ -73,12 +70,17 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// A short stable category: the metric label and Event reason.
-    pub fn category(&self) -> &'static str {
+impl super::kit::ReconcileError for Error {
+    /// A short stable category: the metric label and Event reason (a check's or cleanup's own
+    /// failure, not the finalizer's wrapping of it).
+    fn category(&self) -> &'static str {
         match self {
-            Self::Finalizer { .. } => "Finalizer",
-            Self::Status { .. } => "StatusWrite",
+            Self::Finalizer { source, .. } => match source.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                _ => "Finalizer",
+            },
+            Self::Status(_) => "StatusWrite",
             Self::Cleanup { .. } => "Cleanup",
         }
     }
@@ -88,12 +90,8 @@ struct State {
     ctx: Context,
     cache: Arc<ClusterCache>,
     recorder: Recorder,
-    reconciles: super::Reconciles,
-    /// The last status this process wrote per baseline (by name, with the baseline's uid). The
-    /// controller's cache can lag behind our own status write; a check that started from the
-    /// stale copy would take an applied revision for a new one, report a recreated object as a
-    /// rollout and drop the newest history entry.
-    written: std::sync::Mutex<HashMap<String, (Option<String>, SecurityBaselineStatus)>>,
+    metrics: Arc<metrics::BaselineMetrics>,
+    statuses: super::kit::StatusWriter<SecurityBaseline>,
     /// What the checks of each baseline found per namespace (by name): a change in one namespace
     /// re-checks that namespace only, and the status is rebuilt from this for the others.
     memory: std::sync::Mutex<HashMap<String, scope::Memory>>,
@@ -108,32 +106,33 @@ struct State {
     reports_missing: std::sync::Mutex<Option<Instant>>,
 }
 
+/// The SecurityBaseline controller, as [`crate::controller::CONTROLLERS`] lists it.
+pub const REGISTRATION: super::Registration = super::Registration {
+    name: CONTROLLER,
+    kinds: &["SecurityBaseline"],
+    metrics: metrics::register,
+    start: run,
+};
+
 /// Starts the controller; it stops when `shutdown` turns true.
 pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = ctx.client.clone();
-        let api: Api<SecurityBaseline> = Api::all(client.clone());
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let controller = Controller::new(api, watcher::Config::default());
-        let baselines = controller.store();
-        let cache = ClusterCache::start(client.clone(), baselines.clone(), Trigger::new(tx));
+        let controller = kit::controller::<SecurityBaseline>(&client);
+        let cache = ClusterCache::start(client.clone(), controller.store(), Trigger::new(tx));
         let mut stop = shutdown.clone();
         tokio::select! {
             _ = cache.wait_until_ready() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         tracing::debug!("baseline controller: cluster caches ready");
-        let synced = ctx.synced.clone();
-        tokio::spawn(async move {
-            super::store_synced(&baselines).await;
-            synced.done(CONTROLLER);
-        });
         let state = Arc::new(State {
-            recorder: Recorder::new(client, ctx.reporter.clone()),
-            reconciles: super::Reconciles::new(CONTROLLER, ctx.metrics.clone()),
-            ctx,
+            recorder: Recorder::new(client.clone(), ctx.reporter.clone()),
+            metrics: ctx.metrics.of(CONTROLLER).unwrap_or_default(),
+            statuses: kit::StatusWriter::new(client),
+            ctx: ctx.clone(),
             cache,
-            written: Default::default(),
             memory: Default::default(),
             take_backs: Default::default(),
             keyring: Default::default(),
@@ -145,29 +144,17 @@ pub fn run(ctx: Context, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHa
         tokio::spawn(async move {
             report_kind(&warm).await;
         });
-        let mut stop = shutdown;
-        controller
-            .reconcile_on(rx)
-            .graceful_shutdown_on(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .run(reconcile, error_policy, state)
-            .for_each(|result| async move {
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "baseline reconcile error");
-                }
-            })
-            .await;
-        info!("baseline controller stopped");
+        let controller = controller.reconcile_on(rx.map(|r| ObjectRef::new(&r.name)));
+        let kit = kit::Kit::new("SecurityBaseline", CONTROLLER, &ctx);
+        kit::run(kit, controller, state, reconcile, shutdown).await;
     })
 }
 
 async fn reconcile(sb: Arc<SecurityBaseline>, st: Arc<State>) -> Result<Action, Error> {
-    let started = Instant::now();
     let name = sb.name_any();
     let api: Api<SecurityBaseline> = Api::all(st.ctx.client.clone());
     let deleting = sb.metadata.deletion_timestamp.is_some();
-    let mut result = finalizer(&api, FINALIZER, sb, |event| async {
+    let result = finalizer(&api, FINALIZER, sb, |event| async {
         match event {
             Finalizer::Apply(sb) => check(&sb, &st).await,
             Finalizer::Cleanup(sb) => cleanup(&sb, &st).await,
@@ -187,26 +174,10 @@ async fn reconcile(sb: Arc<SecurityBaseline>, st: Arc<State>) -> Result<Action, 
             Err(_) => false,
         };
         if released {
-            result = Ok(Action::await_change());
+            return Ok(Action::await_change());
         }
     }
-    st.reconciles.finished(&name, started, result.is_ok());
     result
-}
-
-/// Per-object exponential backoff: 1s, 2s, 4s ... up to 5 minutes.
-fn error_policy(sb: Arc<SecurityBaseline>, err: &Error, st: Arc<State>) -> Action {
-    let category = match err {
-        Error::Finalizer { source, .. } => match source.as_ref() {
-            kube::runtime::finalizer::Error::ApplyFailed(e)
-            | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
-            _ => err.category(),
-        },
-        _ => err.category(),
-    };
-    let delay = st.reconciles.failed(&sb.name_any(), category);
-    warn!(baseline = %sb.name_any(), error = %err, category, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
 }
 
 /// One check of one baseline.
@@ -862,8 +833,8 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         }
     }
     migrated_events(st, sb, &plan, &created_keys, now).await;
-    let m = &st.ctx.metrics;
-    let labels = crate::metrics::BaselineLabels {
+    let m = &st.metrics;
+    let labels = metrics::BaselineLabels {
         baseline: name.clone(),
     };
     let detected = reverted.len()
@@ -936,11 +907,11 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         ("conflicted", counts.conflicted),
         ("failed", counts.failed),
     ] {
-        let labels = crate::metrics::BaselineStateLabels {
+        let labels = metrics::BaselineStateLabels {
             baseline: name.clone(),
             state: state.into(),
         };
-        m.baseline_namespaces.get_or_create(&labels).set(n as i64);
+        m.namespaces.get_or_create(&labels).set(n as i64);
     }
     write_status(sb, st, &previous, status).await?;
     tracing::debug!(baseline = %name, full = scope.is_full(), namespaces = plan.namespaces.len(), took = ?started.elapsed(), "checked");
@@ -1210,10 +1181,7 @@ async fn cleanup(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     for other in st.cache.baselines().iter().filter(|b| b.name_any() != name) {
         st.cache.trigger().baseline(&other.name_any());
     }
-    st.written
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&name);
+    st.statuses.forget(sb);
     st.memory
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -1277,35 +1245,13 @@ async fn write_status(
     status.last_check_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         Timestamp::now(),
     ));
-    let name = sb.name_any();
-    let api: Api<SecurityBaseline> = Api::all(st.ctx.client.clone());
-    super::apply_status(&api, &name, &status)
-        .await
-        .map_err(|source| Error::Status {
-            name: name.clone(),
-            source,
-        })?;
-    st.written
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name, (sb.metadata.uid.clone(), status));
+    st.statuses.write(sb, &status).await?;
     Ok(())
 }
 
-/// The status this process last wrote for `sb`, when it is newer than the cached copy.
+/// The status this process last wrote for `sb`, when the cache has not caught up with it.
 fn last_written(st: &State, sb: &SecurityBaseline) -> Option<SecurityBaselineStatus> {
-    let written = st.written.lock().unwrap_or_else(|p| p.into_inner());
-    let (uid, status) = written.get(&sb.name_any())?;
-    if *uid != sb.metadata.uid {
-        return None;
-    }
-    let cached = sb
-        .status
-        .as_ref()
-        .and_then(|s| s.last_check_time.as_ref())
-        .map(|t| t.0);
-    let ours = status.last_check_time.as_ref().map(|t| t.0);
-    (ours >= cached).then(|| status.clone())
+    st.statuses.latest(sb)
 }
 
 async fn publish(

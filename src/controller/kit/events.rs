@@ -163,15 +163,26 @@ impl Events {
         }
     }
 
-    /// Publishes a Warning whose reason is an error's category: a failed reconcile, or work
-    /// that waits (the same category is the Ready reason and the metric label).
+    /// Publishes a Warning whose reason is an error's category: a failed reconcile, work that
+    /// waits, or a run that failed (the same category is the Ready reason and the metric
+    /// label). A failure that is a detection raises `signal`.
     pub async fn problem(
         &self,
         reference: &ObjectReference,
-        category: &'static str,
+        category: &str,
         note: String,
         related: Option<ObjectReference>,
+        signal: Option<Signal>,
     ) {
+        if let Some(signal) = signal {
+            self.detections.send(Detection {
+                signal,
+                object: reference.clone(),
+                related: related.clone(),
+                note: note.clone(),
+                at: jiff::Timestamp::now(),
+            });
+        }
         self.send(reference, true, category, "Reconcile", note, related)
             .await;
     }

@@ -4,8 +4,13 @@
 //! conditions ([`conditions`]), one Event publisher with a reason enum per kind ([`events`])
 //! and one server-side apply helper ([`apply`]).
 
+pub mod apply;
 pub mod conditions;
 pub mod events;
+pub mod run;
+pub mod status;
 
 pub use conditions::{ConditionType, Conditions};
 pub use events::{Announce, Events, Reason};
+pub use run::{Kit, ReconcileError, controller, run};
+pub use status::{StatusError, StatusWriter};
