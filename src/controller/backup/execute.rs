@@ -25,11 +25,7 @@ use crate::backup::{BackupMeta, BackupWriter, RetentionSettings, retention};
 /// Reconciles one Backup: runs it when it has not run yet.
 pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
     // The cache can lag behind this process's own last write: start from what it wrote.
-    let status = st
-        .backup_statuses
-        .latest(b)
-        .or_else(|| b.status.clone())
-        .unwrap_or_default();
+    let status = st.backup_statuses.latest(b).unwrap_or_default();
     if matches!(
         status.phase,
         Some(
@@ -196,11 +192,7 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
     let name = b.name_any();
     let fresh = b;
     // `reconcile` judged by the newest status this process knows (its own last write).
-    let previous = st
-        .backup_statuses
-        .latest(b)
-        .or_else(|| b.status.clone())
-        .unwrap_or_default();
+    let previous = st.backup_statuses.latest(b).unwrap_or_default();
     let started = previous
         .start_time
         .as_ref()

@@ -207,7 +207,7 @@ impl State {
         &self,
         p: &BackupPolicy,
     ) -> Option<crate::api::backup::BackupPolicyStatus> {
-        self.policy_statuses.latest(p).or_else(|| p.status.clone())
+        self.policy_statuses.latest(p)
     }
 
     /// Forgets the status this process wrote for `p` (the policy is going).

@@ -116,11 +116,7 @@ pub const MAX_RESTORE_RUNS: i32 = 3;
 /// Reconciles one Restore: runs it once (again after an interruption, [`MAX_RESTORE_RUNS`]).
 pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     // The cache can lag behind this process's own last write: start from what it wrote.
-    let status = st
-        .restore_statuses
-        .latest(r)
-        .or_else(|| r.status.clone())
-        .unwrap_or_default();
+    let status = st.restore_statuses.latest(r).unwrap_or_default();
     if matches!(
         status.phase,
         Some(RestorePhase::Completed | RestorePhase::Failed)

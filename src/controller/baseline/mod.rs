@@ -1249,7 +1249,8 @@ async fn write_status(
     Ok(())
 }
 
-/// The status this process last wrote for `sb`, when the cache has not caught up with it.
+/// The newest status of `sb`: what this process last wrote when the cache has not caught up
+/// with it, else the cached one.
 fn last_written(st: &State, sb: &SecurityBaseline) -> Option<SecurityBaselineStatus> {
     st.statuses.latest(sb)
 }

@@ -132,15 +132,7 @@ impl Events {
     {
         let reference = obj.object_ref(&());
         let note = note.into();
-        if let Some(signal) = reason.signal() {
-            self.detections.send(Detection {
-                signal,
-                object: reference.clone(),
-                related: related.clone(),
-                note: note.clone(),
-                at: jiff::Timestamp::now(),
-            });
-        }
+        self.detect(reason.signal(), &reference, &related, &note);
         self.send(
             &reference,
             reason.is_warning(),
@@ -174,17 +166,28 @@ impl Events {
         related: Option<ObjectReference>,
         signal: Option<Signal>,
     ) {
+        self.detect(signal, reference, &related, &note);
+        self.send(reference, true, category, "Reconcile", note, related)
+            .await;
+    }
+
+    /// Raises `signal`, if any, about `reference`.
+    fn detect(
+        &self,
+        signal: Option<Signal>,
+        reference: &ObjectReference,
+        related: &Option<ObjectReference>,
+        note: &str,
+    ) {
         if let Some(signal) = signal {
             self.detections.send(Detection {
                 signal,
                 object: reference.clone(),
                 related: related.clone(),
-                note: note.clone(),
+                note: note.into(),
                 at: jiff::Timestamp::now(),
             });
         }
-        self.send(reference, true, category, "Reconcile", note, related)
-            .await;
     }
 
     async fn send(

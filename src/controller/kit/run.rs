@@ -142,6 +142,23 @@ fn object_key(meta: &kube::api::ObjectMeta) -> String {
     }
 }
 
+/// A kind a controller reconciles: one of the operator's resources, read whole.
+pub trait Kind:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Kind for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Resolves when `shutdown` turns true.
 pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
@@ -149,16 +166,7 @@ pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
 
 /// A new `Controller` of `K` over every namespace, each object wrapped in a
 /// [`DeserializeGuard`] (add `watches` and `owns` before handing it to [`run`]).
-pub fn controller<K>(client: &kube::Client) -> Controller<DeserializeGuard<K>>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+pub fn controller<K: Kind>(client: &kube::Client) -> Controller<DeserializeGuard<K>> {
     Controller::new(
         kube::Api::<DeserializeGuard<K>>::all(client.clone()),
         kube::runtime::watcher::Config::default(),
@@ -174,13 +182,7 @@ pub async fn run<K, S, E, F, Fut>(
     reconcile: F,
     shutdown: watch::Receiver<bool>,
 ) where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Kind,
     S: Send + Sync + 'static,
     E: ReconcileError,
     F: Fn(Arc<K>, Arc<S>) -> Fut + Send + Sync + 'static,

@@ -54,7 +54,9 @@ where
     pub fn latest(&self, obj: &K) -> Option<K::Status> {
         let uid = Self::uid(obj);
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        let ours = written.get(&uid)?;
+        let Some(ours) = written.get(&uid) else {
+            return obj.status().cloned();
+        };
         let cached = obj.status().and_then(|s| serde_json::to_value(s).ok());
         if cached.as_ref() == Some(ours) {
             // The cache holds our write now: nothing left to guard.
