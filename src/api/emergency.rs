@@ -10,8 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, DURATION_PATTERN, Duration, LocalObjectRef,
-    ObjectReference, Schedule, SecretKeyRef, conditions_schema,
+    DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Duration, LocalObjectRef, ObjectReference, Schedule,
+    SecretKeyRef, conditions_schema,
 };
 use super::rules::{self, KIND_PATTERN, NOT_BLANK_PATTERN, duration_between, non_empty_selector};
 
@@ -358,15 +358,24 @@ pub struct DrillResult {
     pub time: Time,
     /// The drill Incident.
     pub incident: String,
-    /// Passed or Failed.
-    #[schemars(extend("enum" = ["Passed", "Failed"]))]
-    pub result: String,
+    pub result: DrillOutcome,
+    /// How long notifying took (a Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
-    pub time_to_notify: Option<String>,
+    pub time_to_notify: Option<Duration>,
+    /// How long containing took (a Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
-    pub time_to_contain: Option<String>,
+    pub time_to_contain: Option<Duration>,
+}
+
+status_words! {
+    /// What a drill showed.
+    DrillOutcome {
+        /// Every step ran within its grade's times.
+        #[default]
+        Passed,
+        /// A step failed or took longer than its grade allows.
+        Failed,
+    }
 }
 
 /// One security event, from detection to its post-incident report.
@@ -518,27 +527,40 @@ pub struct TimelineEntry {
     /// Detected, Notified, an action name, Resolved, Closed.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9]*$"))]
     pub action: String,
-    /// Succeeded, Failed, Skipped, DryRun, AwaitingApproval.
-    #[schemars(extend("enum" = ["Succeeded", "Failed", "Skipped", "DryRun", "AwaitingApproval"]))]
-    pub result: String,
+    pub result: StepResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub message: Option<String>,
+}
+
+status_words! {
+    /// What one step of an incident's timeline came to.
+    StepResult {
+        #[default]
+        Succeeded,
+        Failed,
+        /// Not needed, or not configured.
+        Skipped,
+        /// Run as a dry run (a drill).
+        DryRun,
+        /// Waits for the tenant's approval (`approvalRequiredFor`).
+        AwaitingApproval,
+    }
 }
 
 /// SLA timings of an incident.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentTimings {
+    /// From detection to the first notification (a Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
-    pub time_to_notify: Option<String>,
+    pub time_to_notify: Option<Duration>,
+    /// From detection to containment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
-    pub time_to_contain: Option<String>,
+    pub time_to_contain: Option<Duration>,
+    /// From detection to resolution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
-    pub time_to_resolve: Option<String>,
+    pub time_to_resolve: Option<Duration>,
     /// Whether notification met the grade's notifyWithin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_sla_met: Option<bool>,

@@ -348,8 +348,25 @@ pub struct WorkloadResult {
     pub kind: String,
     pub name: String,
     pub container: String,
-    /// DryRunPassed, Patched, Verified, RolledBack, Failed, Reverted (went back to the old image).
-    pub result: String,
+    pub result: WorkloadPatchResult,
+}
+
+status_words! {
+    /// What a patch did to one container of one workload.
+    WorkloadPatchResult {
+        /// The patch test (a server-side dry run) passed.
+        #[default]
+        DryRunPassed,
+        /// The new image was set.
+        Patched,
+        /// The workload runs the new image (patch check).
+        Verified,
+        /// The rollout failed and the old image was put back.
+        RolledBack,
+        Failed,
+        /// The workload went back to the old image after it was verified.
+        Reverted,
+    }
 }
 
 fn default_critical() -> PrioritySla {
