@@ -13,14 +13,14 @@ use kube::runtime::controller::Action;
 
 use super::events::BackupEvent;
 use super::objects;
-use super::resolve::{Access, error_chain};
+use super::resolve::{Access, KeyError, error_chain};
 use super::{Error, State, time, write_status};
 use crate::api::backup::{
     BackupLocationStatus, BackupPhase, BackupStatus, BackupTrigger, CopyState,
 };
 use crate::api::common::{ConditionStatus, set_condition};
 use crate::api::{Backup, BackupPolicy};
-use crate::backup::{BackupMeta, BackupWriter, RetentionSettings, retention};
+use crate::backup::{BackupError, BackupMeta, BackupWriter, RetentionSettings, retention};
 
 /// Reconciles one Backup: runs it when it has not run yet.
 pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
@@ -109,9 +109,9 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
     let result = run(&access, &policy, &name, started, running.clone()).await;
     let final_status = match result {
         Ok(s) => s,
-        Err((reason, message)) => {
+        Err(e) => {
             let mut s = running.clone();
-            fail(&mut s, reason, message, b.metadata.generation);
+            fail(&mut s, e.category(), error_chain(&e), b.metadata.generation);
             s
         }
     };
@@ -333,25 +333,63 @@ fn fail(s: &mut BackupStatus, reason: &str, message: String, generation: Option<
     );
 }
 
+/// Why a backup run failed: [`category`](Self::category) is the failed Backup's `Ready`
+/// reason, [`error_chain`] of it its message and `status.error`.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupFailure {
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+    /// No storage location could be built: (location, why) of each.
+    #[error("{}", failures_text(.failed))]
+    NoStorage { failed: Vec<(String, String)> },
+    /// API discovery failed.
+    #[error(transparent)]
+    Discovery(kube::Error),
+    #[error("listing {kind}")]
+    List {
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The engine failed (archiving, encrypting, every store); its category is the reason.
+    #[error(transparent)]
+    Engine(#[from] BackupError),
+}
+
+impl BackupFailure {
+    /// Short stable category: `Ready` reason, metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::InvalidKey(e) => e.category(),
+            Self::NoStorage { .. } => "StorageFailed",
+            Self::Discovery(_) => "DiscoveryFailed",
+            Self::List { .. } => "ListFailed",
+            Self::Engine(e) => e.category(),
+        }
+    }
+}
+
 /// Runs the backup as the policy's tenant: it lists with the tenant's rights (a kind it may
-/// not list is left out and named in `unreadableKinds`); an error is (reason, message).
+/// not list is left out and named in `unreadableKinds`).
 async fn run(
     access: &Access,
     policy: &BackupPolicy,
     backup_id: &str,
     started: Timestamp,
     mut status: BackupStatus,
-) -> Result<BackupStatus, (&'static str, String)> {
+) -> Result<BackupStatus, BackupFailure> {
     let client = &access.tenant.client;
     let ns = policy.namespace().unwrap_or_default();
-    let keys = access.keys(policy).await.map_err(|e| ("InvalidKey", e))?;
+    let keys = access.keys(policy).await?;
     let stores = access.stores(policy).await;
     if stores.ready.is_empty() {
-        return Err(("StorageFailed", failures_text(&stores.failed)));
+        return Err(BackupFailure::NoStorage {
+            failed: stores.failed,
+        });
     }
     let kinds = objects::backup_kinds(client, &policy.spec.resources)
         .await
-        .map_err(|e| ("DiscoveryFailed", error_chain(&e)))?;
+        .map_err(BackupFailure::Discovery)?;
     let selector = policy
         .spec
         .resources
@@ -369,18 +407,16 @@ async fn run(
     options.export.keep_node_ports = policy.spec.resources.keep_node_ports;
     // The first page is on its way while the stores start their uploads.
     let mut pages = objects::ListAhead::start(client.clone(), ns.clone(), kinds, selector);
-    let mut writer = BackupWriter::begin(meta, options, &stores.ready)
-        .await
-        .map_err(|e| (e.category(), error_chain(&e)))?;
+    let mut writer = BackupWriter::begin(meta, options, &stores.ready).await?;
     while let Some(page) = pages.next().await {
         let page = match page {
             Ok(page) => page,
             Err(e) => {
                 writer.abort().await;
-                return Err((
-                    "ListFailed",
-                    format!("listing {}: {}", e.kind, error_chain(&e.source)),
-                ));
+                return Err(BackupFailure::List {
+                    kind: e.kind,
+                    source: e.source,
+                });
             }
         };
         for item in &page.items {
@@ -389,17 +425,14 @@ async fn run(
                 .await
             {
                 writer.abort().await;
-                return Err((e.category(), error_chain(&e)));
+                return Err(e.into());
             }
         }
     }
     let unreadable = pages.forbidden();
     drop(pages);
     let location = writer.location().clone();
-    let summary = writer
-        .finish()
-        .await
-        .map_err(|e| (e.category(), error_chain(&e)))?;
+    let summary = writer.finish().await?;
     let now = Timestamp::now();
     let mut locations = Vec::new();
     for s in &summary.stores {
@@ -480,6 +513,7 @@ async fn run(
     Ok(status)
 }
 
+/// `name: why` of each location, joined by `; `.
 pub fn failures_text(failed: &[(String, String)]) -> String {
     failed
         .iter()
@@ -502,4 +536,63 @@ fn unusable_locations(
             time: Some(time(now)),
             error: Some(reason.clone()),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error() -> kube::Error {
+        kube::Error::Api(Box::new(
+            serde_json::from_value(serde_json::json!({"code": 500, "message": "etcd is away", "reason": "InternalError"}))
+                .unwrap(),
+        ))
+    }
+
+    #[test]
+    fn every_failure_keeps_its_reason_and_text() {
+        let cases: Vec<(BackupFailure, &str, String)> = vec![
+            (
+                KeyError::SecretNotFound {
+                    namespace: "a".into(),
+                    name: "k".into(),
+                }
+                .into(),
+                "InvalidKey",
+                "Secret a/k not found".into(),
+            ),
+            (
+                BackupFailure::NoStorage {
+                    failed: vec![
+                        ("one".into(), "no storage kind set".into()),
+                        ("two".into(), "Secret a/s not found".into()),
+                    ],
+                },
+                "StorageFailed",
+                "one: no storage kind set; two: Secret a/s not found".into(),
+            ),
+            (
+                BackupFailure::Discovery(api_error()),
+                "DiscoveryFailed",
+                error_chain(&api_error()),
+            ),
+            (
+                BackupFailure::List {
+                    kind: "ConfigMap".into(),
+                    source: api_error(),
+                },
+                "ListFailed",
+                format!("listing ConfigMap: {}", error_chain(&api_error())),
+            ),
+            (
+                BackupError::NoStores.into(),
+                "NoStorage",
+                "no storage location given".into(),
+            ),
+        ];
+        for (failure, reason, text) in cases {
+            assert_eq!(failure.category(), reason, "{failure}");
+            assert_eq!(error_chain(&failure), text);
+        }
+    }
 }

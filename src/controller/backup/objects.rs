@@ -3,6 +3,7 @@
 //! (through [`super::writes`]), and comparing a restored object with its backup.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use kube::Client;
 use kube::Resource;
@@ -15,7 +16,7 @@ use crate::api::backup::{BackupResources, ExistingObjects};
 use crate::backup::protobuf::{self, ProtobufKind};
 use crate::backup::{RawListPage, RawObject};
 
-use super::writes::{Mode, Written, write_one};
+use super::writes::{Mode, WriteError, Written, write_one};
 
 /// Kinds never backed up: recreated by the cluster, or (Backup, Restore) objects whose restore
 /// would start backups or restores of their own.
@@ -231,7 +232,7 @@ enum Listed {
     Failed,
     /// The decoder refused the page (a field it does not know): it and the kind's further
     /// pages are listed as JSON.
-    Refused(String),
+    Refused(protobuf::ProtobufError),
 }
 
 /// One list request asking for protobuf (JSON accepted too). An error status other than
@@ -274,7 +275,7 @@ async fn list_page_protobuf(
     if content_type.starts_with(protobuf::CONTENT_TYPE) {
         Ok(match protobuf::parse_list(kind, body) {
             Ok(page) => Listed::Page(page),
-            Err(e) => Listed::Refused(e.to_string()),
+            Err(e) => Listed::Refused(e),
         })
     } else {
         // The server chose JSON.
@@ -422,7 +423,32 @@ pub const MAX_ERRORS: usize = 20;
 /// reaches beyond it.
 #[derive(Default)]
 pub struct Resolver {
-    cache: HashMap<(String, String), Result<ApiResource, String>>,
+    cache: HashMap<(String, String), Result<ApiResource, ResolveError>>,
+}
+
+/// Why the kind of a restored object cannot be written: it fails every object of the kind
+/// (kept per kind, so it is cloned to each).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{api_version}/{kind} is cluster-scoped: a restore writes only into its namespace")]
+    ClusterScoped { api_version: String, kind: String },
+    /// Discovery does not know the kind (the API server's answer, as kube-rs words it).
+    #[error("{api_version}/{kind} is not served here: {error}")]
+    NotServed {
+        api_version: String,
+        kind: String,
+        error: Arc<kube::Error>,
+    },
+}
+
+impl ResolveError {
+    /// Short stable category.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::ClusterScoped { .. } => "ClusterScopedKind",
+            Self::NotServed { .. } => "KindNotServed",
+        }
+    }
 }
 
 /// Field manager of restored objects: a tenant's restore, told apart from what the operator's
@@ -435,7 +461,7 @@ impl Resolver {
         client: &Client,
         api_version: &str,
         kind: &str,
-    ) -> Result<ApiResource, String> {
+    ) -> Result<ApiResource, ResolveError> {
         let key = (api_version.to_string(), kind.to_string());
         if let Some(r) = self.cache.get(&key) {
             return r.clone();
@@ -446,11 +472,16 @@ impl Resolver {
         };
         let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
         let r = match kube::discovery::pinned_kind(client, &gvk).await {
-            Ok((_, caps)) if caps.scope == Scope::Cluster => Err(format!(
-                "{api_version}/{kind} is cluster-scoped: a restore writes only into its namespace"
-            )),
+            Ok((_, caps)) if caps.scope == Scope::Cluster => Err(ResolveError::ClusterScoped {
+                api_version: api_version.into(),
+                kind: kind.into(),
+            }),
             Ok((ar, _)) => Ok(ar),
-            Err(e) => Err(format!("{api_version}/{kind} is not served here: {e}")),
+            Err(e) => Err(ResolveError::NotServed {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                error: Arc::new(e),
+            }),
         };
         self.cache.insert(key, r.clone());
         r
@@ -490,7 +521,7 @@ pub async fn apply_objects(
         let kind = obj["kind"].as_str().unwrap_or_default();
         let result = match resolver.resource(client, api_version, kind).await {
             Ok(ar) => write_one(client, &ar, namespace, obj, existing, Mode::Write).await,
-            Err(e) => Err(e),
+            Err(e) => Err(WriteError::Unresolved(e)),
         };
         out.count(obj, result.map(|w| !matches!(w, Written::Skipped)));
     }
@@ -498,7 +529,9 @@ pub async fn apply_objects(
 }
 
 impl Applied {
-    pub fn count(&mut self, obj: &Value, result: Result<bool, String>) {
+    /// Counts one object's outcome: restored (`true`), skipped (`false`) or failed, the first
+    /// [`MAX_ERRORS`] failures kept as `<object>: <why>`.
+    pub fn count(&mut self, obj: &Value, result: Result<bool, WriteError>) {
         match result {
             Ok(true) => self.restored += 1,
             Ok(false) => self.skipped += 1,
@@ -527,6 +560,20 @@ pub fn contains(actual: &Value, expected: &Value) -> bool {
     }
 }
 
+/// Why a restored object does not match its backup.
+#[derive(Debug, thiserror::Error)]
+enum Mismatch {
+    #[error("differs")]
+    Differs,
+    #[error("missing")]
+    Missing,
+    #[error(transparent)]
+    Unresolved(ResolveError),
+    /// Reading it back failed (kube-rs's words).
+    #[error("{0}")]
+    Unreadable(kube::Error),
+}
+
 /// Compares restored objects in `namespace` with their backup: (compared, mismatches, first
 /// mismatch messages).
 pub async fn compare(
@@ -549,9 +596,9 @@ pub async fn compare(
         let found = match resolver.resource(client, api_version, kind).await {
             Ok(ar) => {
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
-                api.get_opt(name).await.map_err(|e| e.to_string())
+                api.get_opt(name).await.map_err(Mismatch::Unreadable)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(Mismatch::Unresolved(e)),
         };
         let ok = match found {
             Ok(Some(actual)) => {
@@ -561,9 +608,9 @@ pub async fn compare(
                 a["kind"] = obj["kind"].clone();
                 contains(&a, &expected)
                     .then_some(())
-                    .ok_or("differs".to_string())
+                    .ok_or(Mismatch::Differs)
             }
-            Ok(None) => Err("missing".into()),
+            Ok(None) => Err(Mismatch::Missing),
             Err(e) => Err(e),
         };
         if let Err(e) = ok {

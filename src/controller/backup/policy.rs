@@ -114,7 +114,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     let backups_api: Api<Backup> = Api::namespaced(client.clone(), &ns);
     let mut backups = list_backups(&backups_api, &name).await?;
     let stores = access.stores(p).await;
-    let keys = access.keys(p).await;
+    let keys = access.keys(p).await.map_err(|e| error_chain(&e));
     let mut unreachable = stores.failed.clone();
 
     // D: the catalogue comes back from the stores.

@@ -94,45 +94,190 @@ pub struct Access {
     pub signing: SigningKeyring,
 }
 
+/// Why a key of a policy's tenant could not be read: its Secret, or an entry of it. Every one
+/// is reported under the reason `InvalidKey`; its text ([`error_chain`]) names the Secret and,
+/// where one is wrong, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("reading Secret {namespace}/{name} as {user}")]
+    ReadSecret {
+        namespace: String,
+        name: String,
+        /// The identity the operator read it as.
+        user: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    MissingKey {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("{key} in Secret {namespace}/{name} is not UTF-8")]
+    NotUtf8 {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("encryption key in Secret {namespace}/{name}")]
+    Encryption {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<crate::backup::KeyringError>,
+    },
+}
+
+impl KeyError {
+    /// Short stable category: condition reason, Event reason and metric label.
+    pub fn category(&self) -> &'static str {
+        "InvalidKey"
+    }
+}
+
+/// A path a tenant wrote that is not a relative path of safe segments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "path {path:?} must be relative, of letters, digits, '-', '_' and '.', without '.' or '..' segments"
+)]
+pub struct PathError {
+    pub path: String,
+}
+
+impl PathError {
+    /// Short stable category.
+    pub fn category(&self) -> &'static str {
+        "InvalidPath"
+    }
+}
+
+/// Why a storage location of a policy could not be built within the provider's limits. Its
+/// text is [`error_chain`] of it (what [`Stores::failed`] holds).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreConfigError {
+    /// A `local` or `persistentVolumeClaim` path that is not a safe relative path.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The engine refused the store (a bad name or prefix, a directory it cannot create).
+    #[error(transparent)]
+    Store(#[from] crate::backup::StoreError),
+    #[error(
+        "persistentVolumeClaim.path leads out of the claim ({} is not inside {})",
+        dir.display(),
+        claim.display()
+    )]
+    OutsideClaim { dir: PathBuf, claim: PathBuf },
+    #[error("reading PersistentVolumeClaim {namespace}/{claim} as {user}")]
+    ReadClaim {
+        namespace: String,
+        claim: String,
+        user: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("PersistentVolumeClaim {namespace}/{claim} not found")]
+    ClaimNotFound { namespace: String, claim: String },
+    #[error("PersistentVolumeClaim {namespace}/{claim} is not bound (phase {phase:?})")]
+    ClaimNotBound {
+        namespace: String,
+        claim: String,
+        phase: String,
+    },
+    #[error(
+        "PersistentVolumeClaim {namespace}/{claim} is not mounted into the operator at {}",
+        dir.display()
+    )]
+    ClaimNotMounted {
+        namespace: String,
+        claim: String,
+        dir: PathBuf,
+    },
+    /// The S3 endpoint is not one the provider allows (its own words only, no cause).
+    #[error("{0}")]
+    Endpoint(crate::backup::EndpointError),
+    /// The S3 credentials Secret, or a key of it.
+    #[error(transparent)]
+    Credentials(#[from] KeyError),
+    #[error("no storage kind set")]
+    NoKind,
+}
+
+impl StoreConfigError {
+    /// Short stable category. Callers today report every one as an unreachable location
+    /// (`StorageUnreachable`, `StorageFailed`); this tells them apart for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Path(e) => e.category(),
+            Self::OutsideClaim { .. } => "InvalidPath",
+            Self::Store(_) => "InvalidStore",
+            Self::ReadClaim { .. }
+            | Self::ClaimNotFound { .. }
+            | Self::ClaimNotBound { .. }
+            | Self::ClaimNotMounted { .. } => "ClaimUnavailable",
+            Self::Endpoint(_) => "EndpointRefused",
+            Self::Credentials(_) => "InvalidCredentials",
+            Self::NoKind => "InvalidSpec",
+        }
+    }
+}
+
 /// Every entry of a Secret of the tenant's namespace, read as the tenant.
-async fn tenant_secret(tenant: &Tenant, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+async fn tenant_secret(tenant: &Tenant, name: &str) -> Result<BTreeMap<String, Vec<u8>>, KeyError> {
     let ns = &tenant.namespace;
     let api: Api<Secret> = Api::namespaced(tenant.client.clone(), ns);
     match api.get_opt(name).await {
         Ok(Some(s)) => Ok(secret_entries(&s)),
-        Ok(None) => Err(format!("Secret {ns}/{name} not found")),
-        Err(e) => Err(format!(
-            "reading Secret {ns}/{name} as {}: {}",
-            tenant.user(),
-            error_chain(&e)
-        )),
+        Ok(None) => Err(KeyError::SecretNotFound {
+            namespace: ns.clone(),
+            name: name.into(),
+        }),
+        Err(source) => Err(KeyError::ReadSecret {
+            namespace: ns.clone(),
+            name: name.into(),
+            user: tenant.user(),
+            source: Box::new(source),
+        }),
     }
 }
 
-fn entry(entries: &BTreeMap<String, Vec<u8>>, secret: &str, key: &str) -> Result<String, String> {
-    let raw = entries
-        .get(key)
-        .ok_or_else(|| format!("Secret {secret} has no key {key:?}"))?;
+/// Entry `key` of Secret `namespace/name`, trimmed.
+fn entry(
+    entries: &BTreeMap<String, Vec<u8>>,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<String, KeyError> {
+    let raw = entries.get(key).ok_or_else(|| KeyError::MissingKey {
+        namespace: namespace.into(),
+        name: name.into(),
+        key: key.into(),
+    })?;
     String::from_utf8(raw.clone())
         .map(|s| s.trim().to_string())
-        .map_err(|_| format!("{key} in Secret {secret} is not UTF-8"))
+        .map_err(|_| KeyError::NotUtf8 {
+            namespace: namespace.into(),
+            name: name.into(),
+            key: key.into(),
+        })
 }
 
 impl Access {
     /// The policy's keys; an error names the Secret and what is wrong with it.
-    pub async fn keys(&self, policy: &BackupPolicy) -> Result<Keys, String> {
+    pub async fn keys(&self, policy: &BackupPolicy) -> Result<Keys, KeyError> {
         let encryption = match &policy.spec.encryption {
             Some(enc) => {
                 let r = &enc.key_secret_ref;
                 let entries = tenant_secret(&self.tenant, &r.name).await?;
                 Some(
-                    EncryptionKeyring::from_entries(&entries, &r.key).map_err(|e| {
-                        format!(
-                            "encryption key in Secret {}/{}: {}",
-                            self.tenant.namespace,
-                            r.name,
-                            error_chain(&e)
-                        )
+                    EncryptionKeyring::from_entries(&entries, &r.key).map_err(|source| {
+                        KeyError::Encryption {
+                            namespace: self.tenant.namespace.clone(),
+                            name: r.name.clone(),
+                            source: Box::new(source),
+                        }
                     })?,
                 )
             }
@@ -150,19 +295,19 @@ impl Access {
         for location in &policy.spec.storage {
             match self.store(location).await {
                 Ok(s) => out.ready.push(s),
-                Err(e) => out.failed.push((location.name.clone(), e)),
+                Err(e) => out.failed.push((location.name.clone(), error_chain(&e))),
             }
         }
         out
     }
 
     /// Builds one store of a policy within the provider's limits.
-    pub async fn store(&self, location: &StorageLocation) -> Result<Store, String> {
+    pub async fn store(&self, location: &StorageLocation) -> Result<Store, StoreConfigError> {
         let name = location.name.clone();
         let ns = &self.tenant.namespace;
         if let Some(local) = &location.local {
             let dir = local_dir(&self.tenancy.local_root, ns, &local.path)?;
-            return Store::local(name, dir).map_err(|e| error_chain(&e));
+            return Ok(Store::local(name, dir)?);
         }
         if let Some(pvc) = &location.persistent_volume_claim {
             let claim = self.claim_dir(&pvc.claim_name).await?;
@@ -172,18 +317,14 @@ impl Access {
                 }
                 _ => claim.clone(),
             };
-            let store = Store::local(name, &dir).map_err(|e| error_chain(&e))?;
+            let store = Store::local(name, &dir)?;
             // The claim's content is the tenant's: a link in `path` must not lead out of it.
             let inside = std::fs::canonicalize(&claim)
                 .ok()
                 .zip(store.local_dir())
                 .is_some_and(|(claim, at)| at.starts_with(claim));
             if !inside {
-                return Err(format!(
-                    "persistentVolumeClaim.path leads out of the claim ({} is not inside {})",
-                    dir.display(),
-                    claim.display()
-                ));
+                return Err(StoreConfigError::OutsideClaim { dir, claim });
             }
             return Ok(store);
         }
@@ -203,64 +344,68 @@ impl Access {
                 .endpoints
                 .allow(&endpoint)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(StoreConfigError::Endpoint)?;
             let secret = &s3.credentials_secret_ref.name;
             let entries = tenant_secret(&self.tenant, secret).await?;
-            let shown = format!("{ns}/{secret}");
             let config = S3Config {
                 bucket: s3.bucket.clone(),
                 endpoint: s3.endpoint.clone(),
                 region: s3.region.clone(),
                 prefix: s3.prefix.clone(),
-                access_key_id: entry(&entries, &shown, "AWS_ACCESS_KEY_ID")?,
-                secret_access_key: entry(&entries, &shown, "AWS_SECRET_ACCESS_KEY")?,
+                access_key_id: entry(&entries, ns, secret, "AWS_ACCESS_KEY_ID")?,
+                secret_access_key: entry(&entries, ns, secret, "AWS_SECRET_ACCESS_KEY")?,
                 force_path_style: s3.force_path_style,
             };
-            return Store::s3_resolved(name, &config, Some(resolver)).map_err(|e| error_chain(&e));
+            return Ok(Store::s3_resolved(name, &config, Some(resolver))?);
         }
-        Err("no storage kind set".into())
+        Err(StoreConfigError::NoKind)
     }
 
     /// Where a claim of the tenant's namespace is mounted into the operator: it must exist, be
     /// bound, and be mounted there, or nothing is written (a plain directory there would be the
     /// operator's own disk, shared and lost with the pod).
-    async fn claim_dir(&self, claim: &str) -> Result<PathBuf, String> {
+    async fn claim_dir(&self, claim: &str) -> Result<PathBuf, StoreConfigError> {
         let ns = &self.tenant.namespace;
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.tenant.client.clone(), ns);
         let pvc = api
             .get_opt(claim)
             .await
-            .map_err(|e| {
-                format!(
-                    "reading PersistentVolumeClaim {ns}/{claim} as {}: {}",
-                    self.tenant.user(),
-                    error_chain(&e)
-                )
+            .map_err(|source| StoreConfigError::ReadClaim {
+                namespace: ns.clone(),
+                claim: claim.into(),
+                user: self.tenant.user(),
+                source: Box::new(source),
             })?
-            .ok_or_else(|| format!("PersistentVolumeClaim {ns}/{claim} not found"))?;
+            .ok_or_else(|| StoreConfigError::ClaimNotFound {
+                namespace: ns.clone(),
+                claim: claim.into(),
+            })?;
         let phase = pvc
             .status
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
         if phase != "Bound" {
-            return Err(format!(
-                "PersistentVolumeClaim {ns}/{claim} is not bound (phase {phase:?})"
-            ));
+            return Err(StoreConfigError::ClaimNotBound {
+                namespace: ns.clone(),
+                claim: claim.into(),
+                phase,
+            });
         }
         let dir = self.tenancy.pvc_root.join(ns).join(claim);
         if !is_mount_point(&dir) {
-            return Err(format!(
-                "PersistentVolumeClaim {ns}/{claim} is not mounted into the operator at {}",
-                dir.display()
-            ));
+            return Err(StoreConfigError::ClaimNotMounted {
+                namespace: ns.clone(),
+                claim: claim.into(),
+                dir,
+            });
         }
         Ok(dir)
     }
 }
 
 /// A relative path of safe segments (no `.`, `..`, empty or absolute parts).
-fn relative(path: &str) -> Result<PathBuf, String> {
+fn relative(path: &str) -> Result<PathBuf, PathError> {
     let mut out = PathBuf::new();
     for seg in path.split('/') {
         let ok = !seg.is_empty()
@@ -270,9 +415,7 @@ fn relative(path: &str) -> Result<PathBuf, String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !ok {
-            return Err(format!(
-                "path {path:?} must be relative, of letters, digits, '-', '_' and '.', without '.' or '..' segments"
-            ));
+            return Err(PathError { path: path.into() });
         }
         out.push(seg);
     }
@@ -280,7 +423,7 @@ fn relative(path: &str) -> Result<PathBuf, String> {
 }
 
 /// `<root>/<namespace>/<path>`: a namespace's local stores never overlap another's.
-pub fn local_dir(root: &Path, namespace: &str, path: &str) -> Result<PathBuf, String> {
+pub fn local_dir(root: &Path, namespace: &str, path: &str) -> Result<PathBuf, PathError> {
     Ok(root.join(relative(namespace)?).join(relative(path)?))
 }
 
@@ -322,6 +465,129 @@ mod tests {
             "a b",
         ] {
             assert!(local_dir(root, "team-a", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn key_errors_name_the_secret_and_the_key() {
+        let missing = KeyError::MissingKey {
+            namespace: "team-a".into(),
+            name: "s3-creds".into(),
+            key: "AWS_ACCESS_KEY_ID".into(),
+        };
+        assert_eq!(missing.category(), "InvalidKey");
+        assert_eq!(
+            error_chain(&missing),
+            "Secret team-a/s3-creds has no key \"AWS_ACCESS_KEY_ID\""
+        );
+        let not_utf8 = KeyError::NotUtf8 {
+            namespace: "team-a".into(),
+            name: "s3-creds".into(),
+            key: "AWS_SECRET_ACCESS_KEY".into(),
+        };
+        assert_eq!(
+            not_utf8.to_string(),
+            "AWS_SECRET_ACCESS_KEY in Secret team-a/s3-creds is not UTF-8"
+        );
+        let status: kube::core::Status = serde_json::from_value(
+            serde_json::json!({"code": 403, "message": "secrets \"k\" is forbidden", "reason": "Forbidden"}),
+        )
+        .unwrap();
+        let api = || kube::Error::Api(Box::new(status.clone()));
+        let read = KeyError::ReadSecret {
+            namespace: "team-a".into(),
+            name: "k".into(),
+            user: "system:serviceaccount:team-a:opsec-tenant".into(),
+            source: Box::new(api()),
+        };
+        assert_eq!(
+            error_chain(&read),
+            format!(
+                "reading Secret team-a/k as system:serviceaccount:team-a:opsec-tenant: {}",
+                error_chain(&api())
+            )
+        );
+        let encryption = KeyError::Encryption {
+            namespace: "team-a".into(),
+            name: "k".into(),
+            source: Box::new(crate::backup::KeyringError::MissingEntry("key".into())),
+        };
+        assert_eq!(
+            error_chain(&encryption),
+            "encryption key in Secret team-a/k: encryption key entry \"key\" is missing"
+        );
+        // As credentials of a store, a key error keeps its words.
+        let store = StoreConfigError::from(missing);
+        assert_eq!(store.category(), "InvalidCredentials");
+        assert_eq!(
+            error_chain(&store),
+            "Secret team-a/s3-creds has no key \"AWS_ACCESS_KEY_ID\""
+        );
+    }
+
+    #[test]
+    fn store_errors_keep_their_words() {
+        let err = local_dir(Path::new("/r"), "team-a", "../b").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "path \"../b\" must be relative, of letters, digits, '-', '_' and '.', without '.' or '..' segments"
+        );
+        let cases: Vec<(StoreConfigError, &str, &str)> = vec![
+            (
+                err.into(),
+                "InvalidPath",
+                "path \"../b\" must be relative, of letters, digits, '-', '_' and '.', without '.' or '..' segments",
+            ),
+            (
+                StoreConfigError::OutsideClaim {
+                    dir: "/pvc/a/c/x".into(),
+                    claim: "/pvc/a/c".into(),
+                },
+                "InvalidPath",
+                "persistentVolumeClaim.path leads out of the claim (/pvc/a/c/x is not inside /pvc/a/c)",
+            ),
+            (
+                StoreConfigError::ClaimNotFound {
+                    namespace: "a".into(),
+                    claim: "c".into(),
+                },
+                "ClaimUnavailable",
+                "PersistentVolumeClaim a/c not found",
+            ),
+            (
+                StoreConfigError::ClaimNotBound {
+                    namespace: "a".into(),
+                    claim: "c".into(),
+                    phase: "Pending".into(),
+                },
+                "ClaimUnavailable",
+                "PersistentVolumeClaim a/c is not bound (phase \"Pending\")",
+            ),
+            (
+                StoreConfigError::ClaimNotMounted {
+                    namespace: "a".into(),
+                    claim: "c".into(),
+                    dir: "/pvc/a/c".into(),
+                },
+                "ClaimUnavailable",
+                "PersistentVolumeClaim a/c is not mounted into the operator at /pvc/a/c",
+            ),
+            (
+                StoreConfigError::Endpoint(crate::backup::EndpointError::NotAllowed(
+                    "https://x".into(),
+                )),
+                "EndpointRefused",
+                "s3 endpoint https://x is not in the operator's allowlist (--s3-endpoint-allowlist)",
+            ),
+            (
+                StoreConfigError::NoKind,
+                "InvalidSpec",
+                "no storage kind set",
+            ),
+        ];
+        for (err, category, text) in cases {
+            assert_eq!(err.category(), category, "{err}");
+            assert_eq!(error_chain(&err), text);
         }
     }
 

@@ -14,8 +14,8 @@ use kube::runtime::events::EventType;
 
 use super::events::RestoreEvent;
 use super::objects::{self, Applied, Resolver};
-use super::resolve::{Access, Keys, error_chain};
-use super::writes::{self, Batches, Journal, Mode, Planned, Written, write_batch};
+use super::resolve::{Access, KeyError, Keys, error_chain};
+use super::writes::{self, Batches, Journal, Mode, NotUndone, Planned, Written, write_batch};
 use super::{Error, State, time, write_status};
 use crate::api::backup::{ExistingObjects, RestorePhase, RestoreStatus};
 use crate::api::common::{ConditionStatus, format_duration, set_condition};
@@ -27,8 +27,188 @@ use crate::backup::{BackupLocation, RestoredBackup};
 pub struct ReadBack {
     pub backup: RestoredBackup,
     pub store: String,
-    /// Locations tried first that failed: (location, reason, category).
-    pub failures: Vec<(String, String, &'static str)>,
+    /// Locations tried first that failed.
+    pub failures: Vec<CopyFailure>,
+}
+
+/// A location whose copy of a backup could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFailure {
+    pub location: String,
+    /// Why, as [`error_chain`] words it.
+    pub reason: String,
+    /// `StorageUnreachable` for a location that could not be built, else the engine's
+    /// [`RestoreError::category`](crate::backup::RestoreError::category).
+    pub category: &'static str,
+}
+
+impl CopyFailure {
+    /// A location of the policy that could not even be built (see [`super::resolve::Stores`]).
+    fn unreachable(location: &str, reason: &str) -> Self {
+        Self {
+            location: location.into(),
+            reason: reason.into(),
+            category: "StorageUnreachable",
+        }
+    }
+
+    /// A copy the engine could not read or trust.
+    fn read(location: &str, e: &crate::backup::RestoreError) -> Self {
+        Self {
+            location: location.into(),
+            reason: error_chain(e),
+            category: e.category(),
+        }
+    }
+}
+
+/// No copy of a backup checked out: every location's reason, or that there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoGoodCopy {
+    pub backup_id: String,
+    /// The one location the restore was limited to.
+    pub only: Option<String>,
+    pub failures: Vec<CopyFailure>,
+}
+
+impl std::fmt::Display for NoGoodCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.failures.is_empty() {
+            return match &self.only {
+                Some(o) => write!(f, "the policy has no storage location {o:?}"),
+                None => f.write_str("the policy has no storage location"),
+            };
+        }
+        write!(f, "no good copy of backup {}: ", self.backup_id)?;
+        for (i, c) in self.failures.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", c.location, c.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NoGoodCopy {}
+
+/// Why [`read_backup`] read nothing; its text is [`error_chain`] of it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackupError {
+    /// The backup id (or the policy's name) is no valid location.
+    #[error(transparent)]
+    Location(crate::backup::StoreError),
+    #[error(transparent)]
+    NoGoodCopy(#[from] NoGoodCopy),
+}
+
+impl ReadBackupError {
+    /// Short stable category: both are `NoGoodCopy`, as for a Restore.
+    pub fn category(&self) -> &'static str {
+        "NoGoodCopy"
+    }
+}
+
+/// Why a Restore failed: [`category`](Self::category) is its `Ready` condition's reason and
+/// its Event's reason, [`error_chain`] of it the condition's message (and the status's error
+/// when no object's errors are there).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreFailure {
+    /// A read or list of the API server as the tenant failed.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("set exactly one of backupRef or source")]
+    InvalidSpec,
+    #[error("Backup {namespace}/{name} not found")]
+    BackupNotFound { namespace: String, name: String },
+    #[error("BackupPolicy {namespace}/{name} not found")]
+    PolicyNotFound { namespace: String, name: String },
+    #[error(
+        "namespace {target} does not accept restores from {from}: it needs a BackupPolicy whose acceptRestoresFrom lists {from}"
+    )]
+    RestoreNotAccepted { target: String, from: String },
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+    /// The backup id (or the policy's name) is no valid location.
+    #[error(transparent)]
+    InvalidLocation(crate::backup::StoreError),
+    #[error(
+        "nothing was restored: {refused} of the backup's objects would be refused (server-side dry run); first: {first}"
+    )]
+    DryRunFailed { refused: i64, first: String },
+    /// A write failed and every write before it was undone.
+    #[error(
+        "nothing was restored{}: a write failed after {written} others, which were undone: {refusal}",
+        earlier_note(*.earlier)
+    )]
+    RolledBack {
+        /// The first refusal, naming its object.
+        refusal: String,
+        written: usize,
+        /// Whether an interrupted earlier run wrote too (not undone).
+        earlier: bool,
+    },
+    /// A write failed and some writes before it could not be undone.
+    #[error(
+        "a write failed ({refusal}); {} of the {written} writes before it could not be undone{}: {}",
+        .not_undone.len(),
+        earlier_note(*.earlier),
+        joined(.not_undone)
+    )]
+    RollbackIncomplete {
+        refusal: String,
+        written: usize,
+        earlier: bool,
+        not_undone: Vec<NotUndone>,
+    },
+    /// A copy failed part-way through the writes and some writes could not be undone.
+    #[error(
+        "location {location} failed part-way ({}); {} writes could not be undone: {}",
+        error_chain(.error),
+        .not_undone.len(),
+        joined(.not_undone)
+    )]
+    ReadIncomplete {
+        location: String,
+        error: crate::backup::RestoreError,
+        not_undone: Vec<NotUndone>,
+    },
+    #[error(transparent)]
+    NoGoodCopy(#[from] NoGoodCopy),
+}
+
+impl RestoreFailure {
+    /// Short stable category: `Ready` reason, Event reason and metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Api(_) => "ApiError",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::BackupNotFound { .. } => "BackupNotFound",
+            Self::PolicyNotFound { .. } => "PolicyNotFound",
+            Self::RestoreNotAccepted { .. } => "RestoreNotAccepted",
+            Self::InvalidKey(e) => e.category(),
+            Self::InvalidLocation(_) | Self::NoGoodCopy(_) => "NoGoodCopy",
+            Self::DryRunFailed { .. } => "DryRunFailed",
+            Self::RolledBack { .. } => "RolledBack",
+            Self::RollbackIncomplete { .. } | Self::ReadIncomplete { .. } => "RollbackIncomplete",
+        }
+    }
+}
+
+fn earlier_note(earlier: bool) -> &'static str {
+    if earlier {
+        " (what the interrupted earlier run wrote is not undone)"
+    } else {
+        ""
+    }
+}
+
+fn joined(not_undone: &[NotUndone]) -> String {
+    not_undone
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Reads backup `backup_id` of `policy` from its first good copy (`only` restricts to one
@@ -40,17 +220,17 @@ pub async fn read_backup(
     policy: &BackupPolicy,
     backup_id: &str,
     only: Option<&str>,
-) -> Result<ReadBack, String> {
+) -> Result<ReadBack, ReadBackupError> {
     let ns = policy.namespace().unwrap_or_default();
     let options = keys.restore_options();
-    let loc =
-        BackupLocation::new(&ns, policy.name_any(), backup_id).map_err(|e| error_chain(&e))?;
+    let loc = BackupLocation::new(&ns, policy.name_any(), backup_id)
+        .map_err(ReadBackupError::Location)?;
     let stores = access.stores(policy).await;
-    let mut failures: Vec<(String, String, &'static str)> = stores
+    let mut failures: Vec<CopyFailure> = stores
         .failed
         .iter()
         .filter(|(n, _)| only.is_none_or(|o| o == n))
-        .map(|(n, e)| (n.clone(), e.clone(), "StorageUnreachable"))
+        .map(|(n, e)| CopyFailure::unreachable(n, e))
         .collect();
     for store in stores
         .ready
@@ -65,32 +245,15 @@ pub async fn read_backup(
                     failures,
                 });
             }
-            Err(e) => failures.push((store.name().into(), error_chain(&e), e.category())),
+            Err(e) => failures.push(CopyFailure::read(store.name(), &e)),
         }
     }
-    Err(no_good_copy(backup_id, only, &failures))
-}
-
-/// Why no copy of a backup could be read: every location's reason, or that there is none.
-fn no_good_copy(
-    backup_id: &str,
-    only: Option<&str>,
-    failures: &[(String, String, &'static str)],
-) -> String {
-    if failures.is_empty() {
-        return match only {
-            Some(o) => format!("the policy has no storage location {o:?}"),
-            None => "the policy has no storage location".into(),
-        };
+    Err(NoGoodCopy {
+        backup_id: backup_id.into(),
+        only: only.map(str::to_string),
+        failures,
     }
-    format!(
-        "no good copy of backup {backup_id}: {}",
-        failures
-            .iter()
-            .map(|(n, e, _)| format!("{n}: {e}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    )
+    .into())
 }
 
 /// Whether an object's kind is named by a Restore's `kinds` filter (the operator's own kinds
@@ -229,7 +392,8 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
                 .publish(r, RestoreEvent::RestoreCompleted, msg, None)
                 .await;
         }
-        Err((reason, msg)) => {
+        Err(e) => {
+            let (reason, msg) = (e.category(), error_chain(&e));
             done.phase = Some(RestorePhase::Failed);
             if done.errors.is_empty() {
                 done.errors = vec![msg.clone()];
@@ -265,7 +429,7 @@ async fn run(
     access: &Access,
     r: &Restore,
     status: &mut RestoreStatus,
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), RestoreFailure> {
     let client = &access.tenant.client;
     let ns = r.namespace().unwrap_or_default();
     let target = r
@@ -276,16 +440,13 @@ async fn run(
     let (policy_name, backup_id, only) = match (&r.spec.backup_ref, &r.spec.source) {
         (Some(b), _) => {
             let api: Api<Backup> = Api::namespaced(client.clone(), &ns);
-            let backup = api
-                .get_opt(&b.name)
-                .await
-                .map_err(|e| ("ApiError", error_chain(&e)))?
-                .ok_or_else(|| {
-                    (
-                        "BackupNotFound",
-                        format!("Backup {ns}/{} not found", b.name),
-                    )
-                })?;
+            let backup =
+                api.get_opt(&b.name)
+                    .await?
+                    .ok_or_else(|| RestoreFailure::BackupNotFound {
+                        namespace: ns.clone(),
+                        name: b.name.clone(),
+                    })?;
             let id = backup
                 .status
                 .as_ref()
@@ -298,55 +459,45 @@ async fn run(
             src.backup_id.clone(),
             src.storage.clone(),
         ),
-        (None, None) => {
-            return Err((
-                "InvalidSpec",
-                "set exactly one of backupRef or source".into(),
-            ));
-        }
+        (None, None) => return Err(RestoreFailure::InvalidSpec),
     };
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
-    let policy = policies
-        .get_opt(&policy_name)
-        .await
-        .map_err(|e| ("ApiError", error_chain(&e)))?
-        .ok_or_else(|| {
-            (
-                "PolicyNotFound",
-                format!("BackupPolicy {ns}/{policy_name} not found"),
-            )
-        })?;
+    let policy =
+        policies
+            .get_opt(&policy_name)
+            .await?
+            .ok_or_else(|| RestoreFailure::PolicyNotFound {
+                namespace: ns.clone(),
+                name: policy_name.clone(),
+            })?;
     if target != ns {
         let targets: Api<BackupPolicy> = Api::namespaced(client.clone(), &target);
         let accepted = targets
             .list(&ListParams::default())
-            .await
-            .map_err(|e| ("ApiError", error_chain(&e)))?
+            .await?
             .items
             .iter()
             .any(|p| p.spec.accept_restores_from.contains(&ns));
         if !accepted {
-            return Err((
-                "RestoreNotAccepted",
-                format!(
-                    "namespace {target} does not accept restores from {ns}: it needs a BackupPolicy whose acceptRestoresFrom lists {ns}"
-                ),
-            ));
+            return Err(RestoreFailure::RestoreNotAccepted {
+                target: target.clone(),
+                from: ns.clone(),
+            });
         }
     }
-    let keys = access.keys(&policy).await.map_err(|e| ("InvalidKey", e))?;
+    let keys = access.keys(&policy).await?;
     // The backup is read twice from the first copy that checks out: once for a dry run of
     // every write, once for the writes. A copy that fails part-way (its store changed under
     // the read) gives way to the next, after what it wrote is undone.
     let options = keys.restore_options();
     let loc = BackupLocation::new(&ns, policy.name_any(), &backup_id)
-        .map_err(|e| ("NoGoodCopy", error_chain(&e)))?;
+        .map_err(RestoreFailure::InvalidLocation)?;
     let stores = access.stores(&policy).await;
-    let mut failures: Vec<(String, String, &'static str)> = stores
+    let mut failures: Vec<CopyFailure> = stores
         .failed
         .iter()
         .filter(|(n, _)| only.as_deref().is_none_or(|o| o == n))
-        .map(|(n, e)| (n.clone(), e.clone(), "StorageUnreachable"))
+        .map(|(n, e)| CopyFailure::unreachable(n, e))
         .collect();
     let wanted = |o: &serde_json::Value| kind_selected(&r.spec.kinds, o);
     let existing = r.spec.existing_objects;
@@ -357,7 +508,7 @@ async fn run(
         .filter(|s| only.as_deref().is_none_or(|o| o == s.name()))
     {
         let mut failed_read = |e: crate::backup::restore::RestoreError| {
-            failures.push((store.name().into(), error_chain(&e), e.category()));
+            failures.push(CopyFailure::read(store.name(), &e));
         };
         let mut stream = match crate::backup::restore::restore_stream(store, &loc, &options).await {
             Ok(s) => s,
@@ -372,15 +523,14 @@ async fn run(
             continue;
         }
         if check.failed > 0 {
-            let msg = format!(
-                "nothing was restored: {} of the backup's objects would be refused (server-side dry run); first: {}",
-                check.failed,
-                check.errors.first().cloned().unwrap_or_default()
-            );
+            let failure = RestoreFailure::DryRunFailed {
+                refused: check.failed,
+                first: check.errors.first().cloned().unwrap_or_default(),
+            };
             status.storage = Some(store.name().into());
             status.failed = check.failed;
             status.errors = check.errors;
-            return Err(("DryRunFailed", msg));
+            return Err(failure);
         }
         let mut stream = match crate::backup::restore::restore_stream(store, &loc, &options).await {
             Ok(s) => s,
@@ -402,11 +552,7 @@ async fn run(
         // What is still written: the writes not undone (an earlier, interrupted run's writes
         // are not in this run's journal at all).
         status.restored = undone.left.len() as i64;
-        let earlier = if status.attempts > 1 {
-            " (what the interrupted earlier run wrote is not undone)"
-        } else {
-            ""
-        };
+        let earlier = status.attempts > 1;
         match (refused.first().cloned(), read) {
             (Some(refusal), _) => {
                 status.storage = Some(store.name().into());
@@ -418,35 +564,27 @@ async fn run(
                     .take(objects::MAX_ERRORS)
                     .collect();
                 return Err(if undone.left.is_empty() {
-                    (
-                        "RolledBack",
-                        format!(
-                            "nothing was restored{earlier}: a write failed after {written} others, which were undone: {refusal}"
-                        ),
-                    )
+                    RestoreFailure::RolledBack {
+                        refusal,
+                        written,
+                        earlier,
+                    }
                 } else {
-                    (
-                        "RollbackIncomplete",
-                        format!(
-                            "a write failed ({refusal}); {} of the {written} writes before it could not be undone{earlier}: {}",
-                            undone.left.len(),
-                            undone.left.join("; ")
-                        ),
-                    )
+                    RestoreFailure::RollbackIncomplete {
+                        refusal,
+                        written,
+                        earlier,
+                        not_undone: undone.left,
+                    }
                 });
             }
             (None, Err(e)) => {
                 if !undone.left.is_empty() {
-                    return Err((
-                        "RollbackIncomplete",
-                        format!(
-                            "location {} failed part-way ({}); {} writes could not be undone: {}",
-                            store.name(),
-                            error_chain(&e),
-                            undone.left.len(),
-                            undone.left.join("; ")
-                        ),
-                    ));
+                    return Err(RestoreFailure::ReadIncomplete {
+                        location: store.name().into(),
+                        error: e,
+                        not_undone: undone.left,
+                    });
                 }
                 failed_read(e);
             }
@@ -454,12 +592,19 @@ async fn run(
         }
     }
     let Some((from, applied)) = done else {
-        return Err((
-            "NoGoodCopy",
-            no_good_copy(&backup_id, only.as_deref(), &failures),
-        ));
+        return Err(NoGoodCopy {
+            backup_id,
+            only,
+            failures,
+        }
+        .into());
     };
-    for (loc, reason, category) in &failures {
+    for CopyFailure {
+        location: loc,
+        reason,
+        category,
+    } in &failures
+    {
         st.publish(
             r,
             EventType::Warning,
@@ -508,7 +653,7 @@ async fn dry_run(
                     }
                     Ok(true)
                 }
-                Err(e) if writes::waits_on_restored(&e, &planned) => Ok(true),
+                Err(e) if writes::waits_on_restored(&e.to_string(), &planned) => Ok(true),
                 Err(e) => Err(e),
             };
             out.count(&obj, result);
@@ -556,6 +701,168 @@ async fn write_all(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(
+            serde_json::from_value(
+                json!({"code": code, "message": message, "reason": "Forbidden"}),
+            )
+            .unwrap(),
+        ))
+    }
+
+    fn not_undone() -> Vec<NotUndone> {
+        let ar = kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+        vec![NotUndone(vec![writes::UndoError::ChangedSince {
+            ar,
+            name: "c".into(),
+        }])]
+    }
+
+    #[test]
+    fn every_failure_keeps_its_reason_and_text() {
+        let missing = || crate::backup::RestoreError::MissingManifest {
+            backup_id: "p-1".into(),
+        };
+        let cases: Vec<(RestoreFailure, &str, String)> = vec![
+            (
+                RestoreFailure::Api(api_error(403, "forbidden")),
+                "ApiError",
+                error_chain(&api_error(403, "forbidden")),
+            ),
+            (
+                RestoreFailure::InvalidSpec,
+                "InvalidSpec",
+                "set exactly one of backupRef or source".into(),
+            ),
+            (
+                RestoreFailure::BackupNotFound {
+                    namespace: "a".into(),
+                    name: "b".into(),
+                },
+                "BackupNotFound",
+                "Backup a/b not found".into(),
+            ),
+            (
+                RestoreFailure::PolicyNotFound {
+                    namespace: "a".into(),
+                    name: "p".into(),
+                },
+                "PolicyNotFound",
+                "BackupPolicy a/p not found".into(),
+            ),
+            (
+                RestoreFailure::RestoreNotAccepted {
+                    target: "t".into(),
+                    from: "a".into(),
+                },
+                "RestoreNotAccepted",
+                "namespace t does not accept restores from a: it needs a BackupPolicy whose acceptRestoresFrom lists a".into(),
+            ),
+            (
+                RestoreFailure::InvalidKey(KeyError::SecretNotFound {
+                    namespace: "a".into(),
+                    name: "k".into(),
+                }),
+                "InvalidKey",
+                "Secret a/k not found".into(),
+            ),
+            (
+                RestoreFailure::InvalidLocation(
+                    BackupLocation::new("a", "p", "../x").unwrap_err(),
+                ),
+                "NoGoodCopy",
+                error_chain(&BackupLocation::new("a", "p", "../x").unwrap_err()),
+            ),
+            (
+                RestoreFailure::DryRunFailed {
+                    refused: 2,
+                    first: "v1/ConfigMap c: no".into(),
+                },
+                "DryRunFailed",
+                "nothing was restored: 2 of the backup's objects would be refused (server-side dry run); first: v1/ConfigMap c: no".into(),
+            ),
+            (
+                RestoreFailure::RolledBack {
+                    refusal: "v1/ConfigMap c: no".into(),
+                    written: 3,
+                    earlier: false,
+                },
+                "RolledBack",
+                "nothing was restored: a write failed after 3 others, which were undone: v1/ConfigMap c: no".into(),
+            ),
+            (
+                RestoreFailure::RolledBack {
+                    refusal: "v1/ConfigMap c: no".into(),
+                    written: 3,
+                    earlier: true,
+                },
+                "RolledBack",
+                "nothing was restored (what the interrupted earlier run wrote is not undone): a write failed after 3 others, which were undone: v1/ConfigMap c: no".into(),
+            ),
+            (
+                RestoreFailure::RollbackIncomplete {
+                    refusal: "v1/ConfigMap d: no".into(),
+                    written: 3,
+                    earlier: false,
+                    not_undone: not_undone(),
+                },
+                "RollbackIncomplete",
+                "a write failed (v1/ConfigMap d: no); 1 of the 3 writes before it could not be undone: v1/ConfigMap c: changed since the restore wrote it; kept as it is now".into(),
+            ),
+            (
+                RestoreFailure::ReadIncomplete {
+                    location: "s3".into(),
+                    error: missing(),
+                    not_undone: not_undone(),
+                },
+                "RollbackIncomplete",
+                "location s3 failed part-way (backup p-1 has no manifest.json (incomplete or absent)); 1 writes could not be undone: v1/ConfigMap c: changed since the restore wrote it; kept as it is now".into(),
+            ),
+            (
+                RestoreFailure::NoGoodCopy(NoGoodCopy {
+                    backup_id: "p-1".into(),
+                    only: None,
+                    failures: vec![
+                        CopyFailure::unreachable("a", "Secret t/s not found"),
+                        CopyFailure::read("b", &missing()),
+                    ],
+                }),
+                "NoGoodCopy",
+                "no good copy of backup p-1: a: Secret t/s not found; b: backup p-1 has no manifest.json (incomplete or absent)".into(),
+            ),
+        ];
+        for (failure, reason, text) in cases {
+            assert_eq!(failure.category(), reason, "{failure}");
+            assert_eq!(error_chain(&failure), text);
+        }
+    }
+
+    #[test]
+    fn no_good_copy_says_when_there_is_no_location() {
+        let none = |only: Option<&str>| NoGoodCopy {
+            backup_id: "p-1".into(),
+            only: only.map(str::to_string),
+            failures: Vec::new(),
+        };
+        assert_eq!(none(None).to_string(), "the policy has no storage location");
+        assert_eq!(
+            none(Some("s3")).to_string(),
+            "the policy has no storage location \"s3\""
+        );
+        let read = ReadBackupError::from(none(None));
+        assert_eq!(read.category(), "NoGoodCopy");
+        assert_eq!(
+            CopyFailure::read(
+                "b",
+                &crate::backup::RestoreError::MissingManifest {
+                    backup_id: "x".into()
+                }
+            )
+            .category,
+            "MissingManifest"
+        );
+    }
 
     #[test]
     fn kinds_filter() {

@@ -28,7 +28,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::resolve::{Access, Keys};
-use super::restore::read_backup;
+use super::restore::{ReadBackupError, read_backup};
 use super::{POLICY_LABEL, RESTORE_TEST_LABEL, State, objects, time};
 use crate::api::backup::{ExistingObjects, RestoreTestResult, RestoreTestSummary};
 use crate::api::common::format_duration;
@@ -185,6 +185,64 @@ pub fn carried_bindings(
         .collect()
 }
 
+/// Why the sandbox could not be set up. The API's answer is in the text as kube-rs words it (its
+/// Display, no cause chain), as the test's message has always shown it.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("reading namespace {namespace}: {error}")]
+    ReadNamespace {
+        namespace: String,
+        error: kube::Error,
+    },
+    #[error("creating scratch namespace {scratch}: {error}")]
+    CreateScratch { scratch: String, error: kube::Error },
+    #[error("isolating scratch namespace {scratch}: {error}")]
+    Isolate { scratch: String, error: kube::Error },
+    #[error("reading the RoleBindings of {namespace}: {error}")]
+    ReadBindings {
+        namespace: String,
+        error: kube::Error,
+    },
+    #[error("giving {user} its ClusterRole {role} in the scratch namespace: {error}")]
+    Bind {
+        user: String,
+        role: String,
+        error: kube::Error,
+    },
+}
+
+impl PrepareError {
+    /// Short stable category.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::ReadNamespace { .. } | Self::ReadBindings { .. } => "ApiError",
+            Self::CreateScratch { .. } | Self::Isolate { .. } | Self::Bind { .. } => {
+                "SandboxFailed"
+            }
+        }
+    }
+}
+
+/// Why a restore test failed before it could compare anything; the test's message is
+/// [`error_chain`](super::resolve::error_chain) of it.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreTestError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Read(#[from] ReadBackupError),
+}
+
+impl RestoreTestError {
+    /// Short stable category.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Prepare(e) => e.category(),
+            Self::Read(e) => e.category(),
+        }
+    }
+}
+
 /// Sets up the sandbox: the namespace, its deny-all policy, and the ServiceAccount's bindings,
 /// waiting until they take effect.
 async fn prepare(
@@ -192,29 +250,41 @@ async fn prepare(
     access: &Access,
     p: &BackupPolicy,
     scratch: &str,
-) -> Result<(), String> {
+) -> Result<(), PrepareError> {
     let own = &st.ctx.client;
     let ns = &access.tenant.namespace;
     let namespaces: Api<Namespace> = Api::all(own.clone());
     let source = namespaces
         .get(ns)
         .await
-        .map_err(|e| format!("reading namespace {ns}: {e}"))?;
+        .map_err(|error| PrepareError::ReadNamespace {
+            namespace: ns.clone(),
+            error,
+        })?;
     namespaces
         .create(
             &PostParams::default(),
             &scratch_namespace(&source, scratch, &p.name_any()),
         )
         .await
-        .map_err(|e| format!("creating scratch namespace {scratch}: {e}"))?;
+        .map_err(|error| PrepareError::CreateScratch {
+            scratch: scratch.into(),
+            error,
+        })?;
     Api::<NetworkPolicy>::namespaced(own.clone(), scratch)
         .create(&PostParams::default(), &deny_all(scratch))
         .await
-        .map_err(|e| format!("isolating scratch namespace {scratch}: {e}"))?;
+        .map_err(|error| PrepareError::Isolate {
+            scratch: scratch.into(),
+            error,
+        })?;
     let bindings = Api::<RoleBinding>::namespaced(own.clone(), ns)
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("reading the RoleBindings of {ns}: {e}"))?;
+        .map_err(|error| PrepareError::ReadBindings {
+            namespace: ns.clone(),
+            error,
+        })?;
     let carried = carried_bindings(&bindings.items, ns, &access.tenant.service_account, scratch);
     if carried.is_empty() {
         return Ok(());
@@ -222,13 +292,13 @@ async fn prepare(
     let before = rule_count(&access.tenant.client, scratch).await;
     let api = Api::<RoleBinding>::namespaced(own.clone(), scratch);
     for b in &carried {
-        api.create(&PostParams::default(), b).await.map_err(|e| {
-            format!(
-                "giving {} its ClusterRole {} in the scratch namespace: {e}",
-                access.tenant.user(),
-                b.role_ref.name
-            )
-        })?;
+        api.create(&PostParams::default(), b)
+            .await
+            .map_err(|error| PrepareError::Bind {
+                user: access.tenant.user(),
+                role: b.role_ref.name.clone(),
+                error,
+            })?;
     }
     // The authorizer sees new bindings a moment later: wait until the account's rules grow.
     let deadline = Instant::now() + BINDINGS_WAIT;
@@ -298,7 +368,7 @@ pub async fn run(
         let (compared, mismatches, messages) = objects::compare(tenant, &scratch, &objs).await;
         let mut msgs = applied.errors;
         msgs.extend(messages);
-        Ok::<_, String>((compared, mismatches + applied.failed.min(compared), msgs))
+        Ok::<_, RestoreTestError>((compared, mismatches + applied.failed.min(compared), msgs))
     };
     let outcome = tokio::time::timeout(timeout, work).await;
     let duration = started.elapsed();
@@ -313,7 +383,12 @@ pub async fn run(
                 format_duration(timeout)
             )),
         ),
-        Ok(Err(e)) => (RestoreTestResult::Failed, 0, 0, Some(e)),
+        Ok(Err(e)) => (
+            RestoreTestResult::Failed,
+            0,
+            0,
+            Some(super::resolve::error_chain(&e)),
+        ),
         Ok(Ok((c, m, msgs))) if m == 0 => (
             RestoreTestResult::Passed,
             c,

@@ -21,7 +21,9 @@ use kube::api::{
 };
 use serde_json::Value;
 
-use super::objects::{RESTORE_FIELD_MANAGER, Resolver, describe, stamped_by_baseline};
+use super::objects::{
+    RESTORE_FIELD_MANAGER, ResolveError, Resolver, describe, stamped_by_baseline,
+};
 use crate::api::backup::ExistingObjects;
 use crate::backup::restore::ObjectStream;
 
@@ -64,6 +66,38 @@ impl Version {
     }
 }
 
+/// Why one object could not be written (or would not be, in a dry run). Its text is what a
+/// Restore's `status.errors` shows after the object's name: the API server's own words for a
+/// refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The API server refused the request (its message, which names the object and the
+    /// reason), or the request got no answer (the client's error).
+    #[error("{}", api_words(.0))]
+    Api(kube::Error),
+    /// Every conditional write met a newer version.
+    #[error("it kept changing while the restore wrote it")]
+    KeptChanging,
+    /// The backup's object is not a Kubernetes object.
+    #[error("{0}")]
+    Body(serde_json::Error),
+    /// Its kind cannot be written here.
+    #[error(transparent)]
+    Unresolved(#[from] ResolveError),
+}
+
+impl WriteError {
+    /// Short stable category.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Api(_) => "WriteRefused",
+            Self::KeptChanging => "KeptChanging",
+            Self::Body(_) => "InvalidObject",
+            Self::Unresolved(e) => e.category(),
+        }
+    }
+}
+
 /// Whether a write is real or a server-side dry run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -83,7 +117,7 @@ pub async fn write_one(
     obj: &Value,
     existing: ExistingObjects,
     mode: Mode,
-) -> Result<Written, String> {
+) -> Result<Written, WriteError> {
     let name = obj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -105,7 +139,7 @@ pub async fn write_one(
     // Absent (as far as a read can tell): created, never applied over, so an object someone
     // else creates meanwhile is not taken over (and then deleted by an undo).
     let create = |body: Value| async {
-        let dynobj: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
+        let dynobj: DynamicObject = serde_json::from_value(body).map_err(WriteError::Body)?;
         let params = PostParams {
             dry_run,
             field_manager: Some(RESTORE_FIELD_MANAGER.into()),
@@ -118,14 +152,14 @@ pub async fn write_one(
                 created_at: after.metadata.creation_timestamp.map(|t| t.0),
             })),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
-            Err(e) => Err(api_words(&e)),
+            Err(e) => Err(WriteError::Api(e)),
         }
     };
     if existing == ExistingObjects::Skip {
         return Ok(create(body).await?.unwrap_or(Written::Skipped));
     }
     for _ in 0..2 {
-        let Some(current) = api.get_opt(&name).await.map_err(|e| api_words(&e))? else {
+        let Some(current) = api.get_opt(&name).await.map_err(WriteError::Api)? else {
             match create(body.clone()).await? {
                 Some(w) => return Ok(w),
                 // Created meanwhile: read it and overwrite that.
@@ -153,10 +187,10 @@ pub async fn write_one(
             }
             // Changed between the read and the write: read it again.
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(api_words(&e)),
+            Err(e) => return Err(WriteError::Api(e)),
         }
     }
-    Err("it kept changing while the restore wrote it".into())
+    Err(WriteError::KeptChanging)
 }
 
 /// What the API server said of a refused request (its message, which names the object and the
@@ -226,7 +260,7 @@ pub async fn write_batch(
     batch: Vec<Value>,
     existing: ExistingObjects,
     mode: Mode,
-) -> Vec<(Value, Result<Written, String>)> {
+) -> Vec<(Value, Result<Written, WriteError>)> {
     use futures::StreamExt as _;
     let Some(first) = batch.first() else {
         return Vec::new();
@@ -235,7 +269,12 @@ pub async fn write_batch(
     let kind = first["kind"].as_str().unwrap_or_default();
     let ar = match resolver.resource(client, api_version, kind).await {
         Ok(ar) => ar,
-        Err(e) => return batch.into_iter().map(|o| (o, Err(e.clone()))).collect(),
+        Err(e) => {
+            return batch
+                .into_iter()
+                .map(|o| (o, Err(WriteError::Unresolved(e.clone()))))
+                .collect();
+        }
     };
     futures::stream::iter(batch)
         .map(|obj| {
@@ -304,8 +343,76 @@ pub struct Journal {
 #[derive(Debug, Default)]
 pub struct Undone {
     pub undone: i64,
-    /// Writes that could not be undone, each with its reason.
-    pub left: Vec<String>,
+    /// Writes that could not be undone, each with its reasons.
+    pub left: Vec<NotUndone>,
+}
+
+/// Why one step of undoing a write failed; its text names the object.
+#[derive(Debug, thiserror::Error)]
+pub enum UndoError {
+    /// An object a restored owner adopted could not be released from it.
+    #[error("{}/{} {name} (adopted by {owner}): {}", .ar.api_version, .ar.kind, api_words(.error))]
+    Release {
+        ar: ApiResource,
+        name: String,
+        /// The restored owner's UID.
+        owner: String,
+        error: kube::Error,
+    },
+    /// The API server refused deleting a created object or putting back an overwritten one.
+    #[error("{}/{} {name}: {}", .ar.api_version, .ar.kind, api_words(.error))]
+    Api {
+        ar: ApiResource,
+        name: String,
+        error: kube::Error,
+    },
+    #[error(
+        "{}/{} {name}: deleted since the restore wrote it; not created again",
+        .ar.api_version,
+        .ar.kind
+    )]
+    DeletedSince { ar: ApiResource, name: String },
+    #[error(
+        "{}/{} {name}: changed since the restore wrote it; kept as it is now",
+        .ar.api_version,
+        .ar.kind
+    )]
+    ChangedSince { ar: ApiResource, name: String },
+    #[error(
+        "{}/{} {name}: changed while it was put back; kept as it is now",
+        .ar.api_version,
+        .ar.kind
+    )]
+    ChangedWhilePutBack { ar: ApiResource, name: String },
+}
+
+impl UndoError {
+    /// Short stable category.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Release { .. } => "ReleaseFailed",
+            Self::Api { .. } => "UndoRefused",
+            Self::DeletedSince { .. } => "DeletedSince",
+            Self::ChangedSince { .. } | Self::ChangedWhilePutBack { .. } => "ChangedSince",
+        }
+    }
+}
+
+/// One write that could not be undone: why, one reason per step that failed (releasing
+/// adopted objects, then deleting or putting back), joined by `; `.
+#[derive(Debug)]
+pub struct NotUndone(pub Vec<UndoError>);
+
+impl std::fmt::Display for NotUndone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Kinds whose controllers make or adopt objects of their own (Pods, ReplicaSets,
@@ -385,12 +492,14 @@ impl Journal {
                     }
                     match delete_created(client, namespace, ar, name, uid).await {
                         Ok(()) if left.is_empty() => Ok(()),
-                        Ok(()) => Err(left.join("; ")),
-                        Err(e) => Err(e),
+                        Ok(()) => Err(NotUndone(left)),
+                        Err(e) => Err(NotUndone(vec![e])),
                     }
                 }
                 Written::Replaced { ar, before, after } => {
-                    put_back(client, namespace, ar, before, after).await
+                    put_back(client, namespace, ar, before, after)
+                        .await
+                        .map_err(|e| NotUndone(vec![e]))
                 }
                 Written::Skipped => Ok(()),
             };
@@ -420,7 +529,12 @@ struct Adopted {
 
 impl Adopted {
     /// Takes the restored owner's reference off it, so deleting the owner leaves it be.
-    async fn release(&self, client: &Client, namespace: &str, owner: &str) -> Result<(), String> {
+    async fn release(
+        &self,
+        client: &Client,
+        namespace: &str,
+        owner: &str,
+    ) -> Result<(), UndoError> {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &self.ar);
         let patch = serde_json::json!({"metadata": {
             "resourceVersion": self.resource_version,
@@ -432,13 +546,12 @@ impl Adopted {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(format!(
-                "{}/{} {} (adopted by {owner}): {}",
-                self.ar.api_version,
-                self.ar.kind,
-                self.name,
-                api_words(&e)
-            )),
+            Err(error) => Err(UndoError::Release {
+                ar: self.ar.clone(),
+                name: self.name.clone(),
+                owner: owner.into(),
+                error,
+            }),
         }
     }
 }
@@ -498,7 +611,7 @@ async fn delete_created(
     ar: &ApiResource,
     name: &str,
     uid: &str,
-) -> Result<(), String> {
+) -> Result<(), UndoError> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let params = DeleteParams {
         preconditions: Some(Preconditions {
@@ -511,12 +624,11 @@ async fn delete_created(
     match api.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(format!(
-            "{}/{} {name}: {}",
-            ar.api_version,
-            ar.kind,
-            api_words(&e)
-        )),
+        Err(error) => Err(UndoError::Api {
+            ar: ar.clone(),
+            name: name.into(),
+            error,
+        }),
     }
 }
 
@@ -529,40 +641,31 @@ async fn put_back(
     ar: &ApiResource,
     before: &DynamicObject,
     after: &Version,
-) -> Result<(), String> {
+) -> Result<(), UndoError> {
     let name = before.name_any();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
-    let what = || format!("{}/{} {name}", ar.api_version, ar.kind);
+    let (ar, name) = (ar.clone(), name);
     let current = match api.get_opt(&name).await {
         Ok(Some(c)) => c,
-        Ok(None) => {
-            return Err(format!(
-                "{}: deleted since the restore wrote it; not created again",
-                what()
-            ));
-        }
-        Err(e) => return Err(format!("{}: {}", what(), api_words(&e))),
+        Ok(None) => return Err(UndoError::DeletedSince { ar, name }),
+        Err(error) => return Err(UndoError::Api { ar, name, error }),
     };
     if Version::of(&current) != *after {
-        return Err(format!(
-            "{}: changed since the restore wrote it; kept as it is now",
-            what()
-        ));
+        return Err(UndoError::ChangedSince { ar, name });
     }
     let mut prior = before.clone();
     prior.metadata.resource_version = current.resource_version();
     match api.replace(&name, &PostParams::default(), &prior).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Err(format!(
-            "{}: changed while it was put back; kept as it is now",
-            what()
-        )),
-        Err(e) => Err(format!("{}: {}", what(), api_words(&e))),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            Err(UndoError::ChangedWhilePutBack { ar, name })
+        }
+        Err(error) => Err(UndoError::Api { ar, name, error }),
     }
 }
 
 /// The first refusals of a dry run, each naming its object.
-pub fn refusal(obj: &Value, reason: &str) -> String {
+pub fn refusal(obj: &Value, reason: &WriteError) -> String {
     format!("{}: {reason}", describe(obj))
 }
 
@@ -594,6 +697,98 @@ mod tests {
             "pods \"p\" is forbidden: service account t/builder was not found, retry after the service account is created",
             &p
         ));
+    }
+
+    #[test]
+    fn write_errors_show_the_api_servers_words() {
+        let refused = WriteError::Api(kube::Error::Api(Box::new(
+            serde_json::from_value(json!({"code": 403, "reason": "Forbidden",
+                "message": "exceeded quota: q, requested: configmaps=1"}))
+            .unwrap(),
+        )));
+        assert_eq!(
+            refused.to_string(),
+            "exceeded quota: q, requested: configmaps=1"
+        );
+        assert_eq!(refused.category(), "WriteRefused");
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        assert_eq!(
+            refusal(&obj, &refused),
+            "v1/ConfigMap c: exceeded quota: q, requested: configmaps=1"
+        );
+        assert_eq!(
+            WriteError::KeptChanging.to_string(),
+            "it kept changing while the restore wrote it"
+        );
+        let unresolved = WriteError::from(ResolveError::ClusterScoped {
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: "ClusterRole".into(),
+        });
+        assert_eq!(unresolved.category(), "ClusterScopedKind");
+        assert_eq!(
+            unresolved.to_string(),
+            "rbac.authorization.k8s.io/v1/ClusterRole is cluster-scoped: a restore writes only into its namespace"
+        );
+    }
+
+    #[test]
+    fn what_is_not_undone_names_each_object() {
+        let ar = ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&());
+        let pods = ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&());
+        let api = || {
+            kube::Error::Api(Box::new(
+                serde_json::from_value(
+                    json!({"code": 403, "reason": "Forbidden", "message": "no"}),
+                )
+                .unwrap(),
+            ))
+        };
+        let left = NotUndone(vec![
+            UndoError::Release {
+                ar: pods,
+                name: "p".into(),
+                owner: "u1".into(),
+                error: api(),
+            },
+            UndoError::Api {
+                ar: ar.clone(),
+                name: "d".into(),
+                error: api(),
+            },
+        ]);
+        assert_eq!(
+            left.to_string(),
+            "v1/Pod p (adopted by u1): no; apps/v1/Deployment d: no"
+        );
+        for (e, category, text) in [
+            (
+                UndoError::DeletedSince {
+                    ar: ar.clone(),
+                    name: "d".into(),
+                },
+                "DeletedSince",
+                "apps/v1/Deployment d: deleted since the restore wrote it; not created again",
+            ),
+            (
+                UndoError::ChangedSince {
+                    ar: ar.clone(),
+                    name: "d".into(),
+                },
+                "ChangedSince",
+                "apps/v1/Deployment d: changed since the restore wrote it; kept as it is now",
+            ),
+            (
+                UndoError::ChangedWhilePutBack {
+                    ar: ar.clone(),
+                    name: "d".into(),
+                },
+                "ChangedSince",
+                "apps/v1/Deployment d: changed while it was put back; kept as it is now",
+            ),
+        ] {
+            assert_eq!(e.category(), category);
+            assert_eq!(e.to_string(), text);
+        }
     }
 
     #[test]
