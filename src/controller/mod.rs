@@ -174,3 +174,45 @@ impl Controllers {
         }
     }
 }
+
+/// The README's table of every Event reason (between `<!-- event-reasons -->` markers): the
+/// kind it is published on, its type, the detection signal it raises and what it means. A
+/// test keeps the README in step with the enums.
+pub fn event_reasons_table() -> String {
+    use kit::Reason;
+    fn rows<R: Reason>(kind: &str, out: &mut String) {
+        for r in R::all() {
+            out.push_str(&format!(
+                "| {kind} | `{}` | {} | {} | {} |\n",
+                r.as_str(),
+                if r.is_warning() { "Warning" } else { "Normal" },
+                r.signal().map(|s| format!("`{s}`")).unwrap_or_default(),
+                r.meaning()
+            ));
+        }
+    }
+    let mut out =
+        String::from("| kind | reason | type | signal | meaning |\n|---|---|---|---|---|\n");
+    rows::<backup::events::BackupEvent>("Backup", &mut out);
+    rows::<backup::events::RestoreEvent>("Restore", &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_readme_lists_every_event_reason() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let marker = "<!-- event-reasons -->\n";
+        let listed = readme
+            .split(marker)
+            .nth(1)
+            .expect("README.md has an <!-- event-reasons --> section");
+        let table = super::event_reasons_table();
+        assert_eq!(
+            listed, table,
+            "README.md's Event reasons differ from the enums; the table is:\n{table}"
+        );
+    }
+}

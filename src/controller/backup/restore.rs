@@ -10,7 +10,6 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 
 use super::events::RestoreEvent;
 use super::objects::{self, Applied, Resolver};
@@ -40,6 +39,8 @@ pub struct CopyFailure {
     /// `StorageUnreachable` for a location that could not be built, else the engine's
     /// [`RestoreError::category`](crate::backup::RestoreError::category).
     pub category: &'static str,
+    /// Whether the copy itself is bad (corrupt, forged), not merely unreadable now.
+    pub bad_copy: bool,
 }
 
 impl CopyFailure {
@@ -49,6 +50,7 @@ impl CopyFailure {
             location: location.into(),
             reason: reason.into(),
             category: "StorageUnreachable",
+            bad_copy: false,
         }
     }
 
@@ -58,6 +60,7 @@ impl CopyFailure {
             location: location.into(),
             reason: error_chain(e),
             category: e.category(),
+            bad_copy: e.copy_is_bad(),
         }
     }
 }
@@ -602,22 +605,23 @@ async fn run(
     for CopyFailure {
         location: loc,
         reason,
-        category,
+        bad_copy,
+        ..
     } in &failures
     {
-        st.publish(
-            r,
-            EventType::Warning,
-            if *category == "Corrupt" {
-                "CorruptCopy"
-            } else {
-                "CopyUnreadable"
-            },
-            "Restore",
-            format!("location {loc} skipped: {reason}; read from {from}"),
-            None,
-        )
-        .await;
+        let event = if *bad_copy {
+            RestoreEvent::CorruptCopy
+        } else {
+            RestoreEvent::CopyUnreadable
+        };
+        st.events
+            .publish(
+                r,
+                event,
+                format!("location {loc} skipped: {reason}; read from {from}"),
+                None,
+            )
+            .await;
     }
     status.storage = Some(from);
     status.restored = applied.restored;
