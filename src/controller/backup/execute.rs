@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 
+use super::RunCondition;
 use super::events::BackupEvent;
 use super::objects;
 use super::resolve::{Access, KeyError, error_chain};
@@ -18,9 +19,10 @@ use super::{Error, State, time, write_status};
 use crate::api::backup::{
     BackupLocationStatus, BackupPhase, BackupStatus, BackupTrigger, CopyState,
 };
-use crate::api::common::{ConditionStatus, set_condition};
+use crate::api::common::ConditionStatus;
 use crate::api::{Backup, BackupPolicy};
 use crate::backup::{BackupError, BackupMeta, BackupWriter, RetentionSettings, retention};
+use crate::controller::kit::{ConditionType, Conditions};
 
 /// Reconciles one Backup: runs it when it has not run yet.
 pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
@@ -91,7 +93,8 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
         let mut s = status.clone();
         s.phase = Some(BackupPhase::Pending);
         s.backup_id = Some(name.clone());
-        s.conditions.retain(|c| c.type_ != "Ready");
+        s.conditions
+            .retain(|c| c.type_ != RunCondition::Ready.as_str());
         write_status(st, b, &s).await?;
     }
     let _permit = st.backups.acquire().await;
@@ -99,7 +102,9 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
     let _running = st.start_running(&uid);
     let started = Timestamp::now();
     let mut running = status.clone();
-    running.conditions.retain(|c| c.type_ != "Ready");
+    running
+        .conditions
+        .retain(|c| c.type_ != RunCondition::Ready.as_str());
     running.phase = Some(BackupPhase::Running);
     running.backup_id = Some(name.clone());
     running.start_time = Some(time(started));
@@ -306,14 +311,11 @@ async fn recover_from_stores(
     status.signature_key_id = m.signing_key_id.clone();
     status.locations = locations;
     status.error = None;
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        ConditionStatus::True,
+    Conditions::new(&mut status.conditions, now, None).set(
+        RunCondition::Ready,
+        true,
         "Recovered",
         "interrupted after its copy was committed; completed from the stored copy",
-        None,
-        now,
     );
     Some(status)
 }
@@ -322,14 +324,11 @@ fn fail(s: &mut BackupStatus, reason: &str, message: String, generation: Option<
     s.phase = Some(BackupPhase::Failed);
     s.completion_time = Some(time(Timestamp::now()));
     s.error = Some(message.clone());
-    set_condition(
-        &mut s.conditions,
-        "Ready",
-        ConditionStatus::False,
+    Conditions::new(&mut s.conditions, Timestamp::now(), generation).set(
+        RunCondition::Ready,
+        false,
         reason,
         message,
-        generation,
-        Timestamp::now(),
     );
 }
 
@@ -509,7 +508,12 @@ async fn run(
             ),
         )
     };
-    set_condition(&mut status.conditions, "Ready", cs, reason, msg, None, now);
+    Conditions::new(&mut status.conditions, now, None).set_status(
+        RunCondition::Ready,
+        cs,
+        reason,
+        msg,
+    );
     Ok(status)
 }
 

@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::info;
 
 use super::Context;
-use super::kit::{self, Events, Kit, StatusWriter};
+use super::kit::{self, Conditions, Events, Kit, StatusWriter};
 use crate::api::{Backup, BackupPolicy, Restore};
 
 /// Backups running at once across all policies.
@@ -107,15 +107,21 @@ impl AccessError {
         conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
         generation: Option<i64>,
     ) {
-        crate::api::common::set_condition(
-            conditions,
-            "Ready",
-            crate::api::common::ConditionStatus::False,
+        Conditions::new(conditions, jiff::Timestamp::now(), generation).set(
+            RunCondition::Ready,
+            false,
             self.category(),
             resolve::error_chain(self),
-            generation,
-            jiff::Timestamp::now(),
         );
+    }
+}
+
+crate::condition_types! {
+    /// The condition of a Backup or Restore run.
+    pub enum RunCondition {
+        /// True once the run ended well (Completed, Recovered, PartiallyReplicated), False
+        /// while it waits for access or after it failed (the reason says why).
+        Ready,
     }
 }
 

@@ -11,16 +11,18 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 
+use super::RunCondition;
 use super::events::RestoreEvent;
 use super::objects::{self, Applied, Resolver};
 use super::resolve::{Access, KeyError, Keys, error_chain};
 use super::writes::{self, Batches, Journal, Mode, NotUndone, Planned, Written, write_batch};
 use super::{Error, State, time, write_status};
 use crate::api::backup::{ExistingObjects, RestorePhase, RestoreStatus};
-use crate::api::common::{ConditionStatus, format_duration, set_condition};
+use crate::api::common::format_duration;
 use crate::api::{Backup, BackupPolicy, Restore};
 use crate::backup::restore::ObjectStream;
 use crate::backup::{BackupLocation, RestoredBackup};
+use crate::controller::kit::{ConditionType, Conditions};
 
 /// A backup read back, and where from.
 pub struct ReadBack {
@@ -310,15 +312,12 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
             failed.phase = Some(RestorePhase::Failed);
             failed.completion_time = Some(time(Timestamp::now()));
             failed.errors = vec![msg.clone()];
-            set_condition(
+            Conditions::new(
                 &mut failed.conditions,
-                "Ready",
-                ConditionStatus::False,
-                "Interrupted",
-                msg.clone(),
-                r.metadata.generation,
                 Timestamp::now(),
-            );
+                r.metadata.generation,
+            )
+            .set(RunCondition::Ready, false, "Interrupted", msg.clone());
             write_status(st, r, &failed).await?;
             st.events
                 .publish(r, RestoreEvent::RestoreInterrupted, msg, None)
@@ -354,7 +353,9 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
     let started = Instant::now();
     let start_time = Timestamp::now();
     let mut running = status.clone();
-    running.conditions.retain(|c| c.type_ != "Ready");
+    running
+        .conditions
+        .retain(|c| c.type_ != RunCondition::Ready.as_str());
     running.phase = Some(RestorePhase::Running);
     running.attempts = status.attempts + 1;
     running.rolled_back = 0;
@@ -381,14 +382,11 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
                 done.skipped,
                 done.storage.as_deref().unwrap_or_default()
             );
-            set_condition(
-                &mut done.conditions,
-                "Ready",
-                ConditionStatus::True,
+            Conditions::new(&mut done.conditions, now, r.metadata.generation).set(
+                RunCondition::Ready,
+                true,
                 "Completed",
                 msg.clone(),
-                r.metadata.generation,
-                now,
             );
             write_status(st, r, &done).await?;
             st.events
@@ -401,14 +399,11 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
             if done.errors.is_empty() {
                 done.errors = vec![msg.clone()];
             }
-            set_condition(
-                &mut done.conditions,
-                "Ready",
-                ConditionStatus::False,
+            Conditions::new(&mut done.conditions, now, r.metadata.generation).set(
+                RunCondition::Ready,
+                false,
                 reason,
                 msg.clone(),
-                r.metadata.generation,
-                now,
             );
             write_status(st, r, &done).await?;
             st.events
