@@ -225,3 +225,70 @@ pub fn finding(obj: &RenderedBody, state: FindingState, message: String) -> Find
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::baseline::testing::{self, FakeLive};
+
+    #[test]
+    fn a_missing_object_in_enforce_is_created_on_a_rollout_and_recreated_after_it() {
+        let set = testing::set();
+        let live = FakeLive::default();
+        for (rollout, expected) in [(true, Change::Create), (false, Change::Recreate)] {
+            let c = testing::classify(&set, &live, true, rollout);
+            assert_eq!(c.writes.len(), 1);
+            assert!(c.findings.is_empty() && c.compliant.is_empty());
+            match &c.writes[0] {
+                Write::Object { object, change, .. } => {
+                    assert_eq!(object.display_name(), "ConfigMap/tenant-info");
+                    assert_eq!(*change, expected);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_drift_in_enforce_is_a_revert_naming_the_other_field_manager() {
+        let set = testing::set();
+        let obj = set.objects().next().unwrap();
+        let c = testing::classify(&set, &FakeLive::edited(obj, "kubectl-edit"), true, false);
+        assert!(c.findings.is_empty());
+        match &c.writes[..] {
+            [Write::Object { change, .. }] => assert_eq!(
+                *change,
+                Change::Revert {
+                    fields: vec!["/data/k".into()],
+                    managers: vec!["kubectl-edit".into()],
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn audit_reports_a_drift_naming_the_editor_and_writes_nothing() {
+        let set = testing::set();
+        let obj = set.objects().next().unwrap();
+        let c = testing::classify(&set, &FakeLive::edited(obj, "kubectl-edit"), false, false);
+        assert!(c.writes.is_empty());
+        assert_eq!(c.findings.len(), 1);
+        let f = &c.findings[0];
+        assert_eq!(f.state, FindingState::Drifted);
+        assert_eq!(f.object, "ConfigMap/tenant-info");
+        assert_eq!(f.message, "fields /data/k changed by kubectl-edit");
+        let missing = testing::classify(&set, &FakeLive::default(), false, true);
+        assert!(missing.writes.is_empty());
+        assert_eq!(missing.findings[0].state, FindingState::Missing);
+    }
+
+    #[test]
+    fn an_object_as_rendered_is_compliant_and_left_alone() {
+        let set = testing::set();
+        let obj = set.objects().next().unwrap();
+        let c = testing::classify(&set, &FakeLive::compliant(obj), true, false);
+        assert!(c.writes.is_empty() && c.findings.is_empty());
+        assert_eq!(c.compliant.len(), 1);
+    }
+}

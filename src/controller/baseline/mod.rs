@@ -18,6 +18,8 @@ pub mod rendered;
 pub mod scope;
 pub mod settle;
 pub mod status;
+#[cfg(test)]
+mod testing;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -560,3 +560,320 @@ fn migrated(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::controller::baseline::testing::{self, FakeLive, NS, REVISION};
+    use crate::controller::kit::conditions::is_true;
+
+    const T0: &str = "2026-12-01T00:00:00Z";
+
+    fn reasons(s: &Settled) -> Vec<BaselineEvent> {
+        s.events.iter().map(|e| e.reason).collect()
+    }
+
+    /// Classifies `live` in Enforce mode, applies every write successfully and settles.
+    fn enforce_round(
+        previous: &SecurityBaselineStatus,
+        set: &RenderedSet,
+        live: &FakeLive,
+        rollout: bool,
+        take_backs: TakeBacks,
+        clock: Instant,
+    ) -> Settled {
+        let classified = testing::classify(set, live, true, rollout);
+        let acted = classified
+            .writes
+            .iter()
+            .cloned()
+            .map(Acted::Applied)
+            .collect();
+        let scope = Scope::All;
+        let round = testing::round(
+            BaselineMode::Enforce,
+            set,
+            classified,
+            acted,
+            take_backs,
+            &scope,
+            clock,
+        );
+        settle(
+            previous,
+            Some(1),
+            testing::at(T0),
+            Outcome::Checked(Box::new(round)),
+        )
+    }
+
+    #[test]
+    fn a_missing_object_of_a_new_revision_is_created_and_counted_in_one_applied_event() {
+        let set = testing::set();
+        let prev = SecurityBaselineStatus::default();
+        let s = enforce_round(
+            &prev,
+            &set,
+            &FakeLive::default(),
+            true,
+            TakeBacks::default(),
+            Instant::now(),
+        );
+        assert_eq!(reasons(&s), [BaselineEvent::Applied]);
+        assert_eq!(s.events[0].note, "created 1 object(s) in 1 namespace(s)");
+        assert_eq!(s.metrics, MetricDeltas::default());
+        assert_eq!(s.status.namespaces.compliant, 1);
+        assert_eq!(s.status.revision.as_deref(), Some(REVISION));
+    }
+
+    #[test]
+    fn a_deleted_object_of_the_same_revision_is_recreated_and_announced_as_reverted() {
+        let set = testing::set();
+        let prev = SecurityBaselineStatus {
+            revision: Some(REVISION.into()),
+            ..Default::default()
+        };
+        let s = enforce_round(
+            &prev,
+            &set,
+            &FakeLive::default(),
+            false,
+            TakeBacks::default(),
+            Instant::now(),
+        );
+        assert_eq!(reasons(&s), [BaselineEvent::DriftReverted]);
+        assert_eq!(
+            s.events[0].note,
+            format!("ConfigMap/tenant-info in {NS} was deleted; recreated")
+        );
+        assert_eq!(
+            s.events[0].related.as_ref().and_then(|r| r.name.as_deref()),
+            Some("tenant-info")
+        );
+        assert_eq!(s.metrics.drift_reverted, 1);
+        assert_eq!(s.metrics.drift_detected, 1);
+    }
+
+    #[test]
+    fn a_drift_fought_twice_by_one_manager_is_one_conflict_announced_once() {
+        let set = testing::set();
+        let obj = set.objects().next().unwrap();
+        let edited = FakeLive::edited(obj, "kubectl-edit");
+        let t0 = Instant::now();
+        let prev = SecurityBaselineStatus {
+            revision: Some(REVISION.into()),
+            ..Default::default()
+        };
+
+        // The first edit: reverted, naming the editor; one edit is drift, not a conflict.
+        let first = enforce_round(&prev, &set, &edited, false, TakeBacks::default(), t0);
+        assert_eq!(reasons(&first), [BaselineEvent::DriftReverted]);
+        assert_eq!(
+            first.events[0].note,
+            format!(
+                "ConfigMap/tenant-info in {NS}: fields /data/k changed by kubectl-edit; reverted (taken back from kubectl-edit)"
+            )
+        );
+        assert!(first.status.conflicts.is_empty());
+        let kept = first.kept.expect("checked");
+
+        // Taken back within the window: reverted again, and now a conflict.
+        let t1 = t0 + Duration::from_secs(60);
+        let second = enforce_round(&first.status, &set, &edited, false, kept.take_backs, t1);
+        let conflicts: Vec<_> = second
+            .events
+            .iter()
+            .filter(|e| e.reason == BaselineEvent::ConflictDetected)
+            .collect();
+        assert_eq!(conflicts.len(), 1, "{:?}", second.events);
+        assert_eq!(
+            conflicts[0].note,
+            format!("ConfigMap/tenant-info in {NS} disputed with fieldManager/kubectl-edit")
+        );
+        assert_eq!(
+            second
+                .events
+                .iter()
+                .filter(|e| e.reason == BaselineEvent::DriftReverted)
+                .count(),
+            1
+        );
+        assert_eq!(
+            second.status.conflicts,
+            [ConflictRecord {
+                namespace: NS.into(),
+                object: "ConfigMap/tenant-info".into(),
+                with: "fieldManager/kubectl-edit".into(),
+                fields: vec!["/data/k".into()],
+            }]
+        );
+        assert_eq!(second.status.namespaces.conflicted, 1);
+        let kept = second.kept.expect("checked");
+
+        // The next check finds it as rendered, the fight still on: nothing new to announce.
+        let t2 = t1 + Duration::from_secs(1);
+        let third = enforce_round(
+            &second.status,
+            &set,
+            &FakeLive::compliant(obj),
+            false,
+            kept.take_backs,
+            t2,
+        );
+        assert!(third.events.is_empty(), "{:?}", third.events);
+        assert_eq!(third.status.conflicts, second.status.conflicts);
+    }
+
+    #[test]
+    fn a_drift_in_audit_is_found_naming_the_editor_and_announced_once() {
+        let set = testing::set();
+        let obj = set.objects().next().unwrap();
+        let live = FakeLive::edited(obj, "kubectl-edit");
+        let audit = |previous: &SecurityBaselineStatus| {
+            let classified = testing::classify(&set, &live, false, false);
+            assert!(classified.writes.is_empty(), "Audit never writes");
+            let scope = Scope::All;
+            let round = testing::round(
+                BaselineMode::Audit,
+                &set,
+                classified,
+                Vec::new(),
+                TakeBacks::default(),
+                &scope,
+                Instant::now(),
+            );
+            settle(
+                previous,
+                Some(1),
+                testing::at(T0),
+                Outcome::Checked(Box::new(round)),
+            )
+        };
+        let first = audit(&SecurityBaselineStatus::default());
+        assert_eq!(reasons(&first), [BaselineEvent::DriftDetected]);
+        assert!(first.events[0].note.contains("kubectl-edit"));
+        assert_eq!(first.metrics.drift_detected, 1);
+        let drifted = &first.status.non_compliant[0];
+        assert_eq!(drifted.reason, "Drifted");
+        assert_eq!(drifted.message, "fields /data/k changed by kubectl-edit");
+        assert_eq!(
+            first.kept.as_ref().map(|k| k.findings.len()),
+            Some(1),
+            "the PolicyReport's finding"
+        );
+
+        let second = audit(&first.status);
+        assert!(second.events.is_empty(), "{:?}", second.events);
+        assert_eq!(second.metrics, MetricDeltas::default());
+    }
+
+    #[test]
+    fn the_approval_hold_announces_awaiting_approval_once_and_is_not_ready() {
+        let prev = SecurityBaselineStatus {
+            revision: Some("sha256:old".into()),
+            ..Default::default()
+        };
+        let hold = |previous: &SecurityBaselineStatus| {
+            settle(
+                previous,
+                Some(2),
+                testing::at(T0),
+                Outcome::AwaitingApproval { revision: REVISION },
+            )
+        };
+        let first = hold(&prev);
+        assert_eq!(reasons(&first), [BaselineEvent::AwaitingApproval]);
+        assert!(first.kept.is_none());
+        let c = &first.status.conditions;
+        assert_eq!(is_true(c, BaselineCondition::Ready), Some(false));
+        assert_eq!(is_true(c, BaselineCondition::AwaitingApproval), Some(true));
+        assert_eq!(first.status.pending_revision.as_deref(), Some(REVISION));
+        assert_eq!(first.status.revision.as_deref(), Some("sha256:old"));
+
+        let second = hold(&first.status);
+        assert!(second.events.is_empty(), "{:?}", second.events);
+        assert!(!status::differs(&first.status, &second.status));
+    }
+
+    #[test]
+    fn a_refused_revision_is_held_and_announced_once() {
+        let refused = |previous: &SecurityBaselineStatus| {
+            settle(
+                previous,
+                Some(2),
+                testing::at(T0),
+                Outcome::Refused {
+                    revision: REVISION,
+                    refusals: vec![Refusal {
+                        object: "ConfigMap/tenant-info".into(),
+                        namespace: NS.into(),
+                        message: "denied".into(),
+                    }],
+                },
+            )
+        };
+        let first = refused(&SecurityBaselineStatus::default());
+        assert_eq!(reasons(&first), [BaselineEvent::ValidationFailed]);
+        assert!(first.events[0].note.ends_with(&format!(
+            "refused 1 object(s); first: ConfigMap/tenant-info in {NS}: denied"
+        )));
+        let c = &first.status.conditions;
+        assert_eq!(is_true(c, BaselineCondition::Validated), Some(false));
+        assert_eq!(is_true(c, BaselineCondition::Ready), Some(false));
+        assert!(refused(&first.status).events.is_empty());
+    }
+
+    #[test]
+    fn a_render_failure_is_announced_once_and_stays_a_finding() {
+        let set = testing::failed_set();
+        let once = |previous: &SecurityBaselineStatus| {
+            let classified = testing::classify(&set, &FakeLive::default(), true, false);
+            let scope = Scope::All;
+            let round = testing::round(
+                BaselineMode::Enforce,
+                &set,
+                classified,
+                Vec::new(),
+                TakeBacks::default(),
+                &scope,
+                Instant::now(),
+            );
+            settle(
+                previous,
+                Some(1),
+                testing::at(T0),
+                Outcome::Checked(Box::new(round)),
+            )
+        };
+        let first = once(&SecurityBaselineStatus::default());
+        assert_eq!(reasons(&first), [BaselineEvent::RenderFailed]);
+        assert_eq!(
+            first.events[0].note,
+            format!("{NS}: RenderFailed: spec.templates[0].data.hello: unknown variable")
+        );
+        assert_eq!(first.status.namespaces.failed, 1);
+        let second = once(&first.status);
+        assert!(second.events.is_empty(), "{:?}", second.events);
+        assert_eq!(second.status.namespaces.failed, 1);
+    }
+
+    #[test]
+    fn an_invalid_spec_is_not_ready_and_announces_nothing() {
+        let s = settle(
+            &SecurityBaselineStatus::default(),
+            Some(1),
+            testing::at(T0),
+            Outcome::InvalidSpec {
+                message: "cannot serialize".into(),
+            },
+        );
+        assert!(s.events.is_empty());
+        let ready = conditions::find(&s.status.conditions, BaselineCondition::Ready).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+    }
+}
