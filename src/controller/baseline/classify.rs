@@ -112,7 +112,7 @@ pub struct Classified<'a> {
     pub compliant: Vec<&'a RenderedBody>,
     /// Namespaces whose Pod Security labels are as rendered.
     pub labels_compliant: Vec<&'a str>,
-    /// What Enforce writes.
+    /// What Enforce writes (taken by the act stage, whose results settle reads).
     pub writes: Vec<Write<'a>>,
     /// What Audit reports as it is, and objects that could not be checked.
     pub findings: Vec<Finding>,

@@ -110,28 +110,47 @@ struct State {
     reports_missing: std::sync::Mutex<Option<Instant>>,
 }
 
-/// One check of one baseline: observe, plan, classify, act, settle; then one status write and
-/// the Events settle announced.
+/// One check of one baseline: its stages, then the one status write and the Events the settle
+/// stage announced.
 async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
-    let name = sb.name_any();
-    let spec = &sb.spec;
     let now = Timestamp::now();
     // Taken first: changes arriving from here on trigger another check.
-    let dirty = st.cache.trigger().take(&name);
+    let dirty = st.cache.trigger().take(&sb.name_any());
     let previous = last_written(st, sb).unwrap_or_else(|| sb.status.clone().unwrap_or_default());
+    let (settled, next) = stages(sb, st, &previous, dirty, now).await;
+    write_status(sb, st, &previous, settled.status).await?;
+    for event in &settled.events {
+        publish(st, sb, event).await;
+    }
+    Ok(next)
+}
+
+/// Observe, plan, classify, act and settle; a held revision or an invalid spec settles early.
+/// Returns the settled check and when to check again.
+async fn stages(
+    sb: &SecurityBaseline,
+    st: &State,
+    previous: &SecurityBaselineStatus,
+    dirty: scope::Dirty,
+    now: Timestamp,
+) -> (settle::Settled, Action) {
+    let name = sb.name_any();
+    let spec = &sb.spec;
     let generation = sb.metadata.generation;
     let interval = spec
         .check_interval
         .to_std()
         .unwrap_or(Duration::from_secs(600));
-    let requeue = Action::requeue(interval);
+    let early = |outcome| {
+        let settled = settle::settle(previous, generation, now, outcome);
+        (settled, Action::requeue(interval))
+    };
     let rev = match revision(spec) {
         Ok(r) => r,
         Err(e) => {
-            let outcome = Outcome::InvalidSpec {
+            return early(Outcome::InvalidSpec {
                 message: e.to_string(),
-            };
-            return finish(sb, st, &previous, now, outcome, requeue).await;
+            });
         }
     };
     let new_revision = previous.revision.as_deref() != Some(rev.as_str());
@@ -141,8 +160,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         && spec.rollout.require_approval
         && sb.annotations().get(APPROVE_REVISION_ANNOTATION) != Some(&rev)
     {
-        let outcome = Outcome::AwaitingApproval { revision: &rev };
-        return finish(sb, st, &previous, now, outcome, requeue).await;
+        return early(Outcome::AwaitingApproval { revision: &rev });
     }
 
     // Observe and plan.
@@ -164,11 +182,10 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     if new_revision && spec.rollout.validate {
         let refusals = act::dry_run(&st.ctx.client, &set, &kinds).await;
         if !refusals.is_empty() {
-            let outcome = Outcome::Refused {
+            return early(Outcome::Refused {
                 revision: &rev,
                 refusals,
-            };
-            return finish(sb, st, &previous, now, outcome, requeue).await;
+            });
         }
     }
 
@@ -178,7 +195,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         cache: &st.cache,
         kinds: &kinds,
     };
-    let classified = classify::classify(
+    let mut classified = classify::classify(
         &set,
         &view,
         classify::Rules {
@@ -191,7 +208,8 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     let hashes_before = new_revision.then(|| observe::stamped_hashes(st, &name));
 
     // Act: apply what is missing or drifted, then prune (Enforce only: Audit never writes).
-    let acted = act::apply(&st.ctx.client, classified.writes.clone()).await;
+    let writes = std::mem::take(&mut classified.writes);
+    let acted = act::apply(&st.ctx.client, writes).await;
     let pruned = if spec.prune && enforce {
         act::prune(st, &name, &set, &seen.scope, &seen.namespaces).await
     } else {
@@ -227,12 +245,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
         started: seen.started,
         now: clock,
     };
-    let mut settled = settle::settle(
-        &previous,
-        generation,
-        now,
-        Outcome::Checked(Box::new(round)),
-    );
+    let mut settled = settle::settle(previous, generation, now, Outcome::Checked(Box::new(round)));
     let mut next_check = interval;
     if let Some(kept) = settled.kept.take() {
         act::write_reports(st, &name, spec.mode, &set, &kept.findings, &seen.scope, now).await;
@@ -248,29 +261,7 @@ async fn check(sb: &SecurityBaseline, st: &State) -> Result<Action, Error> {
     }
     record_metrics(st, &name, &settled);
     tracing::debug!(baseline = %name, full = seen.scope.is_full(), namespaces = set.namespaces.len(), took = ?seen.started.elapsed(), "checked");
-    write_status(sb, st, &previous, settled.status).await?;
-    for event in &settled.events {
-        publish(st, sb, event).await;
-    }
-    Ok(Action::requeue(next_check))
-}
-
-/// Settles a check that held or stopped before checking objects: its one status write and its
-/// Events.
-async fn finish(
-    sb: &SecurityBaseline,
-    st: &State,
-    previous: &SecurityBaselineStatus,
-    now: Timestamp,
-    outcome: Outcome<'_>,
-    requeue: Action,
-) -> Result<Action, Error> {
-    let settled = settle::settle(previous, sb.metadata.generation, now, outcome);
-    write_status(sb, st, previous, settled.status).await?;
-    for event in &settled.events {
-        publish(st, sb, event).await;
-    }
-    Ok(requeue)
+    (settled, Action::requeue(next_check))
 }
 
 /// The drift counters and the namespace gauges of a settled check.
