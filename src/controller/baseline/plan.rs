@@ -277,11 +277,6 @@ impl Plan {
         self.claimed.extend(other.claimed);
         self.others_own.extend(other.others_own);
     }
-
-    /// Number of objects to apply.
-    pub fn object_count(&self) -> usize {
-        self.namespaces.iter().map(|n| n.objects.len()).sum()
-    }
 }
 
 /// One baseline's rendering of one namespace, with its claims.

@@ -58,15 +58,6 @@ impl RenderedBody {
         format!("{}/{}", self.kind, self.name)
     }
 
-    pub fn key(&self) -> ObjectKey {
-        ObjectKey {
-            namespace: self.namespace.clone(),
-            api_version: self.api_version.clone(),
-            kind: self.kind.clone(),
-            name: self.name.clone(),
-        }
-    }
-
     /// The reference Events and PolicyReports name it by.
     pub fn reference(&self) -> ObjectReference {
         ObjectReference {
