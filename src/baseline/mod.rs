@@ -1,20 +1,24 @@
 //! Pure logic of the SecurityBaseline controller: which namespaces a baseline selects, what it
 //! renders there, the revision of a spec, drift and conflict detection. No client, no network.
 //!
-//! The controller (which talks to the cluster) is expected to call these in this order for each
-//! baseline:
+//! The controller (`crate::controller::baseline`, which talks to the cluster) checks each
+//! baseline in stages:
 //!
 //! 1. [`revision()`] of the spec; compare with `status.revision` and, when
 //!    `spec.rollout.requireApproval`, with the [`APPROVE_REVISION_ANNOTATION`] on the baseline.
-//! 2. For each Namespace: [`select_namespace`] → [`Selection::Selected`] gives the tenant.
-//! 3. [`render_namespace`] (and [`render_workload`] for every workload whose pod-template labels
-//!    match a [`workload_matches`] selector) → [`Rendered`].
-//! 4. Across all baselines: [`Rendered::claims`] → [`resolve`] decides which baseline may apply
-//!    each object (priority wins, ties apply nobody).
-//! 5. For each won object: read the live object, [`applicable_ignores`] + [`classify`] →
-//!    [`ObjectState`]; in Enforce mode server-side apply `RenderedObject::object` with field
-//!    manager [`FIELD_MANAGER`]; in Audit mode only report.
-//! 6. [`summarize_change`] of the previous and new rendering for `status.history`.
+//! 2. Plan: for each Namespace [`select_namespace`] → [`Selection::Selected`] gives the tenant;
+//!    [`render_namespace`] (and [`render_workload`] for every workload whose pod-template labels
+//!    match a [`workload_matches`] selector) → [`Rendered`]; across all baselines
+//!    [`Rendered::claims`] → [`resolve`] decides which baseline may apply each object (priority
+//!    wins, ties apply nobody). Each object applied is stamped with [`revision::stamp_hash`].
+//! 3. Classify each won object against its cached live copy: [`applicable_ignores`] +
+//!    [`classify_cached`] → [`ObjectState`] (Compliant, Missing or Drifted, naming the other
+//!    field managers).
+//! 4. Act: in Enforce mode server-side apply what is missing or drifted with field manager
+//!    [`FIELD_MANAGER`], recording reverts of other managers' edits in [`TakeBacks`] (a
+//!    manager taking a field back is in conflict); in Audit mode only report.
+//! 5. Settle the status: a new revision gets a `status.history` entry from
+//!    [`summarize_change`] of the stamped and the rendered hashes.
 //!
 //! Every rendered object carries the labels [`MANAGED_BY_LABEL`]=[`MANAGED_BY_VALUE`] and
 //! [`BASELINE_LABEL`]=`<baseline name>` (select on both to find what to prune), and the annotation
@@ -36,7 +40,9 @@ pub use drift::{
 pub use render::{
     RenderError, Rendered, RenderedObject, ensure_unique, render_namespace, render_workload,
 };
-pub use revision::{RevisionError, revision, summarize_change, summarize_rendered};
+pub use revision::{
+    HASH_ANNOTATION, RevisionError, hash_of, revision, stamp_hash, summarize_change,
+};
 pub use select::{
     Selection, SelectorError, label_selector_matches, select_namespace, workload_matches,
 };

@@ -1,19 +1,16 @@
 //! Revisions of a baseline (X.1642 8.5.2, 8.8): the digest that identifies what a spec renders,
-//! and the one-line summary of what changed between two renderings for `status.history`.
+//! the rendered-hash annotation stamped on every object it applies, and the one-line summary of
+//! what changed between two renderings (from those hashes) for `status.history`.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::render::{Rendered, RenderedObject, api_group};
 use crate::api::baseline::SecurityBaselineSpec;
 
 /// Version of the canonical form hashed by [`revision`]; bump it when that form changes.
 const CANONICAL_FORM: u32 = 1;
-
-/// At most this many objects are named in a summary; the rest are counted.
-const SUMMARY_MAX_ITEMS: usize = 20;
 
 /// Why a revision could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -81,86 +78,75 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// What changed between two renderings, for `status.history[].summary`:
-/// `added NetworkPolicy/opsec-isolation; changed ResourceQuota/opsec-quota; removed ConfigMap/x`,
-/// or `no change`. Objects are matched by namespace, API group, kind and name, compared by their
-/// full rendered body; each part is sorted, objects named once, and long lists are cut after
-/// 20 names (`... and 7 more`).
-///
-/// Render both revisions for the same namespace and tenant (for example a representative
-/// namespace) so that only the spec differs.
-pub fn summarize_change(old: &[RenderedObject], new: &[RenderedObject]) -> String {
-    summarize(old, new, None)
-}
+/// Annotation on every stamped object: SHA-256 of its rendered body, so the next revision can say
+/// what it added, changed and removed without keeping the old spec.
+pub const HASH_ANNOTATION: &str = "opsec.x1642.dev/rendered-hash";
 
-/// Like [`summarize_change`], also saying `changed Namespace labels` when the Pod Security labels
-/// differ.
-pub fn summarize_rendered(old: &Rendered, new: &Rendered) -> String {
-    summarize(
-        &old.objects,
-        &new.objects,
-        Some(old.namespace_labels != new.namespace_labels),
-    )
-}
-
-fn summarize(
-    old: &[RenderedObject],
-    new: &[RenderedObject],
-    labels_changed: Option<bool>,
-) -> String {
-    type Key<'a> = (&'a str, &'a str, &'a str, &'a str);
-    fn index(objs: &[RenderedObject]) -> BTreeMap<Key<'_>, &RenderedObject> {
-        objs.iter()
-            .map(|o| {
-                (
-                    (
-                        o.namespace.as_str(),
-                        api_group(&o.api_version),
-                        o.kind.as_str(),
-                        o.name.as_str(),
-                    ),
-                    o,
-                )
+/// The hash of a rendered body (without the hash annotation itself).
+pub fn hash_of(object: &Value) -> Option<String> {
+    let mut o = object.clone();
+    if let Some(meta) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        let emptied = meta
+            .get_mut("annotations")
+            .and_then(|a| a.as_object_mut())
+            .map(|a| {
+                a.remove(HASH_ANNOTATION);
+                a.is_empty()
             })
-            .collect()
-    }
-    let (old, new) = (index(old), index(new));
-    let mut added = Vec::new();
-    let mut changed = Vec::new();
-    let mut removed = Vec::new();
-    for (k, n) in &new {
-        match old.get(k) {
-            None => added.push(n.display_name()),
-            Some(o) if o.object != n.object => changed.push(n.display_name()),
-            Some(_) => {}
+            .unwrap_or(false);
+        if emptied {
+            meta.remove("annotations");
         }
     }
-    for (k, o) in &old {
-        if !new.contains_key(k) {
-            removed.push(o.display_name());
+    let bytes = serde_json::to_vec(&o).ok()?;
+    let digest = Sha256::digest(&bytes);
+    Some(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// Adds the hash annotation to a rendered body.
+pub fn stamp_hash(object: &mut Value) {
+    let Some(hash) = hash_of(object) else { return };
+    if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(HASH_ANNOTATION.into(), hash.into());
         }
     }
+}
+
+/// What changed between two renderings, for `status.history[].summary`, from the (`Kind/name`,
+/// [`HASH_ANNOTATION`]) pairs of every object over all namespaces (the old side as the stamped
+/// objects carry them, so the old spec is not needed):
+/// `added NetworkPolicy/opsec-isolation (12 ns); changed ResourceQuota/opsec-quota (3 ns); removed ...`,
+/// or `no change to rendered objects`.
+pub fn summarize_change(before: &[(String, String)], after: &[(String, String)]) -> String {
+    fn index(items: &[(String, String)]) -> BTreeMap<&str, Vec<&str>> {
+        let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (k, h) in items {
+            m.entry(k.as_str()).or_default().push(h.as_str());
+        }
+        m
+    }
+    let (b, a) = (index(before), index(after));
     let mut parts = Vec::new();
-    let mut budget = SUMMARY_MAX_ITEMS;
-    for (verb, mut names) in [("added", added), ("changed", changed), ("removed", removed)] {
-        names.sort();
-        names.dedup();
-        if names.is_empty() {
-            continue;
+    for (k, hs) in &a {
+        match b.get(k) {
+            None => parts.push(format!("added {k} ({} ns)", hs.len())),
+            Some(old) => {
+                let changed = hs.iter().filter(|h| !old.contains(h)).count();
+                if changed > 0 {
+                    parts.push(format!("changed {k} ({changed} ns)"));
+                }
+            }
         }
-        let shown = names.len().min(budget);
-        budget -= shown;
-        let mut text = format!("{verb} {}", names[..shown].join(", "));
-        if shown < names.len() {
-            text.push_str(&format!(" ... and {} more", names.len() - shown));
-        }
-        parts.push(text);
     }
-    if labels_changed == Some(true) {
-        parts.push("changed Namespace labels".into());
+    for (k, hs) in &b {
+        if !a.contains_key(k) {
+            parts.push(format!("removed {k} ({} ns)", hs.len()));
+        }
     }
     if parts.is_empty() {
-        "no change".into()
+        "no change to rendered objects".into()
     } else {
         parts.join("; ")
     }
@@ -169,7 +155,6 @@ fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baseline::render_namespace;
 
     fn spec(yaml: &str) -> SecurityBaselineSpec {
         serde_yaml::from_str(&format!(
@@ -244,39 +229,36 @@ mod tests {
         assert_eq!(out, r#"{"a":true,"b":[1,{"a":"x\"y","z":null}]}"#);
     }
 
-    fn rendered(yaml: &str) -> Rendered {
-        render_namespace("base", &spec(yaml), "ns", "t").expect("renders")
-    }
-
     #[test]
-    fn summaries() {
-        let old = rendered(
-            "controls: {resourceQuota: {hard: {pods: '10'}}, serviceAccounts: {}}\ntemplates: [{apiVersion: v1, kind: ConfigMap, metadata: {name: x}}]",
-        );
-        let new = rendered(
-            "controls: {networkIsolation: {}, resourceQuota: {hard: {pods: '20'}}, serviceAccounts: {}}",
+    fn summarizes_added_changed_and_removed_objects() {
+        let before = vec![
+            ("ResourceQuota/q".to_string(), "h1".to_string()),
+            ("ConfigMap/x".to_string(), "h2".to_string()),
+        ];
+        let after = vec![
+            ("ResourceQuota/q".to_string(), "h9".to_string()),
+            ("NetworkPolicy/n".to_string(), "h3".to_string()),
+        ];
+        assert_eq!(
+            summarize_change(&before, &after),
+            "added NetworkPolicy/n (1 ns); changed ResourceQuota/q (1 ns); removed ConfigMap/x (1 ns)"
         );
         assert_eq!(
-            summarize_change(&old.objects, &new.objects),
-            "added NetworkPolicy/opsec-isolation; changed ResourceQuota/opsec-quota; removed ConfigMap/x"
+            summarize_change(&after, &after),
+            "no change to rendered objects"
         );
-        assert_eq!(summarize_change(&new.objects, &new.objects), "no change");
-        assert_eq!(summarize_change(&[], &[]), "no change");
-
-        let psa = rendered("controls: {podSecurity: {}}");
-        let none = rendered("");
-        assert_eq!(summarize_rendered(&none, &psa), "changed Namespace labels");
-        assert_eq!(summarize_rendered(&psa, &psa), "no change");
     }
 
     #[test]
-    fn long_summaries_are_cut() {
-        let templates: Vec<String> = (0..25)
-            .map(|i| format!("{{apiVersion: v1, kind: ConfigMap, metadata: {{name: cm{i:02}}}}}"))
-            .collect();
-        let new = rendered(&format!("templates: [{}]", templates.join(", ")));
-        let s = summarize_change(&[], &new.objects);
-        assert!(s.starts_with("added ConfigMap/cm00, ConfigMap/cm01"), "{s}");
-        assert!(s.ends_with("ConfigMap/cm19 ... and 5 more"), "{s}");
+    fn the_hash_ignores_its_own_annotation() {
+        let mut o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
+        let h = hash_of(&o).unwrap();
+        stamp_hash(&mut o);
+        assert_eq!(
+            o.pointer("/metadata/annotations/opsec.x1642.dev~1rendered-hash")
+                .and_then(|v| v.as_str()),
+            Some(h.as_str())
+        );
+        assert_eq!(hash_of(&o).unwrap(), h);
     }
 }

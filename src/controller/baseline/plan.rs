@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
+use super::events::BaselineEvent;
 use crate::api::baseline::SecurityBaselineSpec;
 use crate::baseline::{
     Claim, ObjectKey, POD_SECURITY_BEFORE_ANNOTATION, POD_SECURITY_BY_ANNOTATION,
     POD_SECURITY_SIGNATURE_ANNOTATION, PSA_LABEL_PREFIX, RenderedObject, Resolution, Selection,
     render_namespace, render_workload, resolve, select_namespace, workload_matches,
 };
+use crate::controller::kit::Reason;
 
 /// A namespace as the plan sees it.
 #[derive(Clone, Debug, Default)]
@@ -195,12 +197,56 @@ pub struct Contested {
     pub tie: bool,
 }
 
+/// Why a selected namespace has no plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// It has no label naming its tenant.
+    MissingTenant,
+    /// A selector of the baseline is invalid.
+    InvalidSelector,
+    /// A template does not render there.
+    RenderFailed,
+}
+
+impl FailureReason {
+    /// The reason as findings and Events show it.
+    pub fn as_str(self) -> &'static str {
+        self.event().as_str()
+    }
+
+    /// The Event announcing it.
+    pub fn event(self) -> BaselineEvent {
+        match self {
+            Self::MissingTenant => BaselineEvent::MissingTenant,
+            Self::InvalidSelector => BaselineEvent::InvalidSelector,
+            Self::RenderFailed => BaselineEvent::RenderFailed,
+        }
+    }
+}
+
+/// A namespace selected but not renderable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unplanned {
+    pub namespace: String,
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+/// Why one baseline's rendering of one namespace failed.
+#[derive(Debug, thiserror::Error)]
+enum RenderFailure {
+    #[error(transparent)]
+    Render(#[from] crate::baseline::RenderError),
+    #[error(transparent)]
+    Selector(#[from] crate::baseline::SelectorError),
+}
+
 /// Everything one baseline should do.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub namespaces: Vec<NamespacePlan>,
-    /// Namespaces selected but not renderable: (namespace, reason, message).
-    pub failed: Vec<(String, &'static str, String)>,
+    /// Namespaces selected but not renderable.
+    pub failed: Vec<Unplanned>,
     /// Objects claimed but not ours to apply (tie or lost to a higher priority).
     pub contested: Vec<Contested>,
     /// Keys this baseline claims in any way (applied or contested): never pruned by it.
@@ -231,11 +277,6 @@ impl Plan {
         self.claimed.extend(other.claimed);
         self.others_own.extend(other.others_own);
     }
-
-    /// Number of objects to apply.
-    pub fn object_count(&self) -> usize {
-        self.namespaces.iter().map(|n| n.objects.len()).sum()
-    }
 }
 
 /// One baseline's rendering of one namespace, with its claims.
@@ -251,19 +292,18 @@ fn render(
     ns: &NamespaceInfo,
     tenant: &str,
     workloads: &[&WorkloadInfo],
-) -> Result<Rendering, String> {
-    let rendered = render_namespace(b.name, b.spec, &ns.name, tenant).map_err(|e| e.to_string())?;
+) -> Result<Rendering, RenderFailure> {
+    let rendered = render_namespace(b.name, b.spec, &ns.name, tenant)?;
     let mut claims = rendered.claims(b.name, b.spec.priority);
     let namespace_labels = rendered.namespace_patch();
     let mut objects = rendered.objects;
     let mut covered = Vec::new();
     for (wi, wt) in b.spec.workload_templates.iter().enumerate() {
         for w in workloads {
-            if !workload_matches(wt, &w.pod_labels).map_err(|e| e.to_string())? {
+            if !workload_matches(wt, &w.pod_labels)? {
                 continue;
             }
-            let extra = render_workload(b.name, wi, wt, &ns.name, tenant, &w.kind, &w.name)
-                .map_err(|e| e.to_string())?;
+            let extra = render_workload(b.name, wi, wt, &ns.name, tenant, &w.kind, &w.name)?;
             for o in &extra {
                 claims.push(Claim {
                     baseline: b.name.to_string(),
@@ -275,7 +315,7 @@ fn render(
             covered.push((format!("{}/{}", w.kind, w.name), w.created));
         }
     }
-    crate::baseline::ensure_unique(&objects).map_err(|e| e.to_string())?;
+    crate::baseline::ensure_unique(&objects)?;
     Ok(Rendering {
         objects,
         namespace_labels,
@@ -308,12 +348,19 @@ pub fn plan(
                     "namespace has no {} label naming its tenant",
                     me.spec.tenant_label
                 );
-                out.failed.push((ns.name.clone(), "MissingTenant", msg));
+                out.failed.push(Unplanned {
+                    namespace: ns.name.clone(),
+                    reason: FailureReason::MissingTenant,
+                    message: msg,
+                });
                 continue;
             }
             Err(e) => {
-                out.failed
-                    .push((ns.name.clone(), "InvalidSelector", e.to_string()));
+                out.failed.push(Unplanned {
+                    namespace: ns.name.clone(),
+                    reason: FailureReason::InvalidSelector,
+                    message: e.to_string(),
+                });
                 continue;
             }
         };
@@ -323,8 +370,12 @@ pub fn plan(
             .unwrap_or(&[]);
         let mine = match render(me, ns, &tenant, ws) {
             Ok(r) => r,
-            Err(msg) => {
-                out.failed.push((ns.name.clone(), "RenderFailed", msg));
+            Err(e) => {
+                out.failed.push(Unplanned {
+                    namespace: ns.name.clone(),
+                    reason: FailureReason::RenderFailed,
+                    message: e.to_string(),
+                });
                 continue;
             }
         };
@@ -559,7 +610,7 @@ controls: {resourceQuota: {hard: {pods: "10"}}}
         assert_eq!(p.namespaces[0].objects.len(), 1);
         assert_eq!(p.failed.len(), 1);
         assert_eq!(
-            (p.failed[0].0.as_str(), p.failed[0].1),
+            (p.failed[0].namespace.as_str(), p.failed[0].reason.as_str()),
             ("t2", "MissingTenant")
         );
     }

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::ObjectMeta;
 
-use super::report::{Finding, FindingState};
+use super::status::{Finding, FindingState};
 use crate::api::baseline::BaselineMode;
 use crate::api::policy_report::{
     PolicyReport, PolicyReportResult, PolicyReportSpec, PolicyReportSummary, PolicyResult,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
-use super::report::{Finding, FindingState};
+use super::status::{Finding, FindingState};
 use crate::api::baseline::ConflictRecord;
 
 /// What changed for a baseline since its last check.

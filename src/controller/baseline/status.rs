@@ -1,6 +1,7 @@
 //! The SecurityBaseline status computed from what a check found and did: counts per namespace
-//! state, the non-compliant and conflicted objects, and the conditions. Pure: the same findings
-//! give byte-for-byte the same status, so an idle check writes nothing.
+//! state, the non-compliant and conflicted objects, the history, and the conditions (their types
+//! are [`BaselineCondition`]). Pure: the same findings give byte-for-byte the same status, so an
+//! idle check writes nothing.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::baseline::{
     BaselineMode, ConflictRecord, NamespaceCounts, NonCompliance, SecurityBaselineStatus,
 };
-use crate::api::common::{ConditionStatus, set_condition};
+use crate::controller::kit::Conditions;
+
+crate::condition_types! {
+    /// The condition types of a SecurityBaseline's status.
+    pub enum BaselineCondition {
+        /// The revision is rolled out and every selected namespace is enforced (or audited).
+        Ready,
+        /// Every selected namespace is as rendered.
+        Compliant,
+        /// Another baseline or a field manager disputes objects of this baseline.
+        Conflicted,
+        /// The API server accepted the revision in a dry-run.
+        Validated,
+        /// A new revision waits for its approval annotation.
+        AwaitingApproval,
+    }
+}
 
 /// Most non-compliant entries kept in status.
 pub const MAX_NON_COMPLIANT: usize = 100;
@@ -71,31 +88,64 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
 }
 
+/// Why a new revision is not rolled out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// `spec.rollout.requireApproval` and the approval annotation does not name it yet.
+    AwaitingApproval,
+    /// The API server refused some of its objects in the dry-run.
+    Refused,
+}
+
 /// The status of a revision held back (awaiting approval, or refused by the dry-run): the
-/// previous status, with `revision` pending and each `(type, status, reason)` condition set to
-/// `message`.
+/// previous status, with `revision` pending and the conditions of `hold` set to `message`.
 pub fn held(
     previous: &SecurityBaselineStatus,
     revision: &str,
     generation: Option<i64>,
-    conditions: &[(&str, ConditionStatus, &str)],
+    hold: Hold,
     message: &str,
     now: Timestamp,
 ) -> SecurityBaselineStatus {
     let mut status = previous.clone();
     status.pending_revision = Some(revision.into());
     status.observed_generation = generation;
-    for (type_, value, reason) in conditions {
-        set_condition(
-            &mut status.conditions,
-            type_,
-            *value,
-            reason,
-            message.to_string(),
-            generation,
-            now,
-        );
-    }
+    let mut c = Conditions::new(&mut status.conditions, now, generation);
+    match hold {
+        Hold::AwaitingApproval => c
+            .set(
+                BaselineCondition::AwaitingApproval,
+                true,
+                "AwaitingApproval",
+                message,
+            )
+            .set(BaselineCondition::Ready, false, "AwaitingApproval", message),
+        Hold::Refused => c
+            .set(
+                BaselineCondition::Validated,
+                false,
+                "DryRunRefused",
+                message,
+            )
+            .set(BaselineCondition::Ready, false, "ValidationFailed", message),
+    };
+    status
+}
+
+/// The previous status with Ready False for a spec whose revision cannot be computed.
+pub fn invalid(
+    previous: &SecurityBaselineStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> SecurityBaselineStatus {
+    let mut status = previous.clone();
+    Conditions::new(&mut status.conditions, now, generation).set(
+        BaselineCondition::Ready,
+        false,
+        "InvalidSpec",
+        message,
+    );
     status
 }
 
@@ -197,74 +247,57 @@ pub fn build(inputs: Inputs<'_>) -> SecurityBaselineStatus {
         "{} of {} selected namespaces compliant ({} drifted, {} conflicted, {} failed)",
         counts.compliant, counts.selected, counts.drifted, counts.conflicted, counts.failed
     );
-    let c = &mut status.conditions;
-    set_condition(
-        c,
-        "Compliant",
-        ConditionStatus::from(problems == 0),
-        if problems == 0 {
-            "AllCompliant"
-        } else {
-            "NotCompliant"
-        },
-        compliant_msg.clone(),
-        generation,
-        now,
-    );
     let conflicted = !status.conflicts.is_empty();
-    set_condition(
-        c,
-        "Conflicted",
-        ConditionStatus::from(conflicted),
-        if conflicted {
-            "ConflictDetected"
-        } else {
-            "NoConflict"
-        },
-        if conflicted {
-            format!(
-                "{} objects are disputed by other baselines or field managers",
-                status.conflicts.len()
-            )
-        } else {
-            "no conflicts".into()
-        },
-        generation,
-        now,
-    );
-    set_condition(
-        c,
-        "Validated",
-        ConditionStatus::True,
-        "Validated",
-        format!("revision {revision} accepted by the API server"),
-        generation,
-        now,
-    );
-    set_condition(
-        c,
-        "AwaitingApproval",
-        ConditionStatus::False,
-        "Approved",
-        format!("revision {revision} is rolled out"),
-        generation,
-        now,
-    );
-    let (ready, reason, msg) = match (counts.failed, mode) {
-        (0, BaselineMode::Enforce) if counts.drifted == 0 => (true, "Enforced", compliant_msg),
-        (0, BaselineMode::Audit) => (true, "Audited", compliant_msg),
-        (0, _) => (false, "NotCompliant", compliant_msg),
-        _ => (false, "NamespacesFailed", compliant_msg),
+    let conflicted_msg = if conflicted {
+        format!(
+            "{} objects are disputed by other baselines or field managers",
+            status.conflicts.len()
+        )
+    } else {
+        "no conflicts".into()
     };
-    set_condition(
-        c,
-        "Ready",
-        ConditionStatus::from(ready),
-        reason,
-        msg,
-        generation,
-        now,
-    );
+    let (ready, reason, msg) = match (counts.failed, mode) {
+        (0, BaselineMode::Enforce) if counts.drifted == 0 => {
+            (true, "Enforced", compliant_msg.clone())
+        }
+        (0, BaselineMode::Audit) => (true, "Audited", compliant_msg.clone()),
+        (0, _) => (false, "NotCompliant", compliant_msg.clone()),
+        _ => (false, "NamespacesFailed", compliant_msg.clone()),
+    };
+    Conditions::new(&mut status.conditions, now, generation)
+        .set(
+            BaselineCondition::Compliant,
+            problems == 0,
+            if problems == 0 {
+                "AllCompliant"
+            } else {
+                "NotCompliant"
+            },
+            compliant_msg,
+        )
+        .set(
+            BaselineCondition::Conflicted,
+            conflicted,
+            if conflicted {
+                "ConflictDetected"
+            } else {
+                "NoConflict"
+            },
+            conflicted_msg,
+        )
+        .set(
+            BaselineCondition::Validated,
+            true,
+            "Validated",
+            format!("revision {revision} accepted by the API server"),
+        )
+        .set(
+            BaselineCondition::AwaitingApproval,
+            false,
+            "Approved",
+            format!("revision {revision} is rolled out"),
+        )
+        .set(BaselineCondition::Ready, ready, reason, msg);
     status
 }
 
@@ -278,81 +311,6 @@ fn worse(a: FindingState, b: FindingState) -> FindingState {
         }
     }
     if rank(b) > rank(a) { b } else { a }
-}
-
-/// Annotation on every stamped object: SHA-256 of its rendered body, so the next revision can say
-/// what it added, changed and removed without keeping the old spec.
-pub const HASH_ANNOTATION: &str = "opsec.x1642.dev/rendered-hash";
-
-/// The hash of a rendered body (without the hash annotation itself).
-pub fn hash_of(object: &serde_json::Value) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    let mut o = object.clone();
-    if let Some(meta) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        let emptied = meta
-            .get_mut("annotations")
-            .and_then(|a| a.as_object_mut())
-            .map(|a| {
-                a.remove(HASH_ANNOTATION);
-                a.is_empty()
-            })
-            .unwrap_or(false);
-        if emptied {
-            meta.remove("annotations");
-        }
-    }
-    let bytes = serde_json::to_vec(&o).ok()?;
-    let digest = Sha256::digest(&bytes);
-    Some(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
-}
-
-/// Adds the hash annotation to a rendered body.
-pub fn stamp_hash(object: &mut serde_json::Value) {
-    let Some(hash) = hash_of(object) else { return };
-    if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        let annotations = meta
-            .entry("annotations")
-            .or_insert_with(|| serde_json::json!({}));
-        if let Some(a) = annotations.as_object_mut() {
-            a.insert(HASH_ANNOTATION.into(), hash.into());
-        }
-    }
-}
-
-/// What changed between two renderings, as (`Kind/name`, hash) pairs over all namespaces:
-/// `added NetworkPolicy/opsec-isolation (12 namespaces); changed ...; removed ...`.
-pub fn summarize(before: &[(String, String)], after: &[(String, String)]) -> String {
-    use std::collections::BTreeMap;
-    fn index(items: &[(String, String)]) -> BTreeMap<&str, Vec<&str>> {
-        let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (k, h) in items {
-            m.entry(k.as_str()).or_default().push(h.as_str());
-        }
-        m
-    }
-    let (b, a) = (index(before), index(after));
-    let mut parts = Vec::new();
-    for (k, hs) in &a {
-        match b.get(k) {
-            None => parts.push(format!("added {k} ({} ns)", hs.len())),
-            Some(old) => {
-                let changed = hs.iter().filter(|h| !old.contains(h)).count();
-                if changed > 0 {
-                    parts.push(format!("changed {k} ({changed} ns)"));
-                }
-            }
-        }
-    }
-    for (k, hs) in &b {
-        if !a.contains_key(k) {
-            parts.push(format!("removed {k} ({} ns)", hs.len()));
-        }
-    }
-    if parts.is_empty() {
-        "no change to rendered objects".into()
-    } else {
-        parts.join("; ")
-    }
 }
 
 /// True when two statuses differ in anything but lastCheckTime.
@@ -377,10 +335,7 @@ mod tests {
             &previous,
             "sha256:new",
             Some(3),
-            &[
-                ("Validated", ConditionStatus::False, "DryRunRefused"),
-                ("Ready", ConditionStatus::False, "ValidationFailed"),
-            ],
+            Hold::Refused,
             "refused",
             Timestamp::now(),
         );
@@ -476,36 +431,6 @@ mod tests {
             second.non_compliant[0].since,
             Some(Time(Timestamp::from_second(10).unwrap()))
         );
-    }
-
-    #[test]
-    fn summarizes_added_changed_and_removed_objects() {
-        let before = vec![
-            ("ResourceQuota/q".to_string(), "h1".to_string()),
-            ("ConfigMap/x".to_string(), "h2".to_string()),
-        ];
-        let after = vec![
-            ("ResourceQuota/q".to_string(), "h9".to_string()),
-            ("NetworkPolicy/n".to_string(), "h3".to_string()),
-        ];
-        assert_eq!(
-            summarize(&before, &after),
-            "added NetworkPolicy/n (1 ns); changed ResourceQuota/q (1 ns); removed ConfigMap/x (1 ns)"
-        );
-        assert_eq!(summarize(&after, &after), "no change to rendered objects");
-    }
-
-    #[test]
-    fn the_hash_ignores_its_own_annotation() {
-        let mut o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
-        let h = hash_of(&o).unwrap();
-        stamp_hash(&mut o);
-        assert_eq!(
-            o.pointer("/metadata/annotations/opsec.x1642.dev~1rendered-hash")
-                .and_then(|v| v.as_str()),
-            Some(h.as_str())
-        );
-        assert_eq!(hash_of(&o).unwrap(), h);
     }
 
     #[test]
