@@ -442,3 +442,477 @@ pub fn waiting(
     let announce = turned_false(before, &status.conditions, PolicyCondition::Ready);
     Waiting { status, announce }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Backup;
+    use crate::api::backup::{BackupPhase, RestoreTestSummary};
+    use crate::controller::backup::policy::act::Verified;
+    use crate::controller::backup::policy::decide::tests::{at, backup, facts, policy};
+    use crate::controller::backup::policy::decide::{ConfigProblem, decide};
+    use crate::controller::kit::conditions::is_true;
+
+    const NOW: &str = "2026-12-02T12:00:00Z";
+
+    fn good(completed: &str) -> Backup {
+        backup(
+            "p-1",
+            BackupTrigger::Scheduled,
+            Some(BackupPhase::Completed),
+            completed,
+        )
+    }
+
+    /// Settles `backups` of `p` from `previous` with nothing done, at `now`.
+    fn settled(
+        p: &crate::api::BackupPolicy,
+        previous: Option<&BackupPolicyStatus>,
+        backups: &[Backup],
+        done: &Done,
+        now: &str,
+    ) -> Settled {
+        let f = facts(p, previous, backups);
+        let plan = PolicyPlan {
+            next_backup: decide(&f, at(now)).next_backup,
+            ..Default::default()
+        };
+        settle(&f, &plan, done, at(now))
+    }
+
+    fn condition(
+        s: &Settled,
+        c: PolicyCondition,
+    ) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        find(&s.status.conditions, c).expect("condition set")
+    }
+
+    fn reasons(s: &Settled) -> Vec<PolicyEvent> {
+        s.events.iter().map(|a| a.reason).collect()
+    }
+
+    #[test]
+    fn rpo_is_met_within_the_rpo_and_the_reconcile_wakes_at_its_deadline() {
+        let p = policy(serde_json::json!({"schedule": "0 0 1 1 *"}));
+        let s = settled(
+            &p,
+            None,
+            &[good("2026-12-02T11:30:00Z")],
+            &Done::default(),
+            NOW,
+        );
+        let c = condition(&s, PolicyCondition::RPOMet);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "WithinRPO")
+        );
+        assert!(reasons(&s).is_empty());
+        // The deadline (12:30) is the nearest moment, but longer than the longest wait.
+        assert_eq!(s.requeue, Duration::from_secs(600));
+        let s = settled(
+            &p,
+            None,
+            &[good("2026-12-02T11:02:00Z")],
+            &Done::default(),
+            NOW,
+        );
+        assert_eq!(s.requeue, Duration::from_millis(120_100), "12:02 and 100ms");
+        assert_eq!(
+            s.status.last_successful_time.as_ref().map(|t| t.0),
+            Some(at("2026-12-02T11:02:00Z"))
+        );
+        assert_eq!(s.backup_age, Some(58.0 * 60.0));
+    }
+
+    #[test]
+    fn an_rpo_breach_is_announced_once() {
+        let p = policy(serde_json::json!({}));
+        let old = [good("2026-12-02T10:00:00Z")];
+        let within = settled(&p, None, &old, &Done::default(), "2026-12-02T10:30:00Z");
+        let breached = settled(&p, Some(&within.status), &old, &Done::default(), NOW);
+        let c = condition(&breached, PolicyCondition::RPOMet);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RPOBreached")
+        );
+        assert_eq!(reasons(&breached), [PolicyEvent::RPOBreached]);
+        assert!(breached.events[0].note.contains("older than the rpo 1h"));
+        let again = settled(
+            &p,
+            Some(&breached.status),
+            &old,
+            &Done::default(),
+            "2026-12-02T12:05:00Z",
+        );
+        assert!(reasons(&again).is_empty(), "announced once");
+        assert_eq!(
+            condition(&again, PolicyCondition::RPOMet)
+                .last_transition_time
+                .0,
+            at(NOW)
+        );
+    }
+
+    #[test]
+    fn no_good_backup_is_an_unmet_rpo_without_an_event() {
+        let p = policy(serde_json::json!({}));
+        let failed = [backup(
+            "p-1",
+            BackupTrigger::Scheduled,
+            Some(BackupPhase::Failed),
+            "2026-12-02T11:00:00Z",
+        )];
+        let s = settled(&p, None, &failed, &Done::default(), NOW);
+        let c = condition(&s, PolicyCondition::RPOMet);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NoBackup")
+        );
+        assert!(!reasons(&s).contains(&PolicyEvent::RPOBreached));
+        assert_eq!(s.status.last_backup.as_ref().unwrap().name, "p-1");
+        assert_eq!(s.backup_age, None);
+    }
+
+    #[test]
+    fn an_unreachable_store_is_announced_once_and_its_recovery_once() {
+        let p = policy(serde_json::json!({}));
+        let b = [good("2026-12-02T11:30:00Z")];
+        let fine = settled(&p, None, &b, &Done::default(), NOW);
+        assert_eq!(
+            is_true(&fine.status.conditions, PolicyCondition::StorageReachable),
+            Some(true)
+        );
+        assert!(
+            reasons(&fine).is_empty(),
+            "reachable from the start: nothing to announce"
+        );
+
+        let down = Done {
+            unreachable: vec![("offsite".into(), "connection refused".into())],
+            ..Done::default()
+        };
+        let lost = settled(&p, Some(&fine.status), &b, &down, NOW);
+        let c = condition(&lost, PolicyCondition::StorageReachable);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "StorageUnreachable")
+        );
+        assert_eq!(c.message, "offsite: connection refused");
+        assert_eq!(reasons(&lost), [PolicyEvent::StorageUnreachable]);
+        assert_eq!(lost.events[0].note, "offsite: connection refused");
+        let still = settled(&p, Some(&lost.status), &b, &down, NOW);
+        assert!(reasons(&still).is_empty(), "announced once");
+
+        let back = settled(&p, Some(&still.status), &b, &Done::default(), NOW);
+        assert_eq!(reasons(&back), [PolicyEvent::StorageReachable]);
+        assert!(!PolicyEvent::StorageReachable.is_warning());
+        let again = settled(&p, Some(&back.status), &b, &Done::default(), NOW);
+        assert!(reasons(&again).is_empty(), "recovery announced once");
+    }
+
+    #[test]
+    fn a_failed_copy_of_the_newest_run_makes_storage_unreachable() {
+        let p = policy(serde_json::json!({}));
+        let mut b = good("2026-12-02T11:30:00Z");
+        let l = &mut b.status.as_mut().unwrap().locations[0];
+        l.state = CopyState::Failed;
+        l.error = Some("bucket gone".into());
+        let s = settled(&p, None, &[b], &Done::default(), NOW);
+        assert_eq!(
+            condition(&s, PolicyCondition::StorageReachable).message,
+            "onsite: bucket gone"
+        );
+    }
+
+    #[test]
+    fn verification_sets_verified_or_corrupt_copies() {
+        let p = policy(serde_json::json!({}));
+        let done = |failed| Done {
+            verification: Some(Verified {
+                at: at(NOW),
+                verified: 3,
+                failed,
+            }),
+            ..Done::default()
+        };
+        let s = settled(&p, None, &[], &done(0), NOW);
+        let c = condition(&s, PolicyCondition::Verified);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "CopiesVerified")
+        );
+        assert_eq!(c.message, "3 copies verified");
+        assert_eq!(s.status.last_verification.as_ref().unwrap().time.0, at(NOW));
+        let s = settled(&p, Some(&s.status), &[], &done(2), NOW);
+        let c = condition(&s, PolicyCondition::Verified);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "CorruptCopies")
+        );
+        assert_eq!(c.message, "3 copies verified, 2 failed");
+        // No verification this round: the condition stays as it was.
+        let kept = settled(&p, Some(&s.status), &[], &Done::default(), NOW);
+        assert_eq!(
+            condition(&kept, PolicyCondition::Verified).reason,
+            "CorruptCopies"
+        );
+    }
+
+    fn tested(result: RestoreTestResult, took: Duration) -> Done {
+        Done {
+            restore_test: Some(RestoreTestRun {
+                summary: RestoreTestSummary {
+                    time: time(at(NOW)),
+                    duration: crate::api::common::format_duration(took),
+                    result,
+                    objects_compared: 5,
+                    mismatches: 0,
+                    message: None,
+                },
+                took,
+            }),
+            ..Done::default()
+        }
+    }
+
+    #[test]
+    fn a_restore_test_within_the_rto_meets_it() {
+        let p = policy(serde_json::json!({"rto": "10s"}));
+        let s = settled(
+            &p,
+            None,
+            &[],
+            &tested(RestoreTestResult::Passed, Duration::from_secs(10)),
+            NOW,
+        );
+        let c = condition(&s, PolicyCondition::RTOMet);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "WithinRTO")
+        );
+        assert_eq!(c.message, "restore test took 10s, within the rto 10s");
+        assert_eq!(reasons(&s), [PolicyEvent::RestoreTestPassed]);
+        assert_eq!(
+            s.events[0].note,
+            "restore test Passed in 10s: 5 objects compared, 0 mismatches"
+        );
+        assert!(s.status.last_passed_restore_test.is_some());
+    }
+
+    #[test]
+    fn a_passed_restore_test_slower_than_the_rto_exceeds_it_and_fails_as_an_event() {
+        let p = policy(serde_json::json!({"rto": "10s"}));
+        // 10.4s shows as "10.400s": the comparison uses the measured Duration, not the text.
+        let took = Duration::from_millis(10_400);
+        let s = settled(&p, None, &[], &tested(RestoreTestResult::Passed, took), NOW);
+        let c = condition(&s, PolicyCondition::RTOMet);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RTOExceeded")
+        );
+        assert_eq!(
+            c.message,
+            "restore test took 10.400s, longer than the rto 10s"
+        );
+        assert_eq!(reasons(&s), [PolicyEvent::RestoreTestFailed]);
+        assert_eq!(
+            PolicyEvent::RestoreTestFailed.signal(),
+            Some(crate::signals::Signal::RestoreTestFailed)
+        );
+        assert!(
+            s.status.last_passed_restore_test.is_some(),
+            "the test itself passed"
+        );
+    }
+
+    #[test]
+    fn a_failed_restore_test_misses_the_rto() {
+        let p = policy(serde_json::json!({"rto": "10s"}));
+        let mut done = tested(RestoreTestResult::Failed, Duration::ZERO);
+        done.restore_test.as_mut().unwrap().summary.message =
+            Some("no good backup to restore".into());
+        let s = settled(&p, None, &[], &done, NOW);
+        let c = condition(&s, PolicyCondition::RTOMet);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RestoreTestFailed")
+        );
+        assert_eq!(c.message, "restore test Failed: no good backup to restore");
+        assert_eq!(reasons(&s), [PolicyEvent::RestoreTestFailed]);
+        assert!(s.status.last_passed_restore_test.is_none());
+        assert!(s.status.last_restore_test.is_some());
+    }
+
+    #[test]
+    fn without_an_rto_a_passed_restore_test_leaves_it_unknown() {
+        let p = policy(serde_json::json!({}));
+        let s = settled(
+            &p,
+            None,
+            &[],
+            &tested(RestoreTestResult::Passed, Duration::from_secs(3)),
+            NOW,
+        );
+        let c = condition(&s, PolicyCondition::RTOMet);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "NoRTO"));
+        assert_eq!(c.message, "restore took 3s; no rto is set");
+        assert_eq!(reasons(&s), [PolicyEvent::RestoreTestPassed]);
+    }
+
+    #[test]
+    fn ready_says_reconciled_or_suspended() {
+        let p = policy(serde_json::json!({}));
+        let s = settled(&p, None, &[], &Done::default(), NOW);
+        let c = condition(&s, PolicyCondition::Ready);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "Reconciled")
+        );
+        assert_eq!(c.message, "backups are scheduled");
+        assert_eq!(c.observed_generation, Some(3));
+        assert_eq!(s.status.observed_generation, Some(3));
+        assert!(s.status.next_schedule_time.is_some());
+
+        let p = policy(serde_json::json!({"suspend": true}));
+        let s = settled(&p, None, &[], &Done::default(), NOW);
+        let c = condition(&s, PolicyCondition::Ready);
+        assert_eq!(
+            (c.status.as_str(), c.message.as_str()),
+            ("True", "suspended: no new backups are scheduled")
+        );
+        assert!(s.status.next_schedule_time.is_none());
+    }
+
+    #[test]
+    fn an_invalid_schedule_or_key_is_announced_once() {
+        let p = policy(serde_json::json!({"schedule": "0 0 30 2 *"}));
+        let f = facts(&p, None, &[]);
+        let plan = decide(&f, at(NOW));
+        let first = settle(&f, &plan, &Done::default(), at(NOW));
+        let c = condition(&first, PolicyCondition::Ready);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "InvalidSchedule")
+        );
+        assert_eq!(reasons(&first), [PolicyEvent::InvalidSchedule]);
+        assert!(PolicyEvent::InvalidSchedule.is_warning());
+        let f = facts(&p, Some(&first.status), &[]);
+        let again = settle(&f, &decide(&f, at(NOW)), &Done::default(), at(NOW));
+        assert!(reasons(&again).is_empty(), "announced once");
+
+        // Another problem (the key) is announced when it shows.
+        let plan = PolicyPlan {
+            problem: Some(ConfigProblem::InvalidKey("Secret ns/k not found".into())),
+            ..Default::default()
+        };
+        let key = settle(&f, &plan, &Done::default(), at(NOW));
+        assert_eq!(reasons(&key), [PolicyEvent::InvalidKey]);
+        assert_eq!(
+            condition(&key, PolicyCondition::Ready).message,
+            "Secret ns/k not found"
+        );
+        let f = facts(&p, Some(&key.status), &[]);
+        assert!(reasons(&settle(&f, &plan, &Done::default(), at(NOW))).is_empty());
+    }
+
+    #[test]
+    fn the_next_wake_up_is_the_nearest_due_moment_clamped() {
+        let now = at(NOW);
+        let s = |secs: i64| now + jiff::SignedDuration::from_secs(secs);
+        assert_eq!(next_wake(&[], now), Duration::from_secs(600), "nothing due");
+        assert_eq!(
+            next_wake(&[s(30), s(5), s(90)], now),
+            Duration::from_millis(5_100)
+        );
+        assert_eq!(
+            next_wake(&[s(-30)], now),
+            Duration::from_millis(200),
+            "past: soon"
+        );
+        assert_eq!(next_wake(&[s(3600)], now), Duration::from_secs(600));
+
+        // Schedule, verification, restore test and copy retries all count.
+        let p = policy(serde_json::json!({
+            "schedule": "0 0 1 1 *",
+            "verification": {"schedule": "1 12 * * *",
+                "restoreTest": {"schedule": "0 0 1 1 *", "timeout": "30m"}},
+        }));
+        let verified = BackupPolicyStatus {
+            last_verification: Some(VerificationSummary {
+                time: time(at("2026-12-02T11:00:00Z")),
+                verified: 0,
+                failed: 0,
+            }),
+            last_restore_test: Some(RestoreTestSummary {
+                time: time(at("2026-12-02T11:00:00Z")),
+                duration: "1s".into(),
+                result: RestoreTestResult::Passed,
+                objects_compared: 0,
+                mismatches: 0,
+                message: None,
+            }),
+            ..Default::default()
+        };
+        let idle = settled(&p, Some(&verified), &[], &Done::default(), NOW);
+        assert_eq!(
+            idle.requeue,
+            Duration::from_millis(60_100),
+            "the verification at 12:01"
+        );
+        let retry = Done {
+            wake: vec![s(20)],
+            ..Done::default()
+        };
+        let soon = settled(&p, Some(&verified), &[], &retry, NOW);
+        assert_eq!(
+            soon.requeue,
+            Duration::from_millis(20_100),
+            "a copy retry at 12:00:20"
+        );
+    }
+
+    #[test]
+    fn a_handled_token_is_in_the_progress_written_before_the_work() {
+        let p = policy(serde_json::json!({}));
+        let f = facts(&p, None, &[]);
+        let done = Done {
+            verify_token: Some("v1".into()),
+            ..Done::default()
+        };
+        let s = progress(&f, &PolicyPlan::default(), &done, at(NOW));
+        assert_eq!(s.last_handled_verify_now.as_deref(), Some("v1"));
+        assert_eq!(s.last_handled_restore_test_now, None);
+        assert!(s.last_verification.is_none(), "nothing verified yet");
+    }
+
+    #[test]
+    fn waiting_for_access_is_announced_only_when_ready_was_not_false() {
+        let t = at(NOW);
+        let first = waiting(None, Some(3), "ServiceAccountNotFound", "no sa".into(), t);
+        assert!(first.announce);
+        let c = find(&first.status.conditions, PolicyCondition::Ready).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", "ServiceAccountNotFound", "no sa")
+        );
+        assert_eq!(first.status.observed_generation, Some(3));
+        let again = waiting(
+            Some(&first.status),
+            Some(3),
+            "ServiceAccountNotFound",
+            "no sa".into(),
+            t,
+        );
+        assert!(!again.announce);
+        let p = policy(serde_json::json!({}));
+        let ok = settled(&p, Some(&again.status), &[], &Done::default(), NOW);
+        let after = waiting(
+            Some(&ok.status),
+            Some(3),
+            "SigningKeyUnavailable",
+            "gone".into(),
+            t,
+        );
+        assert!(after.announce, "Ready was True");
+    }
+}
