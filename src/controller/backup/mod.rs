@@ -22,9 +22,7 @@ pub mod writes;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -284,22 +282,6 @@ impl State {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
-    }
-
-    /// Publishes an Event about `obj`.
-    pub async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-        related: Option<ObjectReference>,
-    ) {
-        let _ = (type_, action);
-        self.events
-            .problem(&obj.object_ref(&()), reason, note, related, None)
-            .await;
     }
 }
 

@@ -325,7 +325,8 @@ async fn rule_count(client: &Client, namespace: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Runs one restore test of `backup` and deletes its scratch namespace, whatever the outcome.
+/// Runs one restore test of `backup` and deletes its scratch namespace, whatever the outcome;
+/// returns its summary and the measured restore time (the summary's `duration`, unformatted).
 pub async fn run(
     st: &State,
     access: &Access,
@@ -333,7 +334,7 @@ pub async fn run(
     p: &BackupPolicy,
     backup: &Backup,
     timeout: Duration,
-) -> RestoreTestSummary {
+) -> (RestoreTestSummary, Duration) {
     let ns = p.namespace().unwrap_or_default();
     let at = Timestamp::now();
     let started = Instant::now();
@@ -397,14 +398,15 @@ pub async fn run(
         ),
         Ok(Ok((c, m, msgs))) => (RestoreTestResult::Failed, c, m, Some(msgs.join("; "))),
     };
-    RestoreTestSummary {
+    let summary = RestoreTestSummary {
         time: time(at),
         duration: format_duration(duration),
         result,
         objects_compared: compared,
         mismatches,
         message: message.map(|m| m.chars().take(1024).collect()),
-    }
+    };
+    (summary, duration)
 }
 
 /// Deletes a scratch namespace, only when it is one this operator made.
