@@ -193,6 +193,8 @@ pub fn event_reasons_table() -> String {
     }
     let mut out =
         String::from("| kind | reason | type | signal | meaning |\n|---|---|---|---|---|\n");
+    rows::<baseline::events::BaselineEvent>("SecurityBaseline", &mut out);
+    rows::<backup::policy::PolicyEvent>("BackupPolicy", &mut out);
     rows::<backup::events::BackupEvent>("Backup", &mut out);
     rows::<backup::events::RestoreEvent>("Restore", &mut out);
     out

@@ -13,8 +13,8 @@ crate::event_reasons! {
             "A new revision waits for the approval annotation that names it (`spec.rollout.requireApproval`).";
         ValidationFailed => Warning, "Validate", None,
             "The API server refused objects of a new revision in the dry-run; the revision is held back.";
-        DriftReverted => Normal, "Revert", None,
-            "An object that was deleted or changed was put back as rendered (the editor is named).";
+        DriftReverted => Normal, "Revert", Some(Signal::BaselineDrift),
+            "An object that was deleted or changed was put back as rendered (the editor is named): the configuration was tampered with, and Enforce undid it.";
         Pruned => Normal, "Delete", None,
             "An object (or the Pod Security labels of a namespace) the baseline no longer renders was removed.";
         DriftDetected => Warning, "Check", Some(Signal::BaselineDrift),
@@ -39,11 +39,13 @@ mod tests {
     use crate::signals::Signal;
 
     #[test]
-    fn only_drift_and_conflict_raise_the_baseline_drift_signal() {
+    fn drift_found_reverted_or_fought_raises_the_baseline_drift_signal() {
         for r in BaselineEvent::all() {
             let expected = matches!(
                 r,
-                BaselineEvent::DriftDetected | BaselineEvent::ConflictDetected
+                BaselineEvent::DriftDetected
+                    | BaselineEvent::DriftReverted
+                    | BaselineEvent::ConflictDetected
             )
             .then_some(Signal::BaselineDrift);
             assert_eq!(r.signal(), expected, "{r:?}");
