@@ -61,7 +61,7 @@ fn backup(name: &str, trigger: &str) -> serde_json::Value {
 async fn an_object_that_cannot_be_read_is_reported_once_and_the_others_go_on() {
     let client = common::client().await;
     common::install_crds();
-    common::operator("backup");
+    let port = common::operator("backup");
     let ns = common::namespace(&client, "kit-invalid", &[]).await;
 
     // A Backup stored while the schema was looser than the operator's types (as after a
@@ -135,6 +135,23 @@ async fn an_object_that_cannot_be_read_is_reported_once_and_the_others_go_on() {
             .contains("not found"),
         "{}",
         b.name_any()
+    );
+    // Both counted: the unreadable object as a reconcile error of its category, the Backup
+    // that cannot run as a detection EmergencyPlans classify.
+    let metrics = common::eventually(WAIT, "the counts in /metrics", || async move {
+        let (status, body) =
+            common::http_get(port, "/metrics", Some(&common::metrics_token())).await?;
+        (status == 200
+            && body.contains(r#"opsec_detections_total{signal="BackupFailed"}"#)
+            && body.contains(
+                r#"opsec_reconcile_errors_total{controller="backup",category="InvalidObject"}"#,
+            ))
+        .then_some(body)
+    })
+    .await;
+    assert!(
+        metrics.contains("# TYPE opsec_backup_age_seconds gauge"),
+        "the backup controller's own metrics are in its sub-registry:\n{metrics}"
     );
     // Reported once: a failure would be retried (and reported) at 1, 2 and 4 seconds.
     tokio::time::sleep(Duration::from_secs(8)).await;

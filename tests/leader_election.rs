@@ -11,7 +11,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LEASE_SECONDS: u64 = 4;
 
@@ -57,12 +56,12 @@ impl Operator {
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.port, path, None).await
+        common::http_get(self.port, path, None).await
     }
 
     /// `/metrics` as a scraper allowed to read it.
     async fn metrics(&self) -> Option<(u16, String)> {
-        http_get(self.port, "/metrics", Some(&common::metrics_token())).await
+        common::http_get(self.port, "/metrics", Some(&common::metrics_token())).await
     }
 
     fn signal(&self, sig: &str) {
@@ -87,29 +86,6 @@ impl Drop for Operator {
 }
 
 /// A minimal HTTP/1.1 GET on loopback: (status, body).
-async fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
 fn holder(lease: &Lease) -> Option<String> {
     lease
         .spec
@@ -277,7 +253,7 @@ async fn metrics_are_served_only_to_callers_the_api_server_authenticates_and_all
     assert_eq!(a.get("/healthz").await.map(|r| r.0), Some(200));
     let (status, _) = a.get("/metrics").await.expect("an answer");
     assert_eq!(status, 401);
-    let (status, _) = http_get(a.port, "/metrics", Some("not-a-token"))
+    let (status, _) = common::http_get(a.port, "/metrics", Some("not-a-token"))
         .await
         .unwrap();
     assert_eq!(status, 401);
@@ -289,7 +265,7 @@ async fn metrics_are_served_only_to_callers_the_api_server_authenticates_and_all
         "-n",
         common::OPERATOR_NAMESPACE,
     ]);
-    let (status, body) = http_get(a.port, "/metrics", Some(&common::token_of("nobody")))
+    let (status, body) = common::http_get(a.port, "/metrics", Some(&common::token_of("nobody")))
         .await
         .unwrap();
     assert_eq!(status, 403, "{body}");

@@ -504,12 +504,12 @@ pub fn stamped_by_baseline(obj: &Value) -> bool {
     !obj["metadata"]["labels"][crate::baseline::BASELINE_LABEL].is_null()
 }
 
-/// Creates `objects` (already in restore order) in `namespace` with `client` (a tenant's, so
+/// Creates `objects` (already in restore order) in `namespace` with `writer` (a tenant's, so
 /// the API server judges every write as the tenant's), each on its own: the restore test's
 /// writes into its scratch namespace, which is deleted after. Objects a baseline stamps are
 /// skipped, whether the backup or the namespace holds them.
 pub async fn apply_objects(
-    client: &Client,
+    writer: &crate::controller::kit::apply::Writer,
     namespace: &str,
     objects: &[Value],
     existing: ExistingObjects,
@@ -519,8 +519,8 @@ pub async fn apply_objects(
     for obj in objects {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
-        let result = match resolver.resource(client, api_version, kind).await {
-            Ok(ar) => write_one(client, &ar, namespace, obj, existing, Mode::Write).await,
+        let result = match resolver.resource(writer.client(), api_version, kind).await {
+            Ok(ar) => write_one(writer, &ar, namespace, obj, existing, Mode::Write).await,
             Err(e) => Err(WriteError::Unresolved(e)),
         };
         out.count(obj, result.map(|w| !matches!(w, Written::Skipped)));

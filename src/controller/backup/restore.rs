@@ -4,6 +4,7 @@
 //! ([`super::writes`]): a server-side dry run of them all first, then the writes, undone if one
 //! fails. Server-side apply for `Overwrite`, create-if-absent for `Skip`.
 
+use crate::controller::kit::apply::Writer;
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -429,6 +430,8 @@ async fn run(
     status: &mut RestoreStatus,
 ) -> Result<(), RestoreFailure> {
     let client = &access.tenant.client;
+    // Every restored object is written as the tenant, under the restore's field manager.
+    let writer = Writer::tenant(&access.tenant).with_manager(super::objects::RESTORE_FIELD_MANAGER);
     let ns = r.namespace().unwrap_or_default();
     let target = r
         .spec
@@ -515,7 +518,7 @@ async fn run(
                 continue;
             }
         };
-        let check = dry_run(client, &target, &mut stream, wanted, existing).await;
+        let check = dry_run(&writer, &target, &mut stream, wanted, existing).await;
         if let Err(e) = stream.finish().await {
             failed_read(e);
             continue;
@@ -538,7 +541,7 @@ async fn run(
             }
         };
         let (applied, journal, refused) =
-            write_all(client, &target, &mut stream, wanted, existing).await;
+            write_all(&writer, &target, &mut stream, wanted, existing).await;
         let read = stream.finish().await;
         if refused.is_empty() && read.is_ok() {
             done = Some((store.name().to_string(), applied));
@@ -631,7 +634,7 @@ async fn run(
 /// (counted in `failed`, the first ones in `errors`). A refusal because an object the restore
 /// writes earlier is not there yet is left to the write ([`writes::waits_on_restored`]).
 async fn dry_run(
-    client: &kube::Client,
+    writer: &Writer,
     target: &str,
     stream: &mut ObjectStream,
     wanted: impl Fn(&serde_json::Value) -> bool + Send + Sync,
@@ -642,7 +645,7 @@ async fn dry_run(
     let mut planned = Planned::default();
     let mut batches = Batches::new(stream, wanted);
     while let Some(batch) = batches.next().await {
-        let done = write_batch(client, &mut resolver, target, batch, existing, Mode::DryRun).await;
+        let done = write_batch(writer, &mut resolver, target, batch, existing, Mode::DryRun).await;
         let mut accepted = Vec::new();
         for (obj, result) in done {
             let result = match result {
@@ -667,7 +670,7 @@ async fn dry_run(
 /// The writes of every wanted object of `stream`, journaled; the first batch with a refusal
 /// ends them, and its refusals are returned (the caller undoes the journal).
 async fn write_all(
-    client: &kube::Client,
+    writer: &Writer,
     target: &str,
     stream: &mut ObjectStream,
     wanted: impl Fn(&serde_json::Value) -> bool + Send + Sync,
@@ -679,7 +682,7 @@ async fn write_all(
     let mut refused = Vec::new();
     let mut batches = Batches::new(stream, wanted);
     while let Some(batch) = batches.next().await {
-        let done = write_batch(client, &mut resolver, target, batch, existing, Mode::Write).await;
+        let done = write_batch(writer, &mut resolver, target, batch, existing, Mode::Write).await;
         for (obj, result) in done {
             match result {
                 Ok(w) => {

@@ -345,6 +345,8 @@ pub async fn run(
         .unwrap_or_else(|| backup.name_any());
     let scratch = scratch_name(&ns, &id);
     let tenant = &access.tenant.client;
+    let writer = crate::controller::kit::apply::Writer::tenant(&access.tenant)
+        .with_manager(objects::RESTORE_FIELD_MANAGER);
     let work = async {
         prepare(st, access, p, &scratch).await?;
         let read = read_backup(access, keys, p, &id, None).await?;
@@ -365,7 +367,7 @@ pub async fn run(
             .filter_map(sandboxed)
             .collect();
         let applied =
-            objects::apply_objects(tenant, &scratch, &objs, ExistingObjects::Overwrite).await;
+            objects::apply_objects(&writer, &scratch, &objs, ExistingObjects::Overwrite).await;
         let (compared, mismatches, messages) = objects::compare(tenant, &scratch, &objs).await;
         let mut msgs = applied.errors;
         msgs.extend(messages);

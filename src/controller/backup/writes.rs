@@ -10,6 +10,7 @@
 //! creates earlier is therefore left to the write to decide ([`waits_on_restored`]); the
 //! journal undoes the rest if the write fails after all.
 
+use crate::controller::kit::apply::Writer;
 use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
@@ -21,9 +22,7 @@ use kube::api::{
 };
 use serde_json::Value;
 
-use super::objects::{
-    RESTORE_FIELD_MANAGER, ResolveError, Resolver, describe, stamped_by_baseline,
-};
+use super::objects::{ResolveError, Resolver, describe, stamped_by_baseline};
 use crate::api::backup::ExistingObjects;
 use crate::backup::restore::ObjectStream;
 
@@ -111,7 +110,7 @@ pub enum Mode {
 /// overwritten). Objects a baseline stamps are skipped, whether the backup or the namespace
 /// holds them.
 pub async fn write_one(
-    client: &Client,
+    writer: &Writer,
     ar: &ApiResource,
     namespace: &str,
     obj: &Value,
@@ -127,7 +126,6 @@ pub async fn write_one(
     }
     let mut body = obj.clone();
     body["metadata"]["namespace"] = Value::String(namespace.into());
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let dry_run = mode == Mode::DryRun;
     let uid_of = |o: &DynamicObject| {
         if dry_run {
@@ -140,26 +138,26 @@ pub async fn write_one(
     // else creates meanwhile is not taken over (and then deleted by an undo).
     let create = |body: Value| async {
         let dynobj: DynamicObject = serde_json::from_value(body).map_err(WriteError::Body)?;
-        let params = PostParams {
-            dry_run,
-            field_manager: Some(RESTORE_FIELD_MANAGER.into()),
-        };
-        match api.create(&params, &dynobj).await {
-            Ok(after) => Ok(Some(Written::Created {
-                ar: ar.clone(),
-                name: name.clone(),
-                uid: uid_of(&after),
-                created_at: after.metadata.creation_timestamp.map(|t| t.0),
-            })),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
-            Err(e) => Err(WriteError::Api(e)),
-        }
+        let created = writer
+            .create_object(ar, namespace, &dynobj, dry_run)
+            .await
+            .map_err(WriteError::Api)?;
+        Ok::<_, WriteError>(created.map(|after| Written::Created {
+            ar: ar.clone(),
+            name: name.clone(),
+            uid: uid_of(&after),
+            created_at: after.metadata.creation_timestamp.map(|t| t.0),
+        }))
     };
     if existing == ExistingObjects::Skip {
         return Ok(create(body).await?.unwrap_or(Written::Skipped));
     }
     for _ in 0..2 {
-        let Some(current) = api.get_opt(&name).await.map_err(WriteError::Api)? else {
+        let current = writer
+            .get(ar, namespace, &name)
+            .await
+            .map_err(WriteError::Api)?;
+        let Some(current) = current else {
             match create(body.clone()).await? {
                 Some(w) => return Ok(w),
                 // Created meanwhile: read it and overwrite that.
@@ -175,10 +173,12 @@ pub async fn write_one(
         let mut conditional = body.clone();
         conditional["metadata"]["resourceVersion"] =
             Value::String(current.resource_version().unwrap_or_default());
-        let mut params = PatchParams::apply(RESTORE_FIELD_MANAGER).force();
-        params.dry_run = dry_run;
-        match api.patch(&name, &params, &Patch::Apply(conditional)).await {
-            Ok(after) => {
+        let applied = writer
+            .apply_returning(ar, namespace, &name, &conditional, dry_run)
+            .await
+            .map_err(WriteError::Api)?;
+        match applied {
+            Some(after) => {
                 return Ok(Written::Replaced {
                     ar: ar.clone(),
                     before: Box::new(current),
@@ -186,8 +186,7 @@ pub async fn write_one(
                 });
             }
             // Changed between the read and the write: read it again.
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(WriteError::Api(e)),
+            None => continue,
         }
     }
     Err(WriteError::KeptChanging)
@@ -254,7 +253,7 @@ impl<'s> Batches<'s> {
 /// its outcome, in the batch's order. A kind that cannot be resolved (not served, or
 /// cluster-scoped) fails every object of the batch.
 pub async fn write_batch(
-    client: &Client,
+    writer: &Writer,
     resolver: &mut Resolver,
     namespace: &str,
     batch: Vec<Value>,
@@ -267,7 +266,7 @@ pub async fn write_batch(
     };
     let api_version = first["apiVersion"].as_str().unwrap_or_default();
     let kind = first["kind"].as_str().unwrap_or_default();
-    let ar = match resolver.resource(client, api_version, kind).await {
+    let ar = match resolver.resource(writer.client(), api_version, kind).await {
         Ok(ar) => ar,
         Err(e) => {
             return batch
@@ -280,7 +279,7 @@ pub async fn write_batch(
         .map(|obj| {
             let ar = &ar;
             async move {
-                let r = write_one(client, ar, namespace, &obj, existing, mode).await;
+                let r = write_one(writer, ar, namespace, &obj, existing, mode).await;
                 (obj, r)
             }
         })

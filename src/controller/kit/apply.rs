@@ -284,6 +284,61 @@ impl Writer {
         }
     }
 
+    /// Reads `name` with the writer's rights (`None`: it does not exist).
+    pub async fn get(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<DynamicObject>, kube::Error> {
+        self.api(resource, namespace).get_opt(name).await
+    }
+
+    /// Creates `object` and returns what the API server made of it (or would, in a dry run);
+    /// `Ok(None)` when it exists already (create-if-absent, never an apply over someone
+    /// else's object).
+    pub async fn create_object(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        object: &DynamicObject,
+        dry_run: bool,
+    ) -> Result<Option<DynamicObject>, kube::Error> {
+        let params = PostParams {
+            dry_run,
+            field_manager: Some(self.manager.into()),
+        };
+        match self.api(resource, namespace).create(&params, object).await {
+            Ok(created) => Ok(Some(created)),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Server-side applies `object` (forced) and returns the result; a
+    /// `metadata.resourceVersion` in it makes the apply conditional, and `Ok(None)` says the
+    /// object changed since that version (409).
+    pub async fn apply_returning(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        object: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<Option<DynamicObject>, kube::Error> {
+        let mut params = PatchParams::apply(self.manager).force();
+        params.dry_run = dry_run;
+        match self
+            .api(resource, namespace)
+            .patch(name, &params, &Patch::Apply(object))
+            .await
+        {
+            Ok(after) => Ok(Some(after)),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes an object (dependents in the background); one already gone is fine.
     pub async fn delete(
         &self,

@@ -18,18 +18,18 @@ use super::decide::{created, is_good, is_terminal};
 use super::events::{PolicyEvent, publish};
 use super::observe::Resolved;
 use crate::api::backup::{
-    BackupLocationStatus, BackupPhase, BackupPolicyStatus, BackupSpec, BackupStatus, BackupTrigger,
-    BackupVerification, CopyState, CorruptCopy, RestoreTestResult, RestoreTestSummary,
-    VerificationResult,
+    BackupLocationStatus, BackupPhase, BackupSpec, BackupStatus, BackupTrigger, BackupVerification,
+    CopyState, CorruptCopy, RestoreTestResult, RestoreTestSummary, VerificationResult,
 };
-use crate::api::common::{ConditionStatus, LocalObjectRef, format_duration, set_condition};
+use crate::api::common::{LocalObjectRef, format_duration};
 use crate::api::{Backup, BackupPolicy};
 use crate::backup::retention::DeleteReason;
 use crate::backup::store::CopyOutcome;
 use crate::backup::{BackupLocation, BackupRecord, RetentionSettings, retention};
+use crate::controller::backup::RunCondition;
 use crate::controller::backup::resolve::{Stores, error_chain};
 use crate::controller::backup::{Error, POLICY_LABEL, State, restore_test, time, write_status};
-use crate::controller::kit::Announce;
+use crate::controller::kit::{Announce, Conditions};
 
 /// Manifests the catalogue reads per store in one reconcile: a store holding many backups
 /// without Backup objects is brought back over several rounds, each bounded.
@@ -146,17 +146,6 @@ pub async fn create_backup(
             source,
         }),
     }
-}
-
-/// Writes a policy's status and remembers it as the newest ([`State::policy_status`]).
-pub async fn write_policy_status(
-    st: &State,
-    p: &BackupPolicy,
-    previous: Option<&BackupPolicyStatus>,
-    status: &BackupPolicyStatus,
-) -> Result<(), Error> {
-    let _ = previous;
-    write_status(st, p, status).await
 }
 
 /// Creates a Backup (trigger Catalogue) for every complete stored backup without one, and adds
@@ -801,14 +790,11 @@ pub async fn retry_copies(
         if !copied.is_empty() && s.locations.iter().all(|l| l.state != CopyState::Failed) {
             let written: Vec<&str> = s.locations.iter().map(|l| l.name.as_str()).collect();
             // The Backup's own Ready condition (the Backup controller's vocabulary).
-            set_condition(
-                &mut s.conditions,
-                "Ready",
-                ConditionStatus::True,
+            Conditions::new(&mut s.conditions, now, None).set(
+                RunCondition::Ready,
+                true,
                 "Completed",
                 format!("written to {}", written.join(", ")),
-                None,
-                now,
             );
         }
         if let Err(e) = write_status(st, b, &s).await {
@@ -870,7 +856,7 @@ mod tests {
             },
         ];
         assert!(mark_known_corrupt("b1", &mut locations, &list));
-        assert_eq!(locations[0].state, "Corrupt");
+        assert_eq!(locations[0].state, CopyState::Corrupt);
         assert!(
             locations[0]
                 .error
@@ -878,7 +864,11 @@ mod tests {
                 .unwrap()
                 .contains("digest mismatch")
         );
-        assert_eq!(locations[1].state, "Written", "another copy of it is not");
+        assert_eq!(
+            locations[1].state,
+            CopyState::Written,
+            "another copy of it is not"
+        );
         assert!(!mark_known_corrupt("b3", &mut locations[1..], &list));
 
         // A copy that verifies again is forgotten; the list never grows past its bound.
@@ -890,7 +880,7 @@ mod tests {
         assert_eq!(list.len(), MAX_CORRUPT_COPIES);
     }
 
-    fn backup(phase: BackupPhase, locations: &[(&str, &str)]) -> Backup {
+    fn backup(phase: BackupPhase, locations: &[(&str, CopyState)]) -> Backup {
         let mut b = backup_object("ns", "p", "p-1", BackupTrigger::Scheduled);
         b.status = Some(BackupStatus {
             phase: Some(phase),
@@ -898,7 +888,7 @@ mod tests {
                 .iter()
                 .map(|(n, s)| BackupLocationStatus {
                     name: (*n).into(),
-                    state: s.parse().unwrap(),
+                    state: *s,
                     ..Default::default()
                 })
                 .collect(),
@@ -911,15 +901,15 @@ mod tests {
     fn a_corrupt_backup_is_good_while_another_copy_verified() {
         assert!(is_good(&backup(
             BackupPhase::Completed,
-            &[("a", "Written")]
+            &[("a", CopyState::Written)]
         )));
         assert!(is_good(&backup(
             BackupPhase::Corrupt,
-            &[("a", "Corrupt"), ("b", "Verified")]
+            &[("a", CopyState::Corrupt), ("b", CopyState::Verified)]
         )));
         assert!(!is_good(&backup(
             BackupPhase::Corrupt,
-            &[("a", "Corrupt"), ("b", "Written")]
+            &[("a", CopyState::Corrupt), ("b", CopyState::Written)]
         )));
         assert!(!is_good(&backup(BackupPhase::Failed, &[])));
         assert!(!is_good(&backup(BackupPhase::Running, &[])));

@@ -22,12 +22,12 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-use self::act::{Done, Verified, write_policy_status};
+use self::act::{Done, Verified};
 use self::decide::{Facts, PolicyPlan, decide};
 use self::observe::{Reach, Resolved, observe};
 use self::settle::settle;
 use super::resolve::error_chain;
-use super::{AccessError, Error, State};
+use super::{AccessError, Error, State, write_status};
 use crate::api::BackupPolicy;
 use crate::api::backup::{BackupPolicyStatus, BackupTrigger};
 
@@ -100,7 +100,7 @@ pub async fn reconcile(p: &BackupPolicy, st: &State) -> Result<Action, Error> {
     let settled = settle(&facts(p, previous, &r), &plan, &done, now);
     let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
     st.metrics.set_age(&ns, &name, settled.backup_age);
-    let written = write_policy_status(st, p, previous, &settled.status).await;
+    let written = write_status(st, p, &settled.status).await;
     events::announce(st, p, settled.events).await;
     written?;
     Ok(Action::requeue(settled.requeue))
@@ -131,7 +131,7 @@ async fn write_progress(
     now: Timestamp,
 ) -> Result<(), Error> {
     let status = settle::progress(&facts(p, previous, r), plan, done, now);
-    write_policy_status(st, p, previous, &status).await
+    write_status(st, p, &status).await
 }
 
 /// The policy waits for its ServiceAccount (or the signing keyring): Ready False with the
@@ -151,7 +151,7 @@ async fn wait_for_access(
         msg.clone(),
         now,
     );
-    write_policy_status(st, p, previous, &waiting.status).await?;
+    write_status(st, p, &waiting.status).await?;
     if waiting.announce {
         events::publish_waiting(st, p, e.category(), msg).await;
     }
