@@ -32,15 +32,15 @@ pub struct Context {
     pub tenancy: Arc<tenant::Tenancy>,
     /// Where detections go (EmergencyPlan listens).
     pub detections: crate::signals::Detections,
+    /// The one Event publisher (its recorder folds repeats about an object into one series,
+    /// whichever controller publishes them).
+    events: kit::Events,
 }
 
 impl Context {
-    /// An Event publisher under this operator's name.
+    /// The operator's Event publisher.
     pub fn events(&self) -> kit::Events {
-        kit::Events::new(
-            kube::runtime::events::Recorder::new(self.client.clone(), self.reporter.clone()),
-            self.detections.clone(),
-        )
+        self.events.clone()
     }
 }
 
@@ -137,16 +137,23 @@ impl Controllers {
         synced: Arc<Synced>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let detections = metrics.detections();
+        let events = kit::Events::new(
+            kube::runtime::events::Recorder::new(client.clone(), reporter.clone()),
+            detections.clone(),
+        );
         let ctx = Context {
             client,
             tenancy,
             metrics: metrics.clone(),
             synced: synced.clone(),
-            detections: metrics.detections(),
-            reporter: Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            detections,
+            events,
+            reporter,
         };
         let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
         for r in CONTROLLERS.iter().filter(|r| args.runs(r.name)) {

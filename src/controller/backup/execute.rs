@@ -39,6 +39,9 @@ pub async fn reconcile(b: &Backup, st: &State) -> Result<Action, Error> {
     ) || b.spec.trigger == BackupTrigger::Catalogue
         || b.metadata.deletion_timestamp.is_some()
     {
+        if b.metadata.deletion_timestamp.is_some() {
+            st.backup_statuses.forget(b);
+        }
         return Ok(Action::await_change());
     }
     if status.phase == Some(BackupPhase::Running) {
@@ -195,9 +198,24 @@ async fn interrupted(b: &Backup, st: &State) -> Result<Action, Error> {
     }
     let ns = b.namespace().unwrap_or_default();
     let name = b.name_any();
-    let fresh = b;
-    // `reconcile` judged by the newest status this process knows (its own last write).
-    let previous = st.backup_statuses.latest(b).unwrap_or_default();
+    // Taking a run for interrupted is judged by the object itself, not a cache that can lag
+    // behind this process's last write (or a write whose answer was lost).
+    let fresh = st
+        .backup_statuses
+        .live(b)
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("Backup {ns}/{name}"),
+            source,
+        })?;
+    let Some(fresh) = fresh else {
+        return Ok(Action::await_change());
+    };
+    let fresh = &fresh;
+    let previous = fresh.status.clone().unwrap_or_default();
+    if previous.phase != Some(BackupPhase::Running) {
+        return Ok(Action::await_change());
+    }
     let started = previous
         .start_time
         .as_ref()

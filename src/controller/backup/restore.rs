@@ -291,14 +291,27 @@ pub async fn reconcile(r: &Restore, st: &State) -> Result<Action, Error> {
         Some(RestorePhase::Completed | RestorePhase::Failed)
     ) || r.metadata.deletion_timestamp.is_some()
     {
+        if r.metadata.deletion_timestamp.is_some() {
+            st.restore_statuses.forget(r);
+        }
         return Ok(Action::await_change());
     }
     let uid = r.uid().unwrap_or_default();
-    // Running: either this process runs it now, or the process that ran it stopped (a
-    // Completed write of this process would be the status it starts from).
+    // Running: either this process runs it now, or its Completed write is not in the cache yet
+    // (the API server says), or the process that ran it stopped.
     let mut interrupted = false;
     if status.phase == Some(RestorePhase::Running) {
         if st.is_running(&uid) {
+            return Ok(Action::await_change());
+        }
+        let Ok(fresh) = st.restore_statuses.live(r).await else {
+            return Ok(Action::requeue(std::time::Duration::from_secs(5)));
+        };
+        let ended = fresh.and_then(|f| f.status).and_then(|s| s.phase);
+        if matches!(
+            ended,
+            Some(RestorePhase::Completed | RestorePhase::Failed) | None
+        ) {
             return Ok(Action::await_change());
         }
         interrupted = true;

@@ -9,7 +9,9 @@
 //! for what the provider configured (SecurityBaselines) and the operator's own objects.
 //!
 //! Responses are not read where the watch brings the object to a cache anyway (a baseline
-//! check writes thousands of objects).
+//! check writes thousands of objects). A restore's undo (`controller/backup/writes.rs`) is the
+//! one other writer: it deletes what it created under a UID precondition and puts back what
+//! it replaced, with the same tenant's client.
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
@@ -310,7 +312,7 @@ impl Writer {
         };
         match self.api(resource, namespace).create(&params, object).await {
             Ok(created) => Ok(Some(created)),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -366,13 +368,14 @@ impl Writer {
 
 /// Server-side applies `status` to the status subresource of the `K` named `name` (in
 /// `namespace` for a namespaced kind) under [`FIELD_MANAGER`], with the operator's own rights
-/// (forced: the operator owns its kinds' status). Fields it no longer sets are removed.
+/// (forced: the operator owns its kinds' status). Fields it no longer sets are removed. Returns
+/// the object's resourceVersion after the write.
 pub async fn status<K>(
     client: &Client,
     namespace: Option<&str>,
     name: &str,
     status: &impl Serialize,
-) -> Result<(), kube::Error>
+) -> Result<Option<String>, kube::Error>
 where
     K: Resource<DynamicType = ()>,
 {
@@ -389,5 +392,5 @@ where
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(name, &params, &Patch::Apply(body))
         .await
-        .map(|_| ())
+        .map(|o| o.metadata.resource_version)
 }

@@ -48,7 +48,8 @@ pub struct Kit {
     pub controller: &'static str,
     pub ctx: Context,
     pub events: Events,
-    /// Failures in a row per object (`namespace/name`), reset by a success.
+    /// Failures in a row per object (by uid, so a new object of the same name starts
+    /// afresh), reset by a success.
     attempts: Mutex<HashMap<String, u32>>,
     /// Unparsable objects already reported, by uid and resourceVersion.
     invalid: Mutex<HashSet<(String, String)>>,
@@ -98,6 +99,10 @@ impl Kit {
             })
             .inc();
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if attempts.len() > MAX_TRACKED && !attempts.contains_key(key) {
+            // Objects deleted while failing are never reset: start afresh rather than grow.
+            attempts.clear();
+        }
         let attempt = attempts.entry(key.to_string()).or_insert(0);
         *attempt = attempt.saturating_add(1);
         backoff(*attempt, jitter(key, *attempt))
@@ -110,12 +115,15 @@ impl Kit {
             meta.resource_version.clone().unwrap_or_default(),
         );
         let mut seen = self.invalid.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() > 4096 {
+        if seen.len() > MAX_TRACKED {
             seen.clear();
         }
         seen.insert(key)
     }
 }
+
+/// Objects whose failures (or unreadable versions) a kit tracks at most.
+const MAX_TRACKED: usize = 16_384;
 
 /// The delay before retry `attempt` (1 s doubling to 5 minutes), spread by `jitter` in
 /// [-1, 1] by up to a fifth, so that objects failing together do not retry together.
@@ -140,6 +148,11 @@ fn object_key(meta: &kube::api::ObjectMeta) -> String {
         Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
         None => meta.name.clone().unwrap_or_default(),
     }
+}
+
+/// The key of an object's backoff: its uid (its name when it has none).
+fn backoff_key(meta: &kube::api::ObjectMeta) -> String {
+    meta.uid.clone().unwrap_or_else(|| object_key(meta))
 }
 
 /// A kind a controller reconciles: one of the operator's resources, read whole.
@@ -191,9 +204,12 @@ pub async fn run<K, S, E, F, Fut>(
     let store = controller.store();
     let synced = kit.ctx.synced.clone();
     let kind = kit.kind;
+    let stop = shutdown.clone();
     tokio::spawn(async move {
-        crate::controller::store_synced(&store).await;
-        synced.done(kind);
+        tokio::select! {
+            _ = crate::controller::store_synced(&store) => synced.done(kind),
+            _ = stopped(stop) => {}
+        }
     });
     let reconcile = Arc::new(reconcile);
     let frame = Arc::new((kit.clone(), state));
@@ -219,7 +235,7 @@ pub async fn run<K, S, E, F, Fut>(
             |guard: Arc<DeserializeGuard<K>>, err: &Failed<E>, frame: Arc<(Arc<Kit>, Arc<S>)>| {
                 let kit = &frame.0;
                 let key = object_key(guard.meta());
-                let delay = kit.failed(&key, err.0.category());
+                let delay = kit.failed(&backoff_key(guard.meta()), err.0.category());
                 tracing::warn!(kind = kit.kind, object = %key, error = %crate::backup::error_chain(&err.0), category = err.0.category(), retry_in = ?delay, "reconcile failed");
                 Action::requeue(delay)
             },
@@ -249,19 +265,30 @@ where
 {
     let started = Instant::now();
     let key = object_key(guard.meta());
+    let backoff = backoff_key(guard.meta());
     let reference = guard.object_ref(&());
     let obj = match &guard.0 {
         Ok(obj) => Arc::new(obj.clone()),
         Err(invalid) => {
             // Nothing can be done with it until someone fixes it: said once, then it waits.
             if kit.first_report(&invalid.metadata) {
-                kit.failed(&key, INVALID_OBJECT);
+                kit.failed(&backoff, INVALID_OBJECT);
                 tracing::warn!(kind = kit.kind, object = %key, error = %invalid.error, "an object that cannot be read waits for a change");
                 kit.events
                     .problem(
                         &reference,
                         INVALID_OBJECT,
-                        format!("the operator cannot read this object: {}", invalid.error),
+                        format!(
+                            "the operator cannot read this object: {}{}",
+                            invalid.error,
+                            if invalid.metadata.deletion_timestamp.is_some()
+                                && !invalid.metadata.finalizers.as_deref().unwrap_or_default().is_empty()
+                            {
+                                "; its deletion waits for its finalizers, which the operator cannot run until the object is fixed"
+                            } else {
+                                ""
+                            }
+                        ),
                         None,
                         None,
                     )
@@ -271,7 +298,7 @@ where
         }
     };
     let result = reconcile(obj, state).await;
-    kit.finished(&key, started, result.is_ok());
+    kit.finished(&backoff, started, result.is_ok());
     match result {
         Ok(action) => Ok(action),
         Err(e) => {
