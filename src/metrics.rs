@@ -160,4 +160,28 @@ mod tests {
         assert!(text.contains("opsec_build_info{version="), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
+
+    #[test]
+    fn a_controller_registers_its_own_metrics_under_its_name() {
+        #[derive(Default)]
+        struct Own(Family<ControllerLabels, Counter>);
+        fn register(r: &mut Registry) -> Arc<dyn Any + Send + Sync> {
+            let own = Own::default();
+            r.register("things_done", "Things done", own.0.clone());
+            Arc::new(own)
+        }
+        let m = Metrics::new(&[("widget", register)]);
+        let own = m.of::<Own>("widget").expect("its metrics, by name");
+        own.0
+            .get_or_create(&ControllerLabels {
+                controller: "widget".into(),
+            })
+            .inc();
+        assert!(m.of::<Own>("other").is_none());
+        let text = m.encode();
+        assert!(
+            text.contains("opsec_widget_things_done_total{controller=\"widget\"} 1"),
+            "{text}"
+        );
+    }
 }

@@ -138,7 +138,7 @@ async fn an_object_that_cannot_be_read_is_reported_once_and_the_others_go_on() {
     );
     // Both counted: the unreadable object as a reconcile error of its category, the Backup
     // that cannot run as a detection EmergencyPlans classify.
-    let metrics = common::eventually(WAIT, "the counts in /metrics", || async move {
+    common::eventually(WAIT, "the counts in /metrics", || async move {
         let (status, body) =
             common::http_get(port, "/metrics", Some(&common::metrics_token())).await?;
         (status == 200
@@ -149,10 +149,6 @@ async fn an_object_that_cannot_be_read_is_reported_once_and_the_others_go_on() {
         .then_some(body)
     })
     .await;
-    assert!(
-        metrics.contains("# TYPE opsec_backup_age_seconds gauge"),
-        "the backup controller's own metrics are in its sub-registry:\n{metrics}"
-    );
     // Reported once: a failure would be retried (and reported) at 1, 2 and 4 seconds.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let again = seen(&client, &ns, "unreadable", "InvalidObject").await;
