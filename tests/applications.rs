@@ -519,25 +519,14 @@ async fn a_restore_that_fails_part_way_undoes_every_write() {
 /// runs pass, in force once a real create is refused; returns its name (of the policy and its
 /// binding).
 async fn refuse_real_pdbs(ns: &str) -> String {
-    let name = common::unique("refuse-pdb");
-    let policy = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{"apiGroups": ["policy"], "apiVersions": ["v1"],
-                "operations": ["CREATE"], "resources": ["poddisruptionbudgets"]}]},
-            "validations": [{"expression": "has(request.dryRun) && request.dryRun",
-                "message": "PodDisruptionBudgets are refused here (dry runs pass)"}]}});
-    let binding = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}});
-    let file = tempfile::NamedTempFile::new().unwrap();
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": [policy, binding]});
-    std::fs::write(file.path(), serde_json::to_vec(&list).unwrap()).unwrap();
-    let (ok, out, err) = common::kubectl(&["apply", "-f", file.path().to_str().unwrap()]);
-    assert!(ok, "{out} {err}");
+    let name = common::deny_in_namespace(
+        ns,
+        "refuse-pdb",
+        json!({"apiGroups": ["policy"], "apiVersions": ["v1"],
+            "operations": ["CREATE"], "resources": ["poddisruptionbudgets"]}),
+        "has(request.dryRun) && request.dryRun",
+        "PodDisruptionBudgets are refused here (dry runs pass)",
+    );
     common::eventually(Duration::from_secs(30), "the policy in force", || async {
         let (created, _, err) = common::kubectl(&[
             "create",

@@ -171,26 +171,14 @@ async fn a_failed_reconcile_is_a_warning_named_by_its_category_and_is_retried() 
     common::operator("backup");
     let ns = common::namespace(&client, "kit-failed", &[]).await;
     // Status writes of Backups in this namespace are refused for a while.
-    let name = common::unique("refuse-status");
-    let policy = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{"apiGroups": ["opsec.x1642.dev"], "apiVersions": ["*"],
-                "operations": ["UPDATE"], "resources": ["backups/status"]}]},
-            "validations": [{"expression": "false", "message": "status writes are refused here for now"}]}});
-    let binding = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}});
-    let file = tempfile::NamedTempFile::new().unwrap();
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": [policy, binding]});
-    std::fs::write(file.path(), serde_json::to_vec(&list).unwrap()).unwrap();
-    let (ok, out, err) = common::kubectl(&["apply", "-f", file.path().to_str().unwrap()]);
-    assert!(ok, "{out} {err}");
-    // Policies take effect within a second or two; until then a write may pass, so the
-    // Backup is created once a probe's status write is refused.
+    let name = common::deny_in_namespace(
+        &ns,
+        "refuse-status",
+        json!({"apiGroups": ["opsec.x1642.dev"], "apiVersions": ["*"],
+            "operations": ["UPDATE"], "resources": ["backups/status"]}),
+        "false",
+        "status writes are refused here for now",
+    );
     kubectl_create(&ns, backup("probe", "Manual"));
     common::eventually(WAIT, "the policy in force", || {
         let ns = ns.clone();

@@ -541,3 +541,33 @@ pub async fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// Puts a ValidatingAdmissionPolicy (and its binding) in force for namespace `ns`: requests
+/// matching `rule` (a `resourceRules` entry) are denied with `message` unless `expression`
+/// holds. Returns its name (`kubectl delete validatingadmissionpolicybinding,...` it after).
+/// Policies take effect within a second or two: wait for a probe request to be refused.
+pub fn deny_in_namespace(
+    ns: &str,
+    prefix: &str,
+    rule: serde_json::Value,
+    expression: &str,
+    message: &str,
+) -> String {
+    let name = unique(prefix);
+    let policy = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [rule]},
+            "validations": [{"expression": expression, "message": message}]}});
+    let binding = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}});
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [policy, binding]});
+    std::fs::write(file.path(), serde_json::to_vec(&list).unwrap()).unwrap();
+    let (ok, out, err) = kubectl(&["apply", "-f", file.path().to_str().unwrap()]);
+    assert!(ok, "{out} {err}");
+    name
+}

@@ -609,6 +609,31 @@ mod tests {
         )
     }
 
+    /// A check of `set` that wrote nothing (Audit, or nothing to write), settled at T0.
+    fn settle_unacted(
+        previous: &SecurityBaselineStatus,
+        mode: BaselineMode,
+        set: &RenderedSet,
+        classified: Classified<'_>,
+    ) -> Settled {
+        let scope = Scope::All;
+        let round = testing::round(
+            mode,
+            set,
+            classified,
+            Vec::new(),
+            TakeBacks::default(),
+            &scope,
+            Instant::now(),
+        );
+        settle(
+            previous,
+            Some(1),
+            testing::at(T0),
+            Outcome::Checked(Box::new(round)),
+        )
+    }
+
     #[test]
     fn a_missing_object_of_a_new_revision_is_created_and_counted_in_one_applied_event() {
         let set = testing::set();
@@ -734,22 +759,7 @@ mod tests {
         let audit = |previous: &SecurityBaselineStatus| {
             let classified = testing::classify(&set, &live, false, false);
             assert!(classified.writes.is_empty(), "Audit never writes");
-            let scope = Scope::All;
-            let round = testing::round(
-                BaselineMode::Audit,
-                &set,
-                classified,
-                Vec::new(),
-                TakeBacks::default(),
-                &scope,
-                Instant::now(),
-            );
-            settle(
-                previous,
-                Some(1),
-                testing::at(T0),
-                Outcome::Checked(Box::new(round)),
-            )
+            settle_unacted(previous, BaselineMode::Audit, &set, classified)
         };
         let first = audit(&SecurityBaselineStatus::default());
         assert_eq!(reasons(&first), [BaselineEvent::DriftDetected]);
@@ -830,22 +840,7 @@ mod tests {
         let set = testing::failed_set();
         let once = |previous: &SecurityBaselineStatus| {
             let classified = testing::classify(&set, &FakeLive::default(), true, false);
-            let scope = Scope::All;
-            let round = testing::round(
-                BaselineMode::Enforce,
-                &set,
-                classified,
-                Vec::new(),
-                TakeBacks::default(),
-                &scope,
-                Instant::now(),
-            );
-            settle(
-                previous,
-                Some(1),
-                testing::at(T0),
-                Outcome::Checked(Box::new(round)),
-            )
+            settle_unacted(previous, BaselineMode::Enforce, &set, classified)
         };
         let first = once(&SecurityBaselineStatus::default());
         assert_eq!(reasons(&first), [BaselineEvent::RenderFailed]);
