@@ -131,16 +131,9 @@ pub fn decide(f: &Facts<'_>, now: Timestamp) -> PolicyPlan {
             VERIFY_NOW_ANNOTATION,
             previous.and_then(|s| s.last_handled_verify_now.as_deref()),
         );
-        match schedule::next_cron(
-            &v.schedule.0,
-            f.time_zone(),
-            last,
-            schedule::VERIFICATION_SCHEDULE,
-        ) {
-            Ok(due_at) if asked.is_some() || now >= due_at => {
-                verify = Some(RunNow { token: asked })
-            }
-            Ok(_) => {}
+        let when = (v.schedule.0.as_str(), schedule::VERIFICATION_SCHEDULE);
+        match run_now(when, f.time_zone(), last, asked, now) {
+            Ok(run) => verify = run,
             Err(e) => later_problem = Some(ConfigProblem::InvalidSchedule(e)),
         }
         if let Some(rt) = &v.restore_test {
@@ -153,16 +146,9 @@ pub fn decide(f: &Facts<'_>, now: Timestamp) -> PolicyPlan {
                 RESTORE_TEST_NOW_ANNOTATION,
                 previous.and_then(|s| s.last_handled_restore_test_now.as_deref()),
             );
-            match schedule::next_cron(
-                &rt.schedule.0,
-                f.time_zone(),
-                last,
-                schedule::RESTORE_TEST_SCHEDULE,
-            ) {
-                Ok(due_at) if asked.is_some() || now >= due_at => {
-                    restore_test = Some(RunNow { token: asked })
-                }
-                Ok(_) => {}
+            let when = (rt.schedule.0.as_str(), schedule::RESTORE_TEST_SCHEDULE);
+            match run_now(when, f.time_zone(), last, asked, now) {
+                Ok(run) => restore_test = run,
                 Err(e) => later_problem = Some(ConfigProblem::InvalidSchedule(e)),
             }
         }
@@ -175,6 +161,19 @@ pub fn decide(f: &Facts<'_>, now: Timestamp) -> PolicyPlan {
         restore_test,
         problem: later_problem.or(key_problem).or(schedule_problem),
     }
+}
+
+/// Whether a scheduled run (a verification, a restore test) is due at `now`: asked for with a
+/// new token, or its schedule's next time after the `last` run has come.
+fn run_now(
+    (cron, fields): (&str, schedule::Fields<'_>),
+    tz: Option<&str>,
+    last: Timestamp,
+    asked: Option<String>,
+    now: Timestamp,
+) -> Result<Option<RunNow>, ScheduleError> {
+    let due_at = schedule::next_cron(cron, tz, last, fields)?;
+    Ok((asked.is_some() || now >= due_at).then_some(RunNow { token: asked }))
 }
 
 /// The token of a "do it now" annotation not handled yet: its value when it differs from the
