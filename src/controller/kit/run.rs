@@ -220,7 +220,7 @@ pub async fn run<K, S, E, F, Fut>(
                 let reconcile = reconcile.clone();
                 async move {
                     let (kit, state) = (&frame.0, &frame.1);
-                    let meta = guard.meta().clone();
+                    let meta = guard.meta();
                     let span = tracing::info_span!(
                         "reconcile",
                         kind = kit.kind,
